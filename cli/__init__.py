@@ -1,0 +1,1 @@
+"""The `enrich` command: synth, train, serve, info, demo."""

@@ -1,0 +1,88 @@
+"""`enrich`: one command for the whole service. Subcommands import their heavy parts lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+USAGE = """usage: enrich COMMAND [ARGS]
+
+commands:
+  demo     offline end to end: synthetic catalogue -> train -> serve -> enrich through the client
+  synth    write a synthetic catalogue (styles.csv + images/) in the Fashion Product Images layout
+  train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
+  serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
+  info     print a bundle's version, vocabulary sizes and test metrics
+
+`enrich COMMAND --help` describes each one.
+"""
+
+
+def synth(argv: list[str]) -> int:
+    from enrich_model.synth import write_catalogue
+
+    parser = argparse.ArgumentParser(prog="enrich synth", description="Write a synthetic catalogue.")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", default="60x80", help="WIDTHxHEIGHT (the small HF copy is 60x80)")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    write_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height))
+    print(f"wrote {args.count} rows to {args.out / 'styles.csv'} and images to {args.out / 'images'}")
+    return 0
+
+
+def info(argv: list[str]) -> int:
+    import json
+
+    from enrich_model.bundle import read_bundle_config
+
+    parser = argparse.ArgumentParser(prog="enrich info", description="Describe a model bundle.")
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the whole enrich.json")
+    args = parser.parse_args(argv)
+    config = read_bundle_config(args.bundle)
+    if args.json:
+        print(json.dumps(config, indent=2))
+        return 0
+    from enrich_trainer.train import format_metrics
+
+    print(f"model {config['model_version']} ({config['format']}, created {config['created']})")
+    print(f"backbone {config['backbone']['name']} {config['backbone']['kwargs'] or ''}, "
+          f"input {config['preprocessing']['input_size']}, decoder {config['caption']['decoder']}")
+    print("classes: " + ", ".join(f"{k} {len(v)}" for k, v in config["attributes"].items()))
+    if config.get("test_metrics"):
+        print(format_metrics(config["test_metrics"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from enrich_trainer.train import main as train_main
+
+        return train_main(rest)
+    if command == "serve":
+        from enrich_server.app import main as serve_main
+
+        return serve_main(rest)
+    if command == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(rest)
+    if command == "synth":
+        return synth(rest)
+    if command == "info":
+        return info(rest)
+    print(f"enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

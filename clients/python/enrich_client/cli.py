@@ -1,0 +1,123 @@
+"""`enrich-client`: enrich a file (JSON to stdout) or a folder (one stream, JSON lines, progress bar).
+
+    enrich-client photo.jpg
+    enrich-client enrich images/ --out results.jsonl
+    enrich-client info
+    enrich-client health
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+from tqdm import tqdm
+
+from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
+
+COMMANDS = ("enrich", "info", "health")
+GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout")
+
+
+def to_json(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def enrich_file(client: EnrichClient, path: Path, args: argparse.Namespace) -> int:
+    try:
+        response = client.enrich(path.read_bytes(), request_id=str(path), top_k=args.top_k, caption=args.caption)
+    except EnrichError as error:
+        print(f"{path}: {error}", file=sys.stderr)
+        return 1
+    text = json.dumps(to_json(response), indent=2, ensure_ascii=False)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def enrich_folder(client: EnrichClient, root: Path, args: argparse.Namespace) -> int:
+    files = image_files(root)
+    if not files:
+        print(f"{root}: no image files (by suffix: {', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
+        return 1
+
+    def requests() -> Iterator[tuple[str, bytes]]:
+        for path in files:  # read lazily: the stream's flow control bounds memory
+            yield str(path.relative_to(root)), path.read_bytes()
+
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    failed = 0
+    try:
+        with tqdm(total=len(files), unit="img", desc="enrich", file=sys.stderr, disable=args.quiet) as bar:
+            for response in client.enrich_stream(requests(), top_k=args.top_k, caption=args.caption):
+                if response.status.code != 0:
+                    failed += 1
+                    bar.set_postfix(failed=failed)
+                out.write(json.dumps(to_json(response), ensure_ascii=False) + "\n")
+                bar.update()
+    except EnrichError as error:
+        print(f"stream failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(files) - failed} enriched, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enrich-client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
+    parser.add_argument("--max-message-mb", type=float, default=64.0)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per unary call")
+    parser.add_argument("--round-robin", action="store_true",
+                        help="spread calls over all addresses of the target (headless Service)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    enrich = commands.add_parser("enrich", help="enrich an image file or a folder of images")
+    enrich.add_argument("path", type=Path)
+    enrich.add_argument("--out", help="write JSON (file) or JSON lines (folder) here instead of stdout")
+    enrich.add_argument("--top-k", type=int, default=3)
+    enrich.add_argument("--caption", choices=sorted(CAPTION_MODES), default="generate")
+    enrich.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("info", help="the served model: version, vocabularies, limits, metrics")
+    commands.add_parser("health", help="print SERVING / NOT_SERVING; exit 0 only when SERVING")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `enrich-client photo.jpg` means `enrich-client enrich photo.jpg`.
+    positional = [i for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in
+                                                                               GLOBAL_OPTIONS_WITH_VALUE)]
+    if positional and argv[positional[0]] not in COMMANDS and "-h" not in argv and "--help" not in argv:
+        argv.insert(positional[0], "enrich")
+    args = build_parser().parse_args(argv)
+    with EnrichClient(args.target, args.max_message_mb, args.timeout, args.round_robin) as client:
+        if args.command == "health":
+            status = client.health()
+            print(status)
+            return 0 if status == "SERVING" else 1
+        if args.command == "info":
+            try:
+                print(json.dumps(to_json(client.model_info()), indent=2, ensure_ascii=False))
+            except EnrichError as error:
+                print(error, file=sys.stderr)
+                return 1
+            return 0
+        if args.path.is_dir():
+            return enrich_folder(client, args.path, args)
+        if not args.path.is_file():
+            print(f"{args.path}: no such file or folder", file=sys.stderr)
+            return 1
+        return enrich_file(client, args.path, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

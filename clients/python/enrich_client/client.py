@@ -1,0 +1,106 @@
+"""A small, typed wrapper over the generated stubs: limits raised, streams made easy."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+from enrich.v1 import enrich_pb2, enrich_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".tif",
+                            ".tiff", ".bmp"})
+CAPTION_MODES = {
+    "generate": enrich_pb2.CAPTION_MODE_GENERATE,
+    "beam": enrich_pb2.CAPTION_MODE_BEAM_SEARCH,
+    "template": enrich_pb2.CAPTION_MODE_TEMPLATE,
+    "skip": enrich_pb2.CAPTION_MODE_SKIP,
+}
+
+
+class EnrichError(RuntimeError):
+    """A failed call, with the gRPC status code and the server's reason."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code, self.message = code, message
+
+
+class EnrichClient:
+    """    client = EnrichClient("localhost:50051")
+           response = client.enrich(Path("shirt.jpg").read_bytes())
+           print(response.metadata.article_type.label)
+    """
+
+    def __init__(self, target: str = "localhost:50051", max_message_mb: float = 64.0,
+                 timeout: float | None = 60.0, round_robin: bool = False) -> None:
+        limit = int(max_message_mb * 1024 * 1024)
+        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        if round_robin:  # spread calls over every address a headless Service resolves to
+            options.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
+        self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = enrich_pb2_grpc.EnrichStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> EnrichClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @staticmethod
+    def request(image: bytes, request_id: str = "", top_k: int = 3,
+                caption: str = "generate") -> enrich_pb2.EnrichRequest:
+        return enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k,
+                                        caption_mode=CAPTION_MODES[caption])
+
+    def enrich(self, image: bytes, request_id: str = "", top_k: int = 3,
+               caption: str = "generate") -> enrich_pb2.EnrichResponse:
+        try:
+            return self.stub.Enrich(self.request(image, request_id, top_k, caption), timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise EnrichError(error.code(), error.details()) from error
+
+    def enrich_stream(self, images: Iterable[tuple[str, bytes]], top_k: int = 3, caption: str = "generate",
+                      timeout: float | None = None) -> Iterator[enrich_pb2.EnrichResponse]:
+        """(request_id, bytes) pairs in, answers out as they are ready (possibly out of order).
+
+        `images` is consumed lazily, so a folder of any size streams in bounded memory."""
+        requests = (self.request(data, request_id, top_k, caption) for request_id, data in images)
+        try:
+            yield from self.stub.EnrichStream(requests, timeout=timeout)
+        except grpc.RpcError as error:
+            raise EnrichError(error.code(), error.details()) from error
+
+    def model_info(self) -> enrich_pb2.ModelInfo:
+        try:
+            return self.stub.GetModelInfo(enrich_pb2.GetModelInfoRequest(), timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise EnrichError(error.code(), error.details()) from error
+
+    def health(self, service: str = "") -> str:
+        """SERVING, NOT_SERVING, or UNAVAILABLE when nothing answers."""
+        try:
+            response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        except grpc.RpcError as error:
+            return error.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def wait_until_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (status := self.health()) != "SERVING":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout:.0f} s (last status {status})")
+            time.sleep(0.2)
+
+
+def image_files(root: Path) -> list[Path]:
+    """Image files under a folder, sorted, by extension."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,150 @@
+"""Inference on a batch: preprocessed pixels -> one encoder pass -> heads and captioner -> predictions.
+
+Used by the server (behind its batcher) and by the trainer to score the test split, so the metrics in
+a bundle are measured through the same code that serves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import torch
+
+from .bundle import Bundle
+from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
+
+MAX_TOP_K = 20
+
+
+class CaptionMode(Enum):
+    GENERATE = "generate"  # the decoder writes the name (greedy)
+    BEAM_SEARCH = "beam_search"  # the decoder with beam search: slower, often better
+    TEMPLATE = "template"  # composed from the predicted attributes: instant
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    top_k: int = 3
+    caption: CaptionMode = CaptionMode.GENERATE
+
+
+@dataclass
+class LabelScore:
+    label: str
+    confidence: float
+
+
+@dataclass
+class AttributePrediction:
+    label: str
+    confidence: float
+    alternatives: list[LabelScore]  # top-k, best first, including the label itself
+    derived: bool = False
+
+
+@dataclass
+class CaptionPrediction:
+    text: str
+    mode: CaptionMode
+    confidence: float
+
+
+@dataclass
+class ItemPrediction:
+    attributes: dict[str, AttributePrediction]
+    caption: CaptionPrediction | None
+
+
+@dataclass
+class BatchTimings:
+    encoder_ms: float = 0.0
+    heads_ms: float = 0.0
+    caption_ms: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass
+class BatchResult:
+    items: list[ItemPrediction]
+    timings: BatchTimings = field(default_factory=BatchTimings)
+
+
+class Predictor:
+    def __init__(self, bundle: Bundle, caption_beams: int = 3) -> None:
+        self.bundle = bundle
+        self.model = bundle.model.eval()
+        self.device = next(self.model.parameters()).device
+        self.caption_beams = caption_beams
+        taxonomy, articles = bundle.taxonomy, bundle.vocabs["articleType"]
+        # articleType index -> parent index, for marginalising article probabilities onto parents.
+        self.parent_labels: dict[str, list[str]] = {}
+        self.parent_index: dict[str, torch.Tensor] = {}
+        for attribute in DERIVED_ATTRIBUTES:
+            labels = sorted({taxonomy.parent(attribute, a) for a in articles.labels})
+            self.parent_labels[attribute] = labels
+            self.parent_index[attribute] = torch.tensor(
+                [labels.index(taxonomy.parent(attribute, a)) for a in articles.labels]
+            )
+
+    def predict(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> BatchResult:
+        """pixels: (B, 3, H, W) from `bundle.preprocessing`; one options entry per image."""
+        timings = BatchTimings(batch_size=len(options))
+        start = time.perf_counter()
+        batch = torch.as_tensor(pixels, device=self.device)
+        pooled, tokens = self.model.encode(batch)
+        timings.encoder_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        probabilities = self.model.classify(pooled)
+        items = [self._attributes(probabilities, i, opt.top_k) for i, opt in enumerate(options)]
+        timings.heads_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        captions = self._captions(tokens, items, options)
+        timings.caption_ms = (time.perf_counter() - start) * 1000
+        results = [ItemPrediction(attrs, caption) for attrs, caption in zip(items, captions, strict=True)]
+        return BatchResult(results, timings)
+
+    def _attributes(self, probabilities: dict[str, torch.Tensor], row: int, top_k: int) -> dict:
+        top_k = max(1, min(top_k, MAX_TOP_K))
+        out: dict[str, AttributePrediction] = {}
+        for attribute in CLASSIFIED_ATTRIBUTES:
+            out[attribute] = _ranked(probabilities[attribute][row], self.bundle.vocabs[attribute].labels, top_k)
+        # Parents follow the predicted articleType (consistent by construction); their confidence is
+        # the probability mass of all articleTypes under that parent.
+        article = out["articleType"].label
+        article_probs = probabilities["articleType"][row]
+        for attribute in DERIVED_ATTRIBUTES:
+            labels = self.parent_labels[attribute]
+            mass = torch.zeros(len(labels)).index_add_(0, self.parent_index[attribute], article_probs.cpu())
+            ranked = _ranked(mass, labels, top_k)
+            label = self.bundle.taxonomy.parent(attribute, article)
+            ranked.label, ranked.confidence = label, float(mass[labels.index(label)])
+            ranked.derived = True
+            out[attribute] = ranked
+        return out
+
+    def _captions(self, tokens: torch.Tensor, items: list[dict], options: list[ItemOptions]) -> list:
+        captions: list[CaptionPrediction | None] = [None] * len(options)
+        for i, opt in enumerate(options):
+            if opt.caption is CaptionMode.TEMPLATE:
+                attrs = items[i]
+                text = " ".join(attrs[a].label for a in ("gender", "baseColour", "articleType"))
+                confidence = float(np.prod([attrs[a].confidence for a in ("gender", "baseColour", "articleType")]))
+                captions[i] = CaptionPrediction(text, CaptionMode.TEMPLATE, confidence)
+        for mode, beams in ((CaptionMode.GENERATE, 1), (CaptionMode.BEAM_SEARCH, self.caption_beams)):
+            rows = [i for i, opt in enumerate(options) if opt.caption is mode]
+            if not rows:
+                continue
+            generated = self.model.caption(tokens[rows], self.bundle.tokenizer, num_beams=beams)
+            for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
+                captions[i] = CaptionPrediction(text, mode, confidence)
+        return captions
+
+
+def _ranked(probs: torch.Tensor, labels: list[str], top_k: int) -> AttributePrediction:
+    values, indices = probs.float().cpu().topk(min(top_k, len(labels)))
+    alternatives = [LabelScore(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    return AttributePrediction(alternatives[0].label, alternatives[0].confidence, alternatives)

@@ -1,0 +1,113 @@
+"""What Enrich predicts: attribute names, label vocabularies and the article taxonomy.
+
+Torch-free on purpose: the data loader, the synthetic generator, the trainer and the server all read
+these definitions, and none of them should need a model to know what a label is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# styles.csv column -> EnrichResponse.Metadata field.
+CLASSIFIED_ATTRIBUTES: tuple[str, ...] = ("gender", "baseColour", "season", "usage", "articleType")
+DERIVED_ATTRIBUTES: tuple[str, ...] = ("subCategory", "masterCategory")
+CAPTION_ATTRIBUTE = "productDisplayName"
+ALL_LABEL_ATTRIBUTES: tuple[str, ...] = CLASSIFIED_ATTRIBUTES + DERIVED_ATTRIBUTES
+STYLES_COLUMNS: tuple[str, ...] = (
+    "id", "gender", "masterCategory", "subCategory", "articleType",
+    "baseColour", "season", "year", "usage", "productDisplayName",
+)
+PROTO_FIELD = {
+    "gender": "gender",
+    "baseColour": "base_colour",
+    "season": "season",
+    "usage": "usage",
+    "articleType": "article_type",
+    "subCategory": "sub_category",
+    "masterCategory": "master_category",
+    "productDisplayName": "product_display_name",
+}
+
+# The closed vocabularies of the Fashion Product Images catalogue (styles.csv).
+GENDERS = ("Men", "Women", "Boys", "Girls", "Unisex")
+SEASONS = ("Summer", "Fall", "Winter", "Spring")
+USAGES = ("Casual", "Sports", "Ethnic", "Formal", "Smart Casual", "Party", "Travel", "Home")
+MASTER_CATEGORIES = (
+    "Apparel", "Accessories", "Footwear", "Personal Care", "Free Items", "Sporting Goods", "Home",
+)
+BASE_COLOURS = (
+    "Black", "White", "Blue", "Brown", "Grey", "Red", "Green", "Pink", "Navy Blue", "Purple", "Silver",
+    "Yellow", "Beige", "Gold", "Maroon", "Orange", "Olive", "Multi", "Cream", "Steel", "Charcoal",
+    "Peach", "Off White", "Skin", "Lavender", "Grey Melange", "Khaki", "Teal", "Magenta", "Tan",
+    "Mustard", "Burgundy", "Coffee Brown", "Turquoise Blue", "Rust", "Copper", "Metallic", "Bronze",
+    "Nude", "Rose", "Mauve", "Sea Green", "Lime Green", "Taupe", "Mushroom Brown", "Fluorescent Green",
+)
+
+
+@dataclass
+class LabelVocab:
+    """The ordered labels of one attribute; index i is logit i of its head."""
+
+    name: str
+    labels: list[str]
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, label: str | None) -> int:
+        """Label -> class index; -100 (ignored by the loss) for missing or unseen labels."""
+        return self.index.get(label, -100) if label else -100
+
+    @classmethod
+    def from_values(cls, name: str, values: Iterable[str | None], min_count: int = 1) -> LabelVocab:
+        """Most frequent first, ties by name, so the vocabulary is stable for a given training set."""
+        counts = Counter(v for v in values if v)
+        kept = sorted((v for v, n in counts.items() if n >= min_count), key=lambda v: (-counts[v], v))
+        return cls(name, kept)
+
+
+@dataclass
+class Taxonomy:
+    """articleType -> (subCategory, masterCategory), learnt from data.
+
+    In the real catalogue this is not a function (a few articleTypes sit under several
+    subCategories), so each articleType maps to its most common parent.
+    """
+
+    parents: dict[str, tuple[str, str]]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str | None]]) -> Taxonomy:
+        counts: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+        for row in rows:
+            article, sub, master = row.get("articleType"), row.get("subCategory"), row.get("masterCategory")
+            if article and sub and master:
+                counts[article][(sub, master)] += 1
+        parents = {
+            article: min(c, key=lambda parent: (-c[parent], parent)) for article, c in sorted(counts.items())
+        }
+        return cls(parents)
+
+    def sub_category(self, article_type: str) -> str:
+        return self.parents[article_type][0]
+
+    def master_category(self, article_type: str) -> str:
+        return self.parents[article_type][1]
+
+    def parent(self, attribute: str, article_type: str) -> str:
+        """The derived label of `attribute` (subCategory or masterCategory) for an articleType."""
+        sub, master = self.parents[article_type]
+        return {"subCategory": sub, "masterCategory": master}[attribute]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {article: list(parent) for article, parent in self.parents.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, list[str]]) -> Taxonomy:
+        return cls({article: (parent[0], parent[1]) for article, parent in data.items()})

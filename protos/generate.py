@@ -1,0 +1,62 @@
+"""Generate the Python gRPC code from protos/ (run after editing a .proto; a test fails when stale).
+
+    python protos/generate.py          # rewrite protos/python/
+    python protos/generate.py --check  # exit 1 if protos/python/ differs from a fresh generation
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from grpc_tools import protoc
+
+PROTOS = Path(__file__).resolve().parent
+OUTPUT = PROTOS / "python"
+GENERATED = ("enrich_pb2.py", "enrich_pb2.pyi", "enrich_pb2_grpc.py")
+
+
+def generate(out: Path) -> None:
+    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.glob("enrich/**/*.proto"))
+    well_known = Path(protoc.__file__).parent / "_proto"
+    code = protoc.main([
+        "protoc", f"-I{PROTOS}", f"-I{well_known}", f"--python_out={out}", f"--pyi_out={out}",
+        f"--grpc_python_out={out}", *sources,
+    ])
+    if code != 0:
+        raise SystemExit(f"protoc failed with exit code {code}")
+
+
+def stale_files() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        return [name for name in GENERATED
+                if not (OUTPUT / "enrich/v1" / name).is_file()
+                or not filecmp.cmp(Path(tmp) / "enrich/v1" / name, OUTPUT / "enrich/v1" / name, shallow=False)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that the generated code is current")
+    args = parser.parse_args()
+    if args.check:
+        stale = stale_files()
+        if stale:
+            print(f"stale generated code: {stale}; run python protos/generate.py", file=sys.stderr)
+            return 1
+        print("generated code is current")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        for name in GENERATED:
+            shutil.copyfile(Path(tmp) / "enrich/v1" / name, OUTPUT / "enrich/v1" / name)
+    print(f"wrote {', '.join(GENERATED)} to {OUTPUT / 'enrich/v1'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

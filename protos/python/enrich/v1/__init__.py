@@ -1,0 +1,1 @@
+"""Generated gRPC code for the Enrich API (package enrich.v1). Do not edit: run protos/generate.py."""

@@ -1,0 +1,210 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CaptionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAPTION_MODE_UNSPECIFIED: _ClassVar[CaptionMode]
+    CAPTION_MODE_GENERATE: _ClassVar[CaptionMode]
+    CAPTION_MODE_BEAM_SEARCH: _ClassVar[CaptionMode]
+    CAPTION_MODE_TEMPLATE: _ClassVar[CaptionMode]
+    CAPTION_MODE_SKIP: _ClassVar[CaptionMode]
+CAPTION_MODE_UNSPECIFIED: CaptionMode
+CAPTION_MODE_GENERATE: CaptionMode
+CAPTION_MODE_BEAM_SEARCH: CaptionMode
+CAPTION_MODE_TEMPLATE: CaptionMode
+CAPTION_MODE_SKIP: CaptionMode
+
+class EnrichRequest(_message.Message):
+    __slots__ = ("request_id", "image", "top_k", "caption_mode")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_MODE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    image: bytes
+    top_k: int
+    caption_mode: CaptionMode
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., caption_mode: _Optional[_Union[CaptionMode, str]] = ...) -> None: ...
+
+class EnrichResponse(_message.Message):
+    __slots__ = ("request_id", "status", "metadata", "model_version", "timings")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    status: ItemStatus
+    metadata: Metadata
+    model_version: str
+    timings: Timings
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class ItemStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Metadata(_message.Message):
+    __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image")
+    GENDER_FIELD_NUMBER: _ClassVar[int]
+    BASE_COLOUR_FIELD_NUMBER: _ClassVar[int]
+    SEASON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUB_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MASTER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    gender: Prediction
+    base_colour: Prediction
+    season: Prediction
+    usage: Prediction
+    article_type: Prediction
+    sub_category: Prediction
+    master_category: Prediction
+    product_display_name: Caption
+    image: ImageInfo
+    def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("label", "confidence", "alternatives", "derived")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    confidence: float
+    alternatives: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    derived: bool
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., derived: _Optional[bool] = ...) -> None: ...
+
+class LabelScore(_message.Message):
+    __slots__ = ("label", "confidence")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    confidence: float
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class Caption(_message.Message):
+    __slots__ = ("text", "method", "confidence")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    method: CaptionMode
+    confidence: float
+    def __init__(self, text: _Optional[str] = ..., method: _Optional[_Union[CaptionMode, str]] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("width", "height", "format", "size_bytes")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    format: str
+    size_bytes: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("decode_ms", "queue_ms", "encoder_ms", "heads_ms", "caption_ms", "total_ms", "batch_size")
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_MS_FIELD_NUMBER: _ClassVar[int]
+    HEADS_MS_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    decode_ms: float
+    queue_ms: float
+    encoder_ms: float
+    heads_ms: float
+    caption_ms: float
+    total_ms: float
+    batch_size: int
+    def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., encoder_ms: _Optional[float] = ..., heads_ms: _Optional[float] = ..., caption_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created")
+    class TestMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    TAXONOMY_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_DECODER_FIELD_NUMBER: _ClassVar[int]
+    TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    bundle_format: str
+    backbone: str
+    input_height: int
+    input_width: int
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeInfo]
+    taxonomy: _containers.RepeatedCompositeFieldContainer[TaxonomyEntry]
+    limits: Limits
+    caption_decoder: str
+    test_metrics: _containers.ScalarMap[str, float]
+    created: str
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ...) -> None: ...
+
+class AttributeInfo(_message.Message):
+    __slots__ = ("name", "field", "labels", "derived_from")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    field: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    derived_from: str
+    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ...) -> None: ...
+
+class TaxonomyEntry(_message.Message):
+    __slots__ = ("article_type", "sub_category", "master_category")
+    ARTICLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUB_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MASTER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    article_type: str
+    sub_category: str
+    master_category: str
+    def __init__(self, article_type: _Optional[str] = ..., sub_category: _Optional[str] = ..., master_category: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_top_k", "max_batch_size", "max_stream_in_flight")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAM_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_image_pixels: int
+    max_top_k: int
+    max_batch_size: int
+    max_stream_in_flight: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_stream_in_flight: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The gRPC server: `enrich serve --model BUNDLE`."""

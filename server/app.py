@@ -1,0 +1,187 @@
+"""`enrich serve`: the grpc.aio server with health, reflection, raised message limits and a dynamic batcher.
+
+Lifecycle (as in LitServe): setup (load + warm the bundle, then report SERVING) -> per request
+decode (worker threads) -> predict (batched, model thread) -> encode (typed message). On SIGTERM the
+server reports NOT_SERVING, stops taking new calls and finishes the accepted ones within the grace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from enrich.v1 import enrich_pb2, enrich_pb2_grpc
+from enrich_model.preprocess import DEFAULT_MAX_PIXELS
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from .batcher import DynamicBatcher
+from .servicer import EnrichServicer, Limits, ModelSlot
+
+log = logging.getLogger("enrich.server")
+SERVICE_NAME = enrich_pb2.DESCRIPTOR.services_by_name["Enrich"].full_name  # "enrich.v1.Enrich"
+
+
+@dataclass
+class ServerSettings:
+    model: Path
+    host: str = "[::]"
+    port: int = 50051
+    max_message_mb: float = 32.0
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch_size: int = 8
+    max_delay_ms: float = 5.0
+    decode_workers: int = 2
+    stream_in_flight: int = 32
+    torch_threads: int = 0  # 0 = torch's default
+    caption_beams: int = 3
+    device: str = "auto"
+    grace_seconds: float = 20.0
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)
+
+
+class EnrichServer:
+    """Owns the grpc.aio server and the model slot; start() returns once the port is bound."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.slot = ModelSlot()
+        self.health = HealthServicer()
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="enrich-decode")
+        limits = Limits(settings.max_message_bytes, settings.max_image_pixels, settings.max_batch_size,
+                        settings.stream_in_flight)
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ])
+        enrich_pb2_grpc.add_EnrichServicer_to_server(EnrichServicer(self.slot, limits, self.decode_pool), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = 0
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def start(self) -> int:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if not self.port:
+            raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
+        await self.server.start()
+        log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        return self.port
+
+    async def load_model(self) -> None:
+        """Load and warm the bundle off the event loop, then report SERVING."""
+        loop = asyncio.get_running_loop()
+        predictor = await loop.run_in_executor(None, load_predictor, self.settings)
+        batcher = DynamicBatcher(predictor.predict, self.settings.max_batch_size, self.settings.max_delay_ms)
+        batcher.start()
+        self.slot.bundle, self.slot.batcher = predictor.bundle, batcher
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("model %s loaded and warmed: SERVING", predictor.bundle.model_version)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls."""
+        self.slot.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.slot.batcher:
+            await self.slot.batcher.stop()
+        self.decode_pool.shutdown(wait=False)
+
+
+def load_predictor(settings: ServerSettings):
+    import torch
+    from enrich_model.bundle import load_bundle
+    from enrich_model.predict import CaptionMode, ItemOptions, Predictor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    bundle = load_bundle(settings.model, device=device)
+    predictor = Predictor(bundle, caption_beams=settings.caption_beams)
+    # Warm-up: the first pass allocates and picks kernels; do it before reporting SERVING.
+    height, width = bundle.preprocessing.input_size
+    blank = np.zeros((2, 3, height, width), dtype=np.float32)
+    predictor.predict(blank, [ItemOptions(caption=CaptionMode.GENERATE), ItemOptions(caption=CaptionMode.TEMPLATE)])
+    return predictor
+
+
+async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) -> None:
+    server = EnrichServer(settings)
+    port = await server.start()
+    print(f"enrich server listening on port {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(server.load_model())
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({loading, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if loading in done:
+            loading.result()  # a model that fails to load stops the server with the error
+            print(f"enrich server SERVING model {server.slot.bundle.model_version}", flush=True)
+            if ready:
+                ready.set()
+            await waiter
+    finally:
+        log.info("shutting down: draining for up to %.0f s", settings.grace_seconds)
+        loading.cancel()
+        await server.stop()
+
+
+def parse_args(argv: list[str] | None = None) -> ServerSettings:
+    defaults = ServerSettings(model=Path("."))
+    parser = argparse.ArgumentParser(prog="enrich serve", description="Serve a model bundle over gRPC.")
+    parser.add_argument("--model", type=Path, required=True, help="bundle directory written by `enrich train`")
+    parser.add_argument("--host", default=os.environ.get("ENRICH_HOST", defaults.host))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("ENRICH_PORT", defaults.port)),
+                        help="0 picks a free port")
+    parser.add_argument("--max-message-mb", type=float, default=defaults.max_message_mb,
+                        help="largest request/response (default 32 MiB; gRPC's own default is 4)")
+    parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
+                        help="how long a batch waits to fill up")
+    parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
+    parser.add_argument("--stream-in-flight", type=int, default=defaults.stream_in_flight,
+                        help="requests read ahead per stream")
+    parser.add_argument("--torch-threads", type=int, default=defaults.torch_threads)
+    parser.add_argument("--caption-beams", type=int, default=defaults.caption_beams)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds)
+    args = parser.parse_args(argv)
+    return ServerSettings(**{k.replace("-", "_"): v for k, v in vars(args).items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    asyncio.run(serve(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training: `enrich train` builds a model bundle from a catalogue."""

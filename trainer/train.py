@@ -1,0 +1,428 @@
+"""`enrich train`: catalogue -> split -> heads (Trainer) -> captioner (Seq2SeqTrainer) -> test -> bundle.
+
+    python -m enrich_trainer.train --data DATA --out BUNDLE [--backbone-mode finetune] ...
+
+Arguments are dataclasses parsed by `HfArgumentParser`, as in the Hugging Face examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from enrich_model.bundle import METRICS_FILE, Bundle, save_bundle
+from enrich_model.data import Catalogue, CatalogueItem, load_catalogue
+from enrich_model.model import (
+    AttributeHeads,
+    DecoderSpec,
+    EnrichModel,
+    TinyVitEncoder,
+    attribute_loss,
+    build_captioner,
+    build_encoder,
+    build_small_decoder,
+)
+from enrich_model.predict import CaptionMode, ItemOptions, Predictor
+from enrich_model.preprocess import Preprocessing
+from enrich_model.schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES, LabelVocab, Taxonomy
+from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+from transformers import (
+    AutoTokenizer,
+    GPT2LMHeadModel,
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from .report import caption_metrics, classification_metrics, plot_confusion, plot_training_curves
+from .split import stratified_split
+
+log = logging.getLogger("enrich.train")
+
+
+@dataclass
+class DataArguments:
+    data: str = field(metadata={"help": "styles.csv folder, a save_to_disk dataset, or a hub dataset id"})
+    split: str = field(default="train", metadata={"help": "dataset split (hub/disk datasets only)"})
+    limit: int = field(default=0, metadata={"help": "use at most this many items (0 = all)"})
+    min_class_count: int = field(default=2, metadata={"help": "labels rarer than this in train are dropped"})
+
+
+@dataclass
+class ModelArguments:
+    backbone: str = field(default="tiny_vit_5m_224", metadata={"help": "timm TinyViT model name"})
+    backbone_kwargs: str = field(default="{}", metadata={"help": "JSON of extra timm.create_model kwargs"})
+    image_size: int = field(default=0, metadata={"help": "square input side; 0 = the backbone's own"})
+    pretrained: str = field(
+        default="auto", metadata={"help": "backbone weights: auto (hub, else random), hub, none, or a file"}
+    )
+    decoder: str = field(
+        default="auto",
+        metadata={"help": "auto (distilgpt2 from the hub, else small), small, or a GPT-2 name/path"},
+    )
+    decoder_layers: int = 4
+    decoder_width: int = 256
+    decoder_heads: int = 4
+    tokenizer_vocab: int = field(default=2000, metadata={"help": "BPE vocabulary size for a small decoder"})
+    max_caption_tokens: int = 32
+    head_dropout: float = 0.1
+
+
+@dataclass
+class TrainArguments:
+    out: str = field(metadata={"help": "bundle directory to write"})
+    seed: int = 42
+    backbone_mode: str = field(
+        default="frozen", metadata={"help": "frozen (features computed once) or finetune (backbone trained)"}
+    )
+    head_epochs: int = 15
+    head_lr: float = 3e-3
+    finetune_lr: float = 1e-3
+    head_batch_size: int = 64
+    caption_epochs: int = 12
+    caption_lr: float = 1e-3
+    caption_batch_size: int = 32
+    eval_batch_size: int = 64
+    threads: int = 0
+    name: str = "enrich"
+    progress: bool = True
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+class PixelDataset(Dataset):
+    """Catalogue items as model input, decoded on access (the real catalogue does not fit in memory)."""
+
+    def __init__(self, items: list[CatalogueItem], preprocessing: Preprocessing, vocabs: dict[str, LabelVocab],
+                 augment: bool = False) -> None:
+        self.items, self.preprocessing, self.vocabs, self.augment = items, preprocessing, vocabs, augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        pixels = torch.from_numpy(self.preprocessing(item.read_image()))
+        if self.augment and torch.rand(()) < 0.5:
+            pixels = pixels.flip(-1)  # product shots face either way
+        labels = {f"label_{a}": torch.tensor(v.encode(item.labels[a])) for a, v in self.vocabs.items()}
+        return {"pixel_values": pixels, **labels}
+
+
+class FeatureDataset(Dataset):
+    def __init__(self, pooled: torch.Tensor, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
+        self.pooled = pooled
+        self.labels = {
+            f"label_{a}": torch.tensor([v.encode(item.labels[a]) for item in items]) for a, v in vocabs.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pooled": self.pooled[index], **{k: v[index] for k, v in self.labels.items()}}
+
+
+class CaptionDataset(Dataset):
+    def __init__(self, tokens: torch.Tensor, captions: list[str], tokenizer, max_tokens: int) -> None:
+        self.tokens = tokens
+        eos = tokenizer.eos_token_id
+        encoded = tokenizer(captions, add_special_tokens=False, truncation=True, max_length=max_tokens - 1)
+        self.targets = [[*ids, eos] for ids in encoded["input_ids"]]  # the decoder start token is prepended
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"tokens": self.tokens[index], "target": self.targets[index]}
+
+
+def collate_captions(batch: list[dict]) -> dict:
+    longest = max(len(b["target"]) for b in batch)
+    labels = torch.full((len(batch), longest), -100, dtype=torch.long)
+    for row, b in enumerate(batch):
+        labels[row, : len(b["target"])] = torch.tensor(b["target"])
+    return {"encoder_outputs": (torch.stack([b["tokens"] for b in batch]),), "labels": labels}
+
+
+class HeadsObjective(nn.Module):
+    """What the heads stage trains: the heads, plus the backbone when fine-tuning."""
+
+    def __init__(self, heads: AttributeHeads, encoder: TinyVitEncoder | None) -> None:
+        super().__init__()
+        self.heads, self.encoder = heads, encoder
+
+    def forward(self, pixel_values: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                **labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if pooled is None:
+            pooled, _ = self.encoder.features(pixel_values)
+        logits = self.heads(pooled)
+        targets = {name.removeprefix("label_"): value for name, value in labels.items()}
+        return {"loss": attribute_loss(logits, targets), **{f"logits_{k}": v for k, v in logits.items()}}
+
+
+# --- building ----------------------------------------------------------------------------------------
+def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
+    kwargs = json.loads(args.backbone_kwargs)
+    size = (args.image_size, args.image_size) if args.image_size else None
+    if args.pretrained != "auto":
+        return build_encoder(args.backbone, kwargs, size, args.pretrained), args.pretrained
+    try:
+        return build_encoder(args.backbone, kwargs, size, "hub"), "hub"
+    except Exception as error:  # offline, no such weights, or a changed architecture
+        warnings.warn(
+            f"No pretrained weights for {args.backbone} ({type(error).__name__}: {str(error)[:160]}). "
+            "The backbone starts from RANDOM weights: expect far lower accuracy than a pretrained model. "
+            "Pass --pretrained PATH to use a local weights file.", stacklevel=2,
+        )
+        return build_encoder(args.backbone, kwargs, size, "none"), "none"
+
+
+def resolve_decoder(args: ModelArguments, captions: list[str]) -> tuple[GPT2LMHeadModel, object, str]:
+    if args.decoder in ("auto", "distilgpt2") or args.decoder not in ("small",):
+        name = "distilgpt2" if args.decoder == "auto" else args.decoder
+        try:
+            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name))
+            decoder = GPT2LMHeadModel.from_pretrained(name, add_cross_attention=True, is_decoder=True)
+            return decoder, tokenizer, name
+        except Exception as error:
+            if args.decoder != "auto":
+                raise
+            warnings.warn(
+                f"Pretrained decoder {name} unavailable ({type(error).__name__}); training a small GPT-2 "
+                f"({args.decoder_layers}x{args.decoder_width}) and a BPE tokenizer on the captions instead.",
+                stacklevel=2,
+            )
+    tokenizer = train_bpe_tokenizer(captions, vocab_size=args.tokenizer_vocab)
+    spec = DecoderSpec(args.decoder_layers, args.decoder_width, args.decoder_heads, args.max_caption_tokens + 2)
+    decoder = build_small_decoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, spec)
+    return decoder, tokenizer, "small"
+
+
+def preprocessing_for(encoder: TinyVitEncoder) -> Preprocessing:
+    data_config = timm.data.resolve_data_config({}, model=encoder.backbone)
+    return Preprocessing(
+        input_size=tuple(encoder.config.image_size),
+        mean=tuple(float(m) for m in data_config["mean"]),
+        std=tuple(float(s) for s in data_config["std"]),
+        interpolation=data_config.get("interpolation", "bicubic"),
+    )
+
+
+@torch.inference_mode()
+def extract_features(encoder: TinyVitEncoder, items: list[CatalogueItem], preprocessing: Preprocessing,
+                     batch_size: int, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    encoder.eval()
+    pooled, tokens = [], []
+    for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
+        chunk = items[start:start + batch_size]
+        pixels = torch.from_numpy(np.stack([preprocessing(item.read_image()) for item in chunk]))
+        p, t = encoder.features(pixels.to(encoder.device))
+        pooled.append(p.cpu())
+        tokens.append(t.cpu())
+    return torch.cat(pooled).clone(), torch.cat(tokens).clone()  # clone: leave inference mode
+
+
+def accuracy_metrics(prediction) -> dict[str, float]:
+    logits = prediction.predictions
+    labels = prediction.label_ids
+    metrics = {}
+    for name, scores, target in zip(CLASSIFIED_ATTRIBUTES, logits, labels, strict=True):
+        mask = target != -100
+        metrics[f"acc_{name}"] = float((scores.argmax(-1)[mask] == target[mask]).mean()) if mask.any() else 0.0
+    metrics["acc_mean"] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
+def trainer_arguments(cls, out: Path, args: TrainArguments, epochs: int, lr: float, batch_size: int,
+                      best_by: str = "eval_loss", **extra):
+    return cls(
+        output_dir=str(out), num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=args.eval_batch_size, eval_strategy="epoch", save_strategy="epoch",
+        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model=best_by,
+        greater_is_better=best_by != "eval_loss", save_total_limit=1, report_to="none", seed=args.seed,
+        weight_decay=0.01, warmup_steps=0.05, lr_scheduler_type="cosine", remove_unused_columns=False,
+        dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=not args.progress,
+        save_only_model=True, **extra,
+    )
+
+
+# --- the run -----------------------------------------------------------------------------------------
+def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
+          catalogue: Catalogue | None = None) -> Bundle:
+    """Train and write the bundle; returns it in memory (config = the written enrich.json)."""
+    started = time.perf_counter()
+    set_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    work = out / "_checkpoints"
+    catalogue = catalogue or load_catalogue(data_args.data, data_args.split)
+    items = catalogue.items[: data_args.limit] if data_args.limit else catalogue.items
+    log.info("catalogue %s: %d items (skipped: %s)", catalogue.source, len(items), dict(catalogue.skipped))
+    train_items, val_items, test_items = stratified_split(items, lambda i: i.labels["articleType"], seed=args.seed)
+    log.info("split: %d train / %d validation / %d test", len(train_items), len(val_items), len(test_items))
+
+    vocabs = {
+        a: LabelVocab.from_values(a, (i.labels[a] for i in train_items), data_args.min_class_count)
+        for a in CLASSIFIED_ATTRIBUTES
+    }
+    learnt = Taxonomy.from_rows(i.labels for i in train_items)
+    taxonomy = Taxonomy({a: p for a, p in learnt.parents.items() if a in vocabs["articleType"].index})
+    unmapped = [a for a in vocabs["articleType"].labels if a not in taxonomy.parents]
+    if unmapped:
+        raise ValueError(f"articleTypes without subCategory/masterCategory in training data: {unmapped}")
+
+    encoder, weights = resolve_encoder(model_args)
+    preprocessing = preprocessing_for(encoder)
+    captions_train = [i.name for i in train_items if i.name]
+    decoder, tokenizer, decoder_name = resolve_decoder(model_args, captions_train)
+    captioner = build_captioner(encoder, decoder, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                                tokenizer.pad_token_id, model_args.max_caption_tokens)
+    heads = AttributeHeads(encoder.config.hidden_size, {a: len(v) for a, v in vocabs.items()},
+                           model_args.head_dropout)
+    model = EnrichModel(captioner, heads)
+    label_names = [f"label_{a}" for a in CLASSIFIED_ATTRIBUTES]
+
+    # Stage 1: attribute heads (and the backbone, when fine-tuning).
+    finetune = args.backbone_mode == "finetune"
+    if finetune:
+        train_set = PixelDataset(train_items, preprocessing, vocabs, augment=True)
+        val_set = PixelDataset(val_items, preprocessing, vocabs)
+    else:
+        train_pooled, _ = extract_features(encoder, train_items, preprocessing, args.eval_batch_size,
+                                           "features (train)", args.progress)
+        val_pooled, _ = extract_features(encoder, val_items, preprocessing, args.eval_batch_size,
+                                         "features (validation)", args.progress)
+        train_set = FeatureDataset(train_pooled, train_items, vocabs)
+        val_set = FeatureDataset(val_pooled, val_items, vocabs)
+    heads_trainer = Trainer(
+        model=HeadsObjective(heads, encoder if finetune else None),
+        args=trainer_arguments(TrainingArguments, work / "heads", args, args.head_epochs,
+                               args.finetune_lr if finetune else args.head_lr, args.head_batch_size,
+                               best_by="eval_acc_mean", label_names=label_names),
+        train_dataset=train_set, eval_dataset=val_set, compute_metrics=accuracy_metrics,
+    )
+    heads_trainer.train()
+    heads_history = heads_trainer.state.log_history
+
+    # Stage 2: the caption decoder on the (now fixed) backbone's tokens, computed once.
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    caption_items = {name: [i for i in split if i.name] for name, split in
+                     (("train", train_items), ("validation", val_items))}
+    tokens = {
+        name: extract_features(encoder, split, preprocessing, args.eval_batch_size, f"tokens ({name})",
+                               args.progress)[1]
+        for name, split in caption_items.items()
+    }
+    caption_sets = {
+        name: CaptionDataset(tokens[name], [i.name for i in split], tokenizer, model_args.max_caption_tokens)
+        for name, split in caption_items.items()
+    }
+    caption_trainer = Seq2SeqTrainer(
+        model=captioner,
+        args=trainer_arguments(Seq2SeqTrainingArguments, work / "captioner", args, args.caption_epochs,
+                               args.caption_lr, args.caption_batch_size),
+        train_dataset=caption_sets["train"], eval_dataset=caption_sets["validation"],
+        data_collator=collate_captions, processing_class=tokenizer,
+    )
+    caption_trainer.train()
+    # load_best_model_at_end may reload the captioner in place; heads share the backbone through it.
+    model = EnrichModel(caption_trainer.model, heads).eval()
+
+    # Test split, through the serving code path.
+    bundle = Bundle(model, tokenizer, preprocessing, vocabs, taxonomy, {"model_version": "in-training"})
+    metrics, predictions = evaluate(Predictor(bundle), test_items, train_items, args)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+
+    out.mkdir(parents=True, exist_ok=True)
+    plot_training_curves({"attribute heads": heads_history,
+                          "captioner": caption_trainer.state.log_history}, out / "training_curves.png")
+    for attribute in ("articleType", "baseColour"):
+        plot_confusion([i.labels[attribute] for i in test_items], predictions[attribute],
+                       vocabs[attribute].labels, f"{attribute} (test split)", out / f"confusion_{attribute}.png")
+    config = save_bundle(
+        out, model, tokenizer, preprocessing, vocabs, taxonomy, name=args.name,
+        extra={
+            "training": {
+                "data": catalogue.source, "items": len(items), "skipped": dict(catalogue.skipped),
+                "split": {"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
+                "backbone_weights": weights, "backbone_mode": args.backbone_mode, "decoder": decoder_name,
+                "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
+            },
+            "test_metrics": metrics,
+        },
+    )
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("bundle %s written to %s", config["model_version"], out)
+    bundle.config = config
+    return bundle
+
+
+def evaluate(predictor: Predictor, test_items: list[CatalogueItem], train_items: list[CatalogueItem],
+             args: TrainArguments) -> tuple[dict, dict[str, list[str]]]:
+    preprocessing = predictor.bundle.preprocessing
+    predictions: dict[str, list[str]] = {a: [] for a in (*CLASSIFIED_ATTRIBUTES, *DERIVED_ATTRIBUTES)}
+    captions: list[str] = []
+    options = ItemOptions(top_k=1, caption=CaptionMode.GENERATE)
+    for start in tqdm(range(0, len(test_items), args.eval_batch_size), desc="test", unit="batch",
+                      disable=not args.progress):
+        chunk = test_items[start:start + args.eval_batch_size]
+        pixels = np.stack([preprocessing(item.read_image()) for item in chunk])
+        result = predictor.predict(pixels, [options] * len(chunk))
+        for item in result.items:
+            for attribute, prediction in item.attributes.items():
+                predictions[attribute].append(prediction.label)
+            captions.append(item.caption.text)
+    metrics: dict = {"test_items": len(test_items)}
+    for attribute, predicted in predictions.items():
+        metrics[attribute] = classification_metrics(
+            [i.labels[attribute] for i in test_items], predicted, [i.labels[attribute] for i in train_items]
+        )
+    metrics["productDisplayName"] = caption_metrics([i.name for i in test_items], captions)
+    return metrics, predictions
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"{'attribute':<18}{'accuracy':>9}{'macro-F1':>10}{'majority':>10}{'n':>7}"]
+    for attribute in (*CLASSIFIED_ATTRIBUTES, *DERIVED_ATTRIBUTES):
+        m = metrics.get(attribute, {})
+        if m.get("support"):
+            lines.append(f"{attribute:<18}{m['accuracy']:>9.3f}{m['macro_f1']:>10.3f}"
+                         f"{m['majority_accuracy']:>10.3f}{m['support']:>7}")
+    caption = metrics.get("productDisplayName", {})
+    if caption.get("support"):
+        lines.append(f"productDisplayName BLEU {caption['bleu']:.1f}, exact match {caption['exact_match']:.3f}"
+                     f" (n={caption['support']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments))
+    parser.prog = "enrich train"
+    data_args, model_args, args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    config = train(data_args, model_args, args).config
+    print(format_metrics(config["test_metrics"]))
+    print(f"bundle: {args.out} ({config['model_version']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
