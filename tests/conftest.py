@@ -1,0 +1,108 @@
+"""Shared fixtures: a synthetic catalogue, a tiny trained bundle, and a real gRPC server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A TinyViT small enough to train in seconds: the real architecture, one block per stage.
+TINY_BACKBONE = '{"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 4]}'
+
+
+def tiny_training_args(data: Path, out: Path, **overrides: object):
+    from enrich_trainer.train import DataArguments, ModelArguments, TrainArguments
+
+    model = dict(backbone_kwargs=TINY_BACKBONE, image_size=32, pretrained="none", decoder="small",
+                 decoder_layers=1, decoder_width=32, decoder_heads=2, tokenizer_vocab=300, max_caption_tokens=16)
+    train = dict(out=str(out), head_epochs=2, caption_epochs=2, backbone_mode="finetune", progress=False)
+    for key, value in overrides.items():
+        (model if key in ModelArguments.__dataclass_fields__ else train)[key] = value
+    return DataArguments(data=str(data)), ModelArguments(**model), TrainArguments(**train)
+
+
+@pytest.fixture(scope="session")
+def catalogue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from enrich_model.synth import write_catalogue
+
+    return write_catalogue(tmp_path_factory.mktemp("catalogue"), 160, seed=3, image_size=(48, 64), progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained(catalogue_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(bundle directory, the in-memory bundle the trainer returned)."""
+    from enrich_trainer.train import train
+
+    out = tmp_path_factory.mktemp("bundle")
+    return out, train(*tiny_training_args(catalogue_dir, out))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained) -> Path:
+    return trained[0]
+
+
+def image_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), colour: tuple[int, ...] = (200, 30, 30), mode: str = "RGB") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class LoopbackServer:
+    """An EnrichServer on 127.0.0.1 with its event loop in a background thread."""
+
+    def __init__(self, bundle: Path, **settings: object) -> None:
+        from enrich_server.app import EnrichServer, ServerSettings
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def create() -> EnrichServer:
+            return EnrichServer(ServerSettings(model=bundle, host="127.0.0.1", port=0, grace_seconds=2,
+                                               **settings))
+
+        self.server = self.call(create())
+        self.port = self.call(self.server.start())
+        self.target = f"127.0.0.1:{self.port}"
+
+    def call(self, coroutine, timeout: float = 120.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def load(self) -> None:
+        self.call(self.server.load_model())
+
+    def close(self) -> None:
+        self.call(self.server.stop(grace=2))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server(bundle_dir: Path) -> Iterator[LoopbackServer]:
+    running = LoopbackServer(bundle_dir, max_batch_size=4, max_delay_ms=10)
+    running.load()
+    yield running
+    running.close()
+
+
+@pytest.fixture()
+def client(server: LoopbackServer):
+    from enrich_client import EnrichClient
+
+    with EnrichClient(server.target, timeout=60) as connected:
+        yield connected

@@ -1,0 +1,66 @@
+"""The bundle round trip, and what training writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from enrich_model.bundle import BundleError, load_bundle, read_bundle_config, save_bundle
+from enrich_model.data import load_catalogue
+from enrich_model.predict import CaptionMode, ItemOptions, Predictor
+from enrich_model.schema import CLASSIFIED_ATTRIBUTES
+
+
+def predictions(predictor: Predictor, pixels: np.ndarray):
+    options = [ItemOptions(top_k=5, caption=mode) for mode in
+               (CaptionMode.GENERATE, CaptionMode.BEAM_SEARCH, CaptionMode.TEMPLATE, CaptionMode.SKIP)]
+    return predictor.predict(pixels, options).items
+
+
+def sample_pixels(catalogue_dir: Path, preprocessing) -> np.ndarray:
+    items = load_catalogue(catalogue_dir).items[:4]
+    return np.stack([preprocessing(item.read_image()) for item in items])
+
+
+def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_path: Path):
+    out, in_memory = trained
+    loaded = load_bundle(out)
+    pixels = sample_pixels(catalogue_dir, loaded.preprocessing)
+    expected = predictions(Predictor(in_memory), pixels)
+    assert predictions(Predictor(loaded), pixels) == expected
+    with torch.inference_mode():
+        a = in_memory.model.encode(torch.from_numpy(pixels))
+        b = loaded.model.encode(torch.from_numpy(pixels))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # Saving a loaded bundle again reproduces the same weights, hence the same version.
+    config = save_bundle(tmp_path / "again", loaded.model, loaded.tokenizer, loaded.preprocessing, loaded.vocabs,
+                         loaded.taxonomy)
+    assert config["model_version"] == loaded.model_version
+    assert predictions(Predictor(load_bundle(tmp_path / "again")), pixels) == expected
+
+
+def test_bundle_is_self_describing(bundle_dir: Path):
+    config = read_bundle_config(bundle_dir)
+    assert set(CLASSIFIED_ATTRIBUTES) <= set(config["attributes"])
+    assert config["backbone"]["name"] == "tiny_vit_5m_224"
+    assert config["preprocessing"]["input_size"] == [32, 32]
+    assert config["training"]["split"]["train"] > config["training"]["split"]["test"] > 0
+    for article, parents in config["taxonomy"].items():
+        assert article in config["attributes"]["articleType"] and len(parents) == 2
+    metrics = json.loads((bundle_dir / "metrics.json").read_text())
+    assert metrics == config["test_metrics"]
+    assert {"accuracy", "macro_f1", "majority_accuracy"} <= set(metrics["articleType"])
+    assert "bleu" in metrics["productDisplayName"]
+    for picture in ("training_curves.png", "confusion_articleType.png", "confusion_baseColour.png"):
+        assert (bundle_dir / picture).read_bytes().startswith(b"\x89PNG")
+    assert (bundle_dir / "captioner" / "config.json").is_file()
+    assert (bundle_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert not (bundle_dir / "_checkpoints").exists()
+
+
+def test_not_a_bundle_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(BundleError, match=r"enrich\.json"):
+        load_bundle(tmp_path)

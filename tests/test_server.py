@@ -1,0 +1,183 @@
+"""The gRPC contract, over real loopback connections to a server holding a tiny trained bundle."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from enrich.v1 import enrich_pb2, enrich_pb2_grpc
+from enrich_client import EnrichClient, EnrichError
+from enrich_model.bundle import read_bundle_config
+from enrich_model.schema import PROTO_FIELD
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from .conftest import LoopbackServer, png_bytes
+
+ATTRIBUTE_FIELDS = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category")
+
+
+def catalogue_images(catalogue_dir: Path, count: int) -> list[Path]:
+    return sorted((catalogue_dir / "images").glob("*.jpg"))[:count]
+
+
+def test_unary_returns_every_field_with_confidences(client: EnrichClient, catalogue_dir: Path, bundle_dir: Path):
+    response = client.enrich(catalogue_images(catalogue_dir, 1)[0].read_bytes(), request_id="one", top_k=3)
+    config = read_bundle_config(bundle_dir)
+    assert response.request_id == "one"
+    assert response.status.code == 0
+    assert response.model_version == config["model_version"]
+    meta = response.metadata
+    for name in ATTRIBUTE_FIELDS:
+        prediction = getattr(meta, name)
+        assert prediction.label, name
+        assert 0.0 < prediction.confidence <= 1.0, name
+        assert 1 <= len(prediction.alternatives) <= 3, name
+        assert prediction.alternatives[0].confidence >= prediction.alternatives[-1].confidence
+    article = meta.article_type.label
+    assert meta.sub_category.label == config["taxonomy"][article][0]
+    assert meta.master_category.label == config["taxonomy"][article][1]
+    assert meta.sub_category.derived and not meta.article_type.derived
+    assert meta.product_display_name.method == enrich_pb2.CAPTION_MODE_GENERATE
+    assert 0.0 <= meta.product_display_name.confidence <= 1.0
+    assert meta.image.format == "JPEG" and meta.image.width == 48 and meta.image.height == 64
+    assert response.timings.total_ms > 0 and response.timings.batch_size >= 1
+
+
+def test_caption_modes(client: EnrichClient, catalogue_dir: Path):
+    data = catalogue_images(catalogue_dir, 1)[0].read_bytes()
+    skipped = client.enrich(data, caption="skip")
+    assert not skipped.metadata.HasField("product_display_name")
+    template = client.enrich(data, caption="template").metadata
+    assert template.product_display_name.method == enrich_pb2.CAPTION_MODE_TEMPLATE
+    assert template.product_display_name.text == " ".join(
+        (template.gender.label, template.base_colour.label, template.article_type.label))
+    beam = client.enrich(data, caption="beam").metadata.product_display_name
+    assert beam.method == enrich_pb2.CAPTION_MODE_BEAM_SEARCH
+
+
+def test_unary_undecodable_image_is_invalid_argument_and_server_keeps_serving(client: EnrichClient,
+                                                                             catalogue_dir: Path):
+    for bad in (b"", b"this is not an image", png_bytes()[:40]):
+        with pytest.raises(EnrichError) as raised:
+            client.enrich(bad)
+        assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.message  # a reason, not just a code
+    assert client.enrich(catalogue_images(catalogue_dir, 1)[0].read_bytes()).status.code == 0
+
+
+def test_stream_of_20_with_3_bad_items_answers_all_20(client: EnrichClient, catalogue_dir: Path):
+    good = catalogue_images(catalogue_dir, 17)
+    items = [(f"img-{i}", path.read_bytes()) for i, path in enumerate(good)]
+    bad_ids = {"bad-a", "bad-b", "bad-c"}
+    items.insert(2, ("bad-a", b"garbage bytes"))
+    items.insert(9, ("bad-b", b""))
+    items.insert(15, ("bad-c", b"\x89PNG\r\n\x1a\n truncated"))
+    responses = list(client.enrich_stream(iter(items), top_k=2))
+    assert len(responses) == 20
+    assert sorted(r.request_id for r in responses) == sorted(i for i, _ in items)
+    failed = {r.request_id: r for r in responses if r.status.code != 0}
+    assert set(failed) == bad_ids
+    for response in failed.values():
+        assert response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert response.status.message
+        assert not response.HasField("metadata")
+    for response in responses:
+        if response.request_id not in bad_ids:
+            assert response.metadata.article_type.label and len(response.metadata.article_type.alternatives) == 2
+
+
+def test_stream_fills_in_missing_request_ids_by_position(client: EnrichClient, catalogue_dir: Path):
+    images = [("", p.read_bytes()) for p in catalogue_images(catalogue_dir, 3)]
+    assert sorted(r.request_id for r in client.enrich_stream(iter(images))) == ["0", "1", "2"]
+
+
+def test_large_camera_original_over_4_mib(client: EnrichClient):
+    from PIL import Image
+
+    noise = random.Random(0).randbytes(1400 * 1400 * 3)  # incompressible: PNG stays ~6 MB
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (1400, 1400), noise).save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    assert len(data) > 4 * 1024 * 1024
+    response = client.enrich(data, caption="skip")
+    assert response.metadata.image.width == 1400 and response.metadata.image.size_bytes == len(data)
+
+
+def test_formats_and_transparency(client: EnrichClient):
+    from PIL import Image
+
+    for fmt in ("PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        buffer = io.BytesIO()
+        Image.new("RGBA" if fmt in ("PNG", "WEBP") else "RGB", (50, 70), (10, 120, 200, 255)).save(buffer, fmt)
+        response = client.enrich(buffer.getvalue(), caption="skip")
+        assert response.metadata.image.format == fmt
+
+
+def test_model_info_matches_bundle(client: EnrichClient, bundle_dir: Path):
+    config = read_bundle_config(bundle_dir)
+    info = client.model_info()
+    assert info.model_version == config["model_version"]
+    assert info.backbone == config["backbone"]["name"]
+    by_name = {a.name: a for a in info.attributes}
+    for name, labels in config["attributes"].items():
+        assert list(by_name[name].labels) == labels
+        assert by_name[name].field == PROTO_FIELD[name]
+    assert by_name["subCategory"].derived_from == "articleType"
+    assert {t.article_type: [t.sub_category, t.master_category] for t in info.taxonomy} == config["taxonomy"]
+    assert info.limits.max_message_bytes >= 32 * 1024 * 1024
+    assert info.test_metrics["articleType.accuracy"] == pytest.approx(config["test_metrics"]["articleType"]["accuracy"])
+    assert (info.input_height, info.input_width) == tuple(config["preprocessing"]["input_size"])
+
+
+def test_reflection_lists_the_service(server: LoopbackServer):
+    with grpc.insecure_channel(server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(stub.ServerReflectionInfo(iter([request])))
+    names = {s.name for s in response.list_services_response.service}
+    assert {"enrich.v1.Enrich", "grpc.health.v1.Health"} <= names
+
+
+GRPCURL = shutil.which("grpcurl") or shutil.which("grpcurl", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.skipif(GRPCURL is None and not os.environ.get("CI"), reason="grpcurl not installed (.[dev] has it)")
+def test_grpcurl_list_and_describe(server: LoopbackServer):
+    listed = subprocess.run([GRPCURL, "-plaintext", server.target, "list"], capture_output=True, text=True,
+                            timeout=30, check=True)
+    assert "enrich.v1.Enrich" in listed.stdout.split()
+    info = subprocess.run([GRPCURL, "-plaintext", server.target, "enrich.v1.Enrich/GetModelInfo"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert '"modelVersion"' in info.stdout
+
+
+def test_health_goes_not_serving_to_serving(bundle_dir: Path):
+    fresh = LoopbackServer(bundle_dir)
+    try:
+        with grpc.insecure_channel(fresh.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "enrich.v1.Enrich"):
+                status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+                assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch = health.Watch(health_pb2.HealthCheckRequest(service="enrich.v1.Enrich"), timeout=60)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            stub = enrich_pb2_grpc.EnrichStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Enrich(enrich_pb2.EnrichRequest(image=png_bytes()), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            fresh.load()
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            assert stub.Enrich(enrich_pb2.EnrichRequest(image=png_bytes()), timeout=60).status.code == 0
+            watch.cancel()
+    finally:
+        fresh.close()
