@@ -156,7 +156,7 @@ def test_grpcurl_list_and_describe(server: LoopbackServer):
     assert "enrich.v1.Enrich" in listed.stdout.split()
     info = subprocess.run([GRPCURL, "-plaintext", server.target, "enrich.v1.Enrich/GetModelInfo"],
                           capture_output=True, text=True, timeout=30, check=True)
-    assert '"modelVersion"' in info.stdout
+    assert '"model_version"' in info.stdout
 
 
 def test_health_goes_not_serving_to_serving(bundle_dir: Path):
