@@ -19,11 +19,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from enrich.v1 import enrich_pb2, enrich_pb2_grpc
-from enrich_model.preprocess import DEFAULT_MAX_PIXELS
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
+from enrich.v1 import enrich_pb2, enrich_pb2_grpc
+from enrich_model.preprocess import DEFAULT_MAX_PIXELS
 
 from .batcher import DynamicBatcher
 from .servicer import EnrichServicer, Limits, ModelSlot
@@ -110,9 +111,10 @@ class EnrichServer:
 
 def load_predictor(settings: ServerSettings):
     import torch
+    from transformers.utils import logging as hf_logging
+
     from enrich_model.bundle import load_bundle
     from enrich_model.predict import CaptionMode, ItemOptions, Predictor
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     if settings.torch_threads:

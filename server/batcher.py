@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
 from enrich_model.predict import BatchResult, BatchTimings, ItemOptions, ItemPrediction
 
 log = logging.getLogger("enrich.batcher")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_model.bundle import Bundle
 from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemOptions, ItemPrediction
@@ -86,7 +87,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 response = enrich_pb2.EnrichResponse(
                     request_id=request_id, status=enrich_pb2.ItemStatus(code=error.code.value[0],
                                                                         message=error.message))
-            except Exception as error:  # never lose an item: report it instead
+            except Exception as error:  # a bug, not a bad item: still answer, never drop it
                 log.exception("stream item %s failed", request_id)
                 response = enrich_pb2.EnrichResponse(
                     request_id=request_id, status=enrich_pb2.ItemStatus(
@@ -141,7 +142,11 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
         except ImageDecodeError as error:
             raise ItemError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from error
         decode_ms = (time.perf_counter() - received) * 1000
-        answer = await batcher.submit(pixels, options)
+        try:
+            answer = await batcher.submit(pixels, options)
+        except Exception as error:  # the model failed on this batch (e.g. out of memory): say so
+            log.exception("prediction failed for %s", request_id or "unary request")
+            raise ItemError(grpc.StatusCode.INTERNAL, f"prediction failed: {type(error).__name__}: {error}") from error
         return encode_response(request_id, answer, decoded, len(request.image), decode_ms,
                                (time.perf_counter() - received) * 1000, bundle.model_version)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from enrich_model.bundle import BundleError, load_bundle, read_bundle_config, save_bundle
 from enrich_model.data import load_catalogue
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor

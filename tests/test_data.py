@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from PIL import Image
+
 from enrich_model.data import load_catalogue, read_styles_csv
 from enrich_model.schema import BASE_COLOURS, GENDERS, LabelVocab, Taxonomy
 from enrich_model.synth import ARTICLES, write_catalogue
 from enrich_trainer.split import stratified_split
-from PIL import Image
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
 

@@ -6,8 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from enrich_model.preprocess import ImageDecodeError, Preprocessing, decode_image
 from PIL import Image
+
+from enrich_model.preprocess import ImageDecodeError, Preprocessing, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
 from enrich_model.bundle import read_bundle_config
 from enrich_model.schema import PROTO_FIELD
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from .conftest import LoopbackServer, png_bytes
 

@@ -7,11 +7,15 @@ Arguments are dataclasses parsed by `HfArgumentParser`, as in the Hugging Face e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import time
+import urllib.parse
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +23,21 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
 from enrich_model.bundle import METRICS_FILE, Bundle, save_bundle
 from enrich_model.data import Catalogue, CatalogueItem, load_catalogue
 from enrich_model.model import (
@@ -35,19 +54,6 @@ from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES, LabelVocab, Taxonomy
 from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
-from torch import nn
-from torch.utils.data import Dataset
-from tqdm import tqdm
-from transformers import (
-    AutoTokenizer,
-    GPT2LMHeadModel,
-    HfArgumentParser,
-    Seq2SeqTrainer,
-    Seq2SeqTrainingArguments,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
 
 from .report import caption_metrics, classification_metrics, plot_confusion, plot_training_curves
 from .split import stratified_split
@@ -176,12 +182,29 @@ class HeadsObjective(nn.Module):
 
 
 # --- building ----------------------------------------------------------------------------------------
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection attempt, so that "auto" does not spend a minute in the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
     kwargs = json.loads(args.backbone_kwargs)
     size = (args.image_size, args.image_size) if args.image_size else None
     if args.pretrained != "auto":
         return build_encoder(args.backbone, kwargs, size, args.pretrained), args.pretrained
     try:
+        if not hub_reachable():
+            raise ConnectionError("the Hugging Face hub is not reachable")
         return build_encoder(args.backbone, kwargs, size, "hub"), "hub"
     except Exception as error:  # offline, no such weights, or a changed architecture
         warnings.warn(
@@ -193,11 +216,16 @@ def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
 
 
 def resolve_decoder(args: ModelArguments, captions: list[str]) -> tuple[GPT2LMHeadModel, object, str]:
-    if args.decoder in ("auto", "distilgpt2") or args.decoder not in ("small",):
+    if args.decoder != "small":
         name = "distilgpt2" if args.decoder == "auto" else args.decoder
         try:
+            if args.decoder == "auto" and not hub_reachable():
+                raise ConnectionError("the Hugging Face hub is not reachable")
             tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name))
-            decoder = GPT2LMHeadModel.from_pretrained(name, add_cross_attention=True, is_decoder=True)
+            config = GPT2Config.from_pretrained(name)
+            config.add_cross_attention = True  # the image tokens enter through new cross-attention layers
+            config.is_decoder = True
+            decoder = GPT2LMHeadModel.from_pretrained(name, config=config)
             return decoder, tokenizer, name
         except Exception as error:
             if args.decoder != "auto":

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
-from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".tif",
                             ".tiff", ".bmp"})
