@@ -7,7 +7,6 @@ so the trainer does not know or care where the data came from.
 from __future__ import annotations
 
 import csv
-import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +16,6 @@ from PIL import Image
 
 from .preprocess import decode_image, to_rgb
 from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -10,7 +10,6 @@ The captioner is a `VisionEncoderDecoderModel` whose encoder is the same TinyViT
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 
@@ -28,8 +27,6 @@ from transformers import (
     VisionEncoderDecoderModel,
 )
 from transformers.modeling_outputs import BaseModelOutput
-
-log = logging.getLogger(__name__)
 
 
 # --- encoder -----------------------------------------------------------------------------------------
@@ -177,7 +174,9 @@ class Captions:
 
 
 class EnrichModel(nn.Module):
-    """Backbone + heads + captioner; `captioner.encoder` is the one backbone."""
+    """Backbone + heads + captioner for inference; `captioner.encoder` is the one backbone.
+
+    Training wraps the parts it trains instead (see enrich_trainer.train.HeadsObjective)."""
 
     def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads) -> None:
         super().__init__()
@@ -187,22 +186,6 @@ class EnrichModel(nn.Module):
     @property
     def encoder(self) -> TinyVitEncoder:
         return self.captioner.encoder
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        pooled: torch.Tensor | None = None,
-        **labels: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """Training step for the heads: from pixels (backbone trained too) or cached pooled features."""
-        if pooled is None:
-            pooled, _ = self.encoder.features(pixel_values)
-        logits = self.heads(pooled)
-        targets = {name.removeprefix("label_"): value for name, value in labels.items()}
-        output = {f"logits_{name}": value for name, value in logits.items()}
-        if targets:
-            output = {"loss": attribute_loss(logits, targets), **output}
-        return output
 
     @torch.inference_mode()
     def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
