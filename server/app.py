@@ -101,7 +101,6 @@ class EnrichServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls."""
-        self.slot.draining = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.slot.batcher:

@@ -50,16 +50,18 @@ class ItemError(Exception):
 
 
 class ModelSlot:
-    """Holds the loaded model; empty until loading and warm-up finish."""
+    """Holds the loaded model; empty until loading and warm-up finish.
+
+    Draining does not empty it: calls accepted before shutdown, and items still arriving on their
+    streams, are answered normally until the grace period ends; grpc refuses new calls meanwhile."""
 
     def __init__(self) -> None:
         self.bundle: Bundle | None = None
         self.batcher: DynamicBatcher | None = None
-        self.draining = False
 
     @property
     def ready(self) -> bool:
-        return self.bundle is not None and self.batcher is not None and not self.draining
+        return self.bundle is not None and self.batcher is not None
 
 
 class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
@@ -131,8 +133,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     async def _answer(self, request: enrich_pb2.EnrichRequest, request_id: str) -> enrich_pb2.EnrichResponse:
         received = time.perf_counter()
         if not self.slot.ready:
-            raise ItemError(grpc.StatusCode.UNAVAILABLE,
-                            "the server is draining" if self.slot.draining else "the model is still loading")
+            raise ItemError(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
         bundle, batcher = self.slot.bundle, self.slot.batcher
         options = ItemOptions(top_k=min(request.top_k or DEFAULT_TOP_K, MAX_TOP_K),
                               caption=CAPTION_MODES.get(request.caption_mode, CaptionMode.GENERATE))

@@ -65,3 +65,18 @@ def test_bundle_is_self_describing(bundle_dir: Path):
 def test_not_a_bundle_is_a_clear_error(tmp_path: Path):
     with pytest.raises(BundleError, match=r"enrich\.json"):
         load_bundle(tmp_path)
+
+
+def test_one_backbone_pass_per_batch_feeds_heads_and_captions(trained, catalogue_dir: Path):
+    bundle = trained[1]
+    backbone = bundle.model.encoder.backbone
+    calls = []
+    original = backbone.forward_features
+    backbone.forward_features = lambda x: calls.append(x.shape[0]) or original(x)
+    try:
+        pixels = sample_pixels(catalogue_dir, bundle.preprocessing)
+        items = predictions(Predictor(bundle), pixels)
+    finally:
+        del backbone.forward_features
+    assert calls == [4]  # one pass for the batch of four, though two of them were captioned by the decoder
+    assert items[0].caption.mode is CaptionMode.GENERATE and items[1].caption.mode is CaptionMode.BEAM_SEARCH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import random
@@ -182,3 +183,25 @@ def test_health_goes_not_serving_to_serving(bundle_dir: Path):
             watch.cancel()
     finally:
         fresh.close()
+
+
+def test_shutdown_drains_accepted_stream_items_and_refuses_new_calls(bundle_dir: Path, catalogue_dir: Path):
+    draining = LoopbackServer(bundle_dir, max_batch_size=2)
+    try:
+        draining.load()
+        images = [(f"item-{i}", p.read_bytes()) for i, p in enumerate(catalogue_images(catalogue_dir, 12))]
+        with EnrichClient(draining.target) as client:
+            answers = client.enrich_stream(iter(images), caption="generate")
+            first = next(answers)
+            stopping = asyncio.run_coroutine_threadsafe(draining.server.stop(grace=30), draining.loop)
+            rest = list(answers)
+            stopping.result(60)
+            assert sorted(r.request_id for r in [first, *rest]) == sorted(i for i, _ in images)
+            assert all(r.status.code == 0 for r in [first, *rest])
+            with grpc.insecure_channel(draining.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                with pytest.raises(grpc.RpcError) as raised:
+                    health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        draining.close()
