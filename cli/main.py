@@ -14,6 +14,7 @@ commands:
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
   info     print a bundle's version, vocabulary sizes and test metrics
+  bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT)
 
 `enrich COMMAND --help` describes each one.
 """
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(rest)
     if command == "synth":
         return synth(rest)
     if command == "info":

@@ -35,3 +35,11 @@ def test_demo_end_to_end(tmp_path: Path):
     assert "test-split metrics" in result.stdout and "articleType" in result.stdout
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 5
     assert "SERVING" in result.stdout
+
+
+def test_bench_prints_latency_and_throughput(server):
+    result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "bench", "--target", server.target,
+                             "--count", "6", "--image-size", "120x160", "--concurrency", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "p50" in result.stdout and result.stdout.count("img/s") == 4
