@@ -23,7 +23,8 @@ class CatalogueItem:
     id: str
     labels: dict[str, str | None]  # every attribute in ALL_LABEL_ATTRIBUTES; None = missing
     name: str | None  # productDisplayName
-    read_image: Callable[[], Image.Image] = field(repr=False)
+    # read_image(target): RGB image; `target` (pixels per side needed) lets large JPEGs decode reduced.
+    read_image: Callable[..., Image.Image] = field(repr=False)
 
 
 @dataclass
@@ -74,7 +75,7 @@ def load_folder_catalogue(root: Path) -> Catalogue:
             id=str(row["id"]),
             labels={a: row.get(a) for a in ALL_LABEL_ATTRIBUTES},
             name=row.get(CAPTION_ATTRIBUTE),
-            read_image=lambda p=image_path: decode_image(p.read_bytes()).image,
+            read_image=lambda target=None, p=image_path: decode_image(p.read_bytes(), target=target).image,
         ))
     return Catalogue(items, str(root), skipped)
 
@@ -91,7 +92,7 @@ def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
             id=str(row["id"]),
             labels={a: (str(row[a]).strip() or None) if row[a] is not None else None for a in ALL_LABEL_ATTRIBUTES},
             name=row.get(CAPTION_ATTRIBUTE),
-            read_image=lambda i=index: to_rgb(dataset[i]["image"]),
+            read_image=lambda target=None, i=index: to_rgb(dataset[i]["image"]),
         ))
     return Catalogue(items, source)
 

@@ -94,6 +94,11 @@ class Preprocessing:
     interpolation: str = "bicubic"
     resize_mode: str = "letterbox"  # fit inside, pad with white: product shots must not be cropped
 
+    @property
+    def decode_target(self) -> int:
+        """Pixels per side worth decoding: JPEGs larger than twice this decode at reduced scale."""
+        return max(self.input_size)
+
     def to_json(self) -> dict:
         return asdict(self)
 

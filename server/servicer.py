@@ -152,8 +152,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                                (time.perf_counter() - received) * 1000, bundle.model_version)
 
     def _decode(self, bundle: Bundle, data: bytes) -> tuple[DecodedImage, np.ndarray]:
-        target = max(bundle.preprocessing.input_size)
-        decoded = decode_image(data, self.limits.max_image_pixels, target=target)
+        decoded = decode_image(data, self.limits.max_image_pixels, target=bundle.preprocessing.decode_target)
         return decoded, bundle.preprocessing(decoded.image)
 
 

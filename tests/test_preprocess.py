@@ -65,3 +65,11 @@ def test_letterbox_keeps_the_whole_product():
     assert array.shape == (3, 32, 32) and array.dtype == np.float32
     assert array[:, 16, 0].min() == pytest.approx(1.0)  # padded side is white
     assert array[:, 16, 16].max() == pytest.approx(0.0)  # product kept in the middle
+
+
+def test_large_jpeg_decodes_at_reduced_scale_for_a_small_model_input():
+    data = encode(Image.new("RGB", (2000, 1600), (30, 60, 90)), "JPEG")
+    decoded = decode_image(data, target=64)
+    assert (decoded.width, decoded.height) == (2000, 1600)  # the original's size is reported
+    assert 128 <= min(decoded.image.size) and max(decoded.image.size) <= 500  # DCT-scaled, still >= 2x target
+    assert decode_image(data).image.size == (2000, 1600)

@@ -110,6 +110,11 @@ class TrainArguments:
 
 
 # --- datasets ----------------------------------------------------------------------------------------
+def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
+    """The same decode + preprocessing as the server applies to request bytes."""
+    return preprocessing(item.read_image(preprocessing.decode_target))
+
+
 class PixelDataset(Dataset):
     """Catalogue items as model input, decoded on access (the real catalogue does not fit in memory)."""
 
@@ -122,7 +127,7 @@ class PixelDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
-        pixels = torch.from_numpy(self.preprocessing(item.read_image()))
+        pixels = torch.from_numpy(model_input(item, self.preprocessing))
         if self.augment and torch.rand(()) < 0.5:
             pixels = pixels.flip(-1)  # product shots face either way
         labels = {f"label_{a}": torch.tensor(v.encode(item.labels[a])) for a, v in self.vocabs.items()}
@@ -258,7 +263,7 @@ def extract_features(encoder: TinyVitEncoder, items: list[CatalogueItem], prepro
     pooled, tokens = [], []
     for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
-        pixels = torch.from_numpy(np.stack([preprocessing(item.read_image()) for item in chunk]))
+        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk]))
         p, t = encoder.features(pixels.to(encoder.device))
         pooled.append(p.cpu())
         tokens.append(t.cpu())
@@ -412,7 +417,7 @@ def evaluate(predictor: Predictor, test_items: list[CatalogueItem], train_items:
     for start in tqdm(range(0, len(test_items), args.eval_batch_size), desc="test", unit="batch",
                       disable=not args.progress):
         chunk = test_items[start:start + args.eval_batch_size]
-        pixels = np.stack([preprocessing(item.read_image()) for item in chunk])
+        pixels = np.stack([model_input(item, preprocessing) for item in chunk])
         result = predictor.predict(pixels, [options] * len(chunk))
         for item in result.items:
             for attribute, prediction in item.attributes.items():
