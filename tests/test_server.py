@@ -114,9 +114,10 @@ def test_large_camera_original_over_4_mib(client: EnrichClient):
 
 
 def test_formats_and_transparency(client: EnrichClient):
-    from PIL import Image
+    from PIL import Image, features
 
-    for fmt in ("PNG", "WEBP", "GIF", "BMP", "TIFF"):
+    formats = ["PNG", "WEBP", "GIF", "BMP", "TIFF"] + (["AVIF"] if features.check("avif") else [])
+    for fmt in formats:
         buffer = io.BytesIO()
         Image.new("RGBA" if fmt in ("PNG", "WEBP") else "RGB", (50, 70), (10, 120, 200, 255)).save(buffer, fmt)
         response = client.enrich(buffer.getvalue(), caption="skip")
