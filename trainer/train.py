@@ -298,6 +298,8 @@ def trainer_arguments(cls, out: Path, args: TrainArguments, epochs: int, lr: flo
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
           catalogue: Catalogue | None = None) -> Bundle:
     """Train and write the bundle; returns it in memory (config = the written enrich.json)."""
+    if args.backbone_mode not in ("frozen", "finetune"):
+        raise ValueError(f"--backbone_mode must be frozen or finetune, not {args.backbone_mode!r}")
     started = time.perf_counter()
     set_seed(args.seed)
     if args.threads:
@@ -328,8 +330,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
                                 tokenizer.pad_token_id, model_args.max_caption_tokens)
     heads = AttributeHeads(encoder.config.hidden_size, {a: len(v) for a, v in vocabs.items()},
                            model_args.head_dropout)
-    model = EnrichModel(captioner, heads)
     label_names = [f"label_{a}" for a in CLASSIFIED_ATTRIBUTES]
+    splits = {"train": train_items, "validation": val_items}
+
+    def encode_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(pooled, tokens) per split from the backbone as it is now: one pass serves both stages."""
+        return {name: extract_features(encoder, split, preprocessing, args.eval_batch_size, f"encode ({name})",
+                                       args.progress) for name, split in splits.items()}
 
     # Stage 1: attribute heads (and the backbone, when fine-tuning).
     finetune = args.backbone_mode == "finetune"
@@ -337,12 +344,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         train_set = PixelDataset(train_items, preprocessing, vocabs, augment=True)
         val_set = PixelDataset(val_items, preprocessing, vocabs)
     else:
-        train_pooled, _ = extract_features(encoder, train_items, preprocessing, args.eval_batch_size,
-                                           "features (train)", args.progress)
-        val_pooled, _ = extract_features(encoder, val_items, preprocessing, args.eval_batch_size,
-                                         "features (validation)", args.progress)
-        train_set = FeatureDataset(train_pooled, train_items, vocabs)
-        val_set = FeatureDataset(val_pooled, val_items, vocabs)
+        features = encode_splits()
+        train_set = FeatureDataset(features["train"][0], train_items, vocabs)
+        val_set = FeatureDataset(features["validation"][0], val_items, vocabs)
     heads_trainer = Trainer(
         model=HeadsObjective(heads, encoder if finetune else None),
         args=trainer_arguments(TrainingArguments, work / "heads", args, args.head_epochs,
@@ -356,17 +360,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     # Stage 2: the caption decoder on the (now fixed) backbone's tokens, computed once.
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
-    caption_items = {name: [i for i in split if i.name] for name, split in
-                     (("train", train_items), ("validation", val_items))}
-    tokens = {
-        name: extract_features(encoder, split, preprocessing, args.eval_batch_size, f"tokens ({name})",
-                               args.progress)[1]
-        for name, split in caption_items.items()
-    }
-    caption_sets = {
-        name: CaptionDataset(tokens[name], [i.name for i in split], tokenizer, model_args.max_caption_tokens)
-        for name, split in caption_items.items()
-    }
+    if finetune:
+        features = encode_splits()  # the backbone has changed since stage 1
+    caption_sets = {}
+    for name, split in splits.items():
+        named = [row for row, item in enumerate(split) if item.name]
+        caption_sets[name] = CaptionDataset(features[name][1][named], [split[row].name for row in named], tokenizer,
+                                            model_args.max_caption_tokens)
     caption_trainer = Seq2SeqTrainer(
         model=captioner,
         args=trainer_arguments(Seq2SeqTrainingArguments, work / "captioner", args, args.caption_epochs,
