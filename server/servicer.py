@@ -78,8 +78,10 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     async def EnrichStream(self, requests: AsyncIterator[enrich_pb2.EnrichRequest],
                            context: grpc.aio.ServicerContext) -> AsyncIterator[enrich_pb2.EnrichResponse]:
         answers: asyncio.Queue = asyncio.Queue()
-        slots = asyncio.Semaphore(self.limits.max_stream_in_flight)  # read-ahead bound = backpressure
-        tasks: list[asyncio.Task] = []
+        # Read-ahead bound: a slot is held from reading a request until its answer is handed to grpc, so
+        # a client that sends fast but reads slowly stalls its own reads instead of growing our memory.
+        slots = asyncio.Semaphore(self.limits.max_stream_in_flight)
+        pending: set[asyncio.Task] = set()
         finished = object()
 
         async def answer(request: enrich_pb2.EnrichRequest, request_id: str) -> None:
@@ -94,8 +96,6 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 response = enrich_pb2.EnrichResponse(
                     request_id=request_id, status=enrich_pb2.ItemStatus(
                         code=grpc.StatusCode.INTERNAL.value[0], message=f"internal error: {error}"))
-            finally:
-                slots.release()
             await answers.put(response)
 
         async def read() -> None:
@@ -103,9 +103,12 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 index = 0
                 async for request in requests:
                     await slots.acquire()
-                    tasks.append(asyncio.create_task(answer(request, request.request_id or str(index))))
+                    task = asyncio.create_task(answer(request, request.request_id or str(index)))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
                     index += 1
-                await asyncio.gather(*tasks)
+                while pending:
+                    await asyncio.gather(*pending)
                 await answers.put(finished)
             except Exception as error:  # the client's side of the stream broke
                 await answers.put(error)
@@ -119,9 +122,10 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 if isinstance(item, Exception):
                     raise item
                 yield item
+                slots.release()
         finally:
             reader.cancel()
-            for task in tasks:
+            for task in list(pending):
                 task.cancel()
 
     async def GetModelInfo(self, request: enrich_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):

@@ -206,3 +206,18 @@ def test_shutdown_drains_accepted_stream_items_and_refuses_new_calls(bundle_dir:
                 assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         draining.close()
+
+
+def test_stream_with_a_small_read_ahead_bound_still_answers_everything(bundle_dir: Path, catalogue_dir: Path):
+    bounded = LoopbackServer(bundle_dir, stream_in_flight=2, max_batch_size=4)
+    try:
+        bounded.load()
+        images = [(f"i{n}", p.read_bytes()) for n, p in enumerate(catalogue_images(catalogue_dir, 15))]
+        images.insert(5, ("bad", b"nope"))
+        with EnrichClient(bounded.target) as client:
+            answers = list(client.enrich_stream(iter(images), caption="skip"))
+        assert sorted(a.request_id for a in answers) == sorted(i for i, _ in images)
+        assert [a.request_id for a in answers if a.status.code] == ["bad"]
+        assert max(a.timings.batch_size for a in answers) <= 2  # never more than the bound at once
+    finally:
+        bounded.close()
