@@ -131,6 +131,9 @@ def load_predictor(settings: ServerSettings):
 
 
 async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) -> None:
+    from enrich_model.bundle import read_bundle_config
+
+    read_bundle_config(settings.model)  # a wrong path fails now, not after the port is bound
     server = EnrichServer(settings)
     port = await server.start()
     print(f"enrich server listening on port {port}", flush=True)
@@ -179,8 +182,14 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from enrich_model.bundle import BundleError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    asyncio.run(serve(parse_args(argv)))
+    try:
+        asyncio.run(serve(parse_args(argv)))
+    except (BundleError, OSError) as error:  # a wrong --model path or a taken port: no traceback needed
+        print(f"enrich serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
