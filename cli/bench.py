@@ -14,14 +14,14 @@ import os
 import random
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from enrich_client import EnrichClient, image_files
+
+from .server_process import start_server
 
 
 def synthetic_images(count: int, size: tuple[int, int]) -> list[bytes]:
@@ -90,16 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     target = args.target
     if args.model:
-        log = open(Path(tempfile.gettempdir()) / "enrich-bench-server.log", "w")  # noqa: SIM115
-        server = subprocess.Popen(
-            [sys.executable, "-m", "enrich_cli.main", "serve", "--model", str(args.model), "--port", "0",
-             "--host", "127.0.0.1", "--max-batch-size", str(args.max_batch_size)],
-            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        line = server.stdout.readline()
-        if not line.startswith("enrich server listening on port"):
-            server.kill()
-            raise SystemExit(f"server failed to start; see {log.name}")
-        target = f"127.0.0.1:{line.split()[-1]}"
+        log_path = Path(tempfile.gettempdir()) / "enrich-bench-server.log"
+        server, port = start_server(args.model, log_path, "--max-batch-size", str(args.max_batch_size))
+        target = f"127.0.0.1:{port}"
     try:
         mean_kb = statistics.mean(len(d) for d in images) / 1024
         print(f"target {target}, {len(images)} images (mean {mean_kb:.0f} KiB), {os.cpu_count()} CPUs")

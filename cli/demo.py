@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .server_process import start_server
+
 # A small TinyViT (same architecture family, fewer/narrower blocks) at 64 px: it trains from random
 # weights on 2 CPU cores in about two minutes. Real training uses tiny_vit_5m_224 with pretrained weights.
 DEMO_BACKBONE_KWARGS = '{"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 4]}'
@@ -30,23 +32,6 @@ DEMO_TRAIN_ARGS = [
 def run(step: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
     print(f"\n== {step}\n$ {' '.join(command)}", flush=True)
     return subprocess.run(command, check=True, **kwargs)
-
-
-def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
-    command = [sys.executable, "-m", "enrich_cli.main", "serve", "--model", str(bundle), "--port", "0",
-               "--host", "127.0.0.1", "--grace-seconds", "5"]
-    print(f"\n== serve\n$ {' '.join(command)}  (log: {log_path})", flush=True)
-    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    port = 0
-    for line in server.stdout:  # ends at EOF if the server dies
-        print(f"   {line.rstrip()}", flush=True)
-        if line.startswith("enrich server listening on port"):
-            port = int(line.split()[-1])
-        if line.startswith("enrich server SERVING"):
-            return server, port
-    server.kill()
-    raise RuntimeError(f"the server did not start; see {log_path}")
 
 
 def show_results(results_path: Path, truth: dict[str, dict[str, str]]) -> None:
@@ -101,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         [*enrich, "synth", "--out", str(holdout), "--count", str(args.holdout), "--seed", "12345"])
     run("train", [*enrich, "train", "--data", str(catalogue), "--out", str(bundle), *DEMO_TRAIN_ARGS])
 
-    server, port = start_server(bundle, workdir / "server.log")
+    print("\n== serve", flush=True)
+    server, port = start_server(bundle, workdir / "server.log", "--grace-seconds", "5", echo=True)
     try:
         client = [sys.executable, "-m", "enrich_client.cli", "--target", f"127.0.0.1:{port}"]
         run("health check (grpc.health.v1)", [*client, "health"])

@@ -84,7 +84,7 @@ class Predictor:
         self.parent_labels: dict[str, list[str]] = {}
         self.parent_index: dict[str, torch.Tensor] = {}
         for attribute in DERIVED_ATTRIBUTES:
-            labels = sorted({taxonomy.parent(attribute, a) for a in articles.labels})
+            labels = taxonomy.parent_labels(attribute)
             self.parent_labels[attribute] = labels
             self.parent_index[attribute] = torch.tensor(
                 [labels.index(taxonomy.parent(attribute, a)) for a in articles.labels]

@@ -105,6 +105,10 @@ class Taxonomy:
         sub, master = self.parents[article_type]
         return {"subCategory": sub, "masterCategory": master}[attribute]
 
+    def parent_labels(self, attribute: str) -> list[str]:
+        """The labels a derived attribute can take, sorted."""
+        return sorted({self.parent(attribute, article) for article in self.parents})
+
     def to_json(self) -> dict[str, list[str]]:
         return {article: list(parent) for article, parent in self.parents.items()}
 

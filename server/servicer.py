@@ -197,7 +197,7 @@ def model_info(bundle: Bundle, limits: Limits) -> enrich_pb2.ModelInfo:
     attributes = []
     for attribute in ALL_LABEL_ATTRIBUTES:
         if attribute in DERIVED_ATTRIBUTES:
-            labels = sorted({bundle.taxonomy.parent(attribute, a) for a in bundle.vocabs["articleType"].labels})
+            labels = bundle.taxonomy.parent_labels(attribute)
             derived_from = "articleType"
         else:
             labels, derived_from = bundle.vocabs[attribute].labels, ""
