@@ -126,6 +126,7 @@ def build_captioner(
     encoder: TinyVitEncoder, decoder: GPT2LMHeadModel, bos_id: int, eos_id: int, pad_id: int,
     max_new_tokens: int = 32,
 ) -> VisionEncoderDecoderModel:
+    decoder.config.pad_token_id = pad_id
     captioner = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
     captioner.config.decoder_start_token_id = bos_id
     captioner.config.pad_token_id = pad_id

@@ -31,12 +31,16 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     HfArgumentParser,
+    PrinterCallback,
+    ProgressCallback,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
+from transformers.utils import logging as hf_logging
 
 from enrich_model.bundle import METRICS_FILE, Bundle, save_bundle
 from enrich_model.data import Catalogue, CatalogueItem, load_catalogue
@@ -167,7 +171,47 @@ def collate_captions(batch: list[dict]) -> dict:
     labels = torch.full((len(batch), longest), -100, dtype=torch.long)
     for row, b in enumerate(batch):
         labels[row, : len(b["target"])] = torch.tensor(b["target"])
-    return {"encoder_outputs": (torch.stack([b["tokens"] for b in batch]),), "labels": labels}
+    # The decoder reads [start] + labels[:-1]; mask the right padding in that shifted sequence.
+    decoder_attention_mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long),
+                                        (labels[:, :-1] != -100).long()], dim=1)
+    return {"encoder_outputs": (torch.stack([b["tokens"] for b in batch]),), "labels": labels,
+            "decoder_attention_mask": decoder_attention_mask}
+
+
+class StepProgress(ProgressCallback):
+    """The Trainer's progress bar without its per-log dict dumps and nested evaluation bars."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        pass
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs) -> None:
+        pass
+
+
+class EpochSummary(TrainerCallback):
+    """One readable line per epoch: losses and the validation accuracies that matter most."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
+        train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+        parts = [f"{self.stage} epoch {round(state.epoch or 0)}/{round(args.num_train_epochs)}"]
+        if train_losses:
+            parts.append(f"train loss {train_losses[-1]:.3f}")
+        parts.append(f"validation loss {metrics['eval_loss']:.3f}")
+        parts += [f"{key.removeprefix('eval_acc_')} {value:.3f}" for key, value in metrics.items()
+                  if key in ("eval_acc_articleType", "eval_acc_baseColour", "eval_acc_mean")]
+        tqdm.write(", ".join(parts), file=sys.stderr)
+
+
+def quiet_progress(trainer: Trainer, stage: str, progress: bool) -> Trainer:
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.add_callback(StepProgress)
+    trainer.add_callback(EpochSummary(stage))
+    return trainer
 
 
 class HeadsObjective(nn.Module):
@@ -347,13 +391,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         features = encode_splits()
         train_set = FeatureDataset(features["train"][0], train_items, vocabs)
         val_set = FeatureDataset(features["validation"][0], val_items, vocabs)
-    heads_trainer = Trainer(
+    heads_trainer = quiet_progress(Trainer(
         model=HeadsObjective(heads, encoder if finetune else None),
         args=trainer_arguments(TrainingArguments, work / "heads", args, args.head_epochs,
                                args.finetune_lr if finetune else args.head_lr, args.head_batch_size,
                                best_by="eval_acc_mean", label_names=label_names),
         train_dataset=train_set, eval_dataset=val_set, compute_metrics=accuracy_metrics,
-    )
+    ), "heads", args.progress)
     heads_trainer.train()
     heads_history = heads_trainer.state.log_history
 
@@ -367,13 +411,17 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         named = [row for row, item in enumerate(split) if item.name]
         caption_sets[name] = CaptionDataset(features[name][1][named], [split[row].name for row in named], tokenizer,
                                             model_args.max_caption_tokens)
-    caption_trainer = Seq2SeqTrainer(
+    if decoder.config.tie_word_embeddings:
+        # GPT-2's output layer is its input embedding: checkpoints omit it and loading re-ties it, which
+        # the Trainer reports as a missing key unless told that the key is not saved on purpose.
+        captioner._keys_to_ignore_on_save = ["decoder.lm_head.weight"]
+    caption_trainer = quiet_progress(Seq2SeqTrainer(
         model=captioner,
         args=trainer_arguments(Seq2SeqTrainingArguments, work / "captioner", args, args.caption_epochs,
                                args.caption_lr, args.caption_batch_size),
         train_dataset=caption_sets["train"], eval_dataset=caption_sets["validation"],
         data_collator=collate_captions, processing_class=tokenizer,
-    )
+    ), "captioner", args.progress)
     caption_trainer.train()
     # load_best_model_at_end may reload the captioner in place; heads share the backbone through it.
     model = EnrichModel(caption_trainer.model, heads).eval()
@@ -451,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.prog = "enrich train"
     data_args, model_args, args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    hf_logging.disable_progress_bar()  # weight loading/saving bars; training keeps its own
     config = train(data_args, model_args, args).config
     print(format_metrics(config["test_metrics"]))
     print(f"bundle: {args.out} ({config['model_version']})")
