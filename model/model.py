@@ -203,6 +203,8 @@ class EnrichModel(nn.Module):
         """Encoder tokens -> captions, reusing the backbone pass (no second encoder run)."""
         generated = self.captioner.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=tokens),
+            # generate() extends this mask step by step; without it GPT-2 warns about padding.
+            decoder_attention_mask=torch.ones(len(tokens), 1, dtype=torch.long, device=tokens.device),
             num_beams=num_beams,
             max_new_tokens=max_new_tokens or self.captioner.generation_config.max_new_tokens,
             output_scores=True,
