@@ -130,7 +130,7 @@ def load_predictor(settings: ServerSettings):
     return predictor
 
 
-async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: ServerSettings) -> None:
     from enrich_model.bundle import read_bundle_config
 
     read_bundle_config(settings.model)  # a wrong path fails now, not after the port is bound
@@ -148,8 +148,6 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
         if loading in done:
             loading.result()  # a model that fails to load stops the server with the error
             print(f"enrich server SERVING model {server.slot.bundle.model_version}", flush=True)
-            if ready:
-                ready.set()
             await waiter
     finally:
         log.info("shutting down: draining for up to %.0f s", settings.grace_seconds)
