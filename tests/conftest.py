@@ -19,7 +19,7 @@ TINY_BACKBONE = '{"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_h
 
 
 def tiny_training_args(data: Path, out: Path, **overrides: object):
-    from enrich_trainer.train import DataArguments, ModelArguments, TrainArguments
+    from enrich_trainer.arguments import DataArguments, ModelArguments, TrainArguments
 
     model = dict(backbone_kwargs=TINY_BACKBONE, image_size=32, pretrained="none", decoder="small",
                  decoder_layers=1, decoder_width=32, decoder_heads=2, tokenizer_vocab=300, max_caption_tokens=16)

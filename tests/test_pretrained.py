@@ -12,7 +12,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from enrich_model.bundle import load_bundle
 from enrich_model.tokenizer import train_bpe_tokenizer
-from enrich_trainer.train import ModelArguments, resolve_decoder, resolve_encoder, train
+from enrich_trainer.arguments import ModelArguments
+from enrich_trainer.train import train
+from enrich_trainer.weights import resolve_decoder, resolve_encoder
 
 from .conftest import TINY_BACKBONE, tiny_training_args
 

@@ -7,36 +7,23 @@ Arguments are dataclasses parsed by `HfArgumentParser`, as in the Hugging Face e
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import shutil
-import socket
 import sys
 import time
-import urllib.parse
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 from transformers import (
-    AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
     HfArgumentParser,
-    PrinterCallback,
-    ProgressCallback,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -44,174 +31,18 @@ from transformers.utils import logging as hf_logging
 
 from enrich_model.bundle import METRICS_FILE, Bundle, save_bundle
 from enrich_model.data import Catalogue, CatalogueItem, load_catalogue
-from enrich_model.model import (
-    AttributeHeads,
-    DecoderSpec,
-    EnrichModel,
-    TinyVitEncoder,
-    attribute_loss,
-    build_captioner,
-    build_encoder,
-    build_small_decoder,
-)
+from enrich_model.model import AttributeHeads, EnrichModel, TinyVitEncoder, attribute_loss, build_captioner
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor
-from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES, LabelVocab, Taxonomy
-from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
 
+from .arguments import DataArguments, ModelArguments, TrainArguments
+from .datasets import CaptionDataset, FeatureDataset, PixelDataset, collate_captions, extract_features, model_input
+from .progress import quiet_progress
 from .report import caption_metrics, classification_metrics, plot_confusion, plot_training_curves
 from .split import stratified_split
+from .weights import preprocessing_for, resolve_decoder, resolve_encoder
 
 log = logging.getLogger("enrich.train")
-
-
-@dataclass
-class DataArguments:
-    data: str = field(metadata={"help": "styles.csv folder, a save_to_disk dataset, or a hub dataset id"})
-    split: str = field(default="train", metadata={"help": "dataset split (hub/disk datasets only)"})
-    limit: int = field(default=0, metadata={"help": "use at most this many items (0 = all)"})
-    min_class_count: int = field(default=2, metadata={"help": "labels rarer than this in train are dropped"})
-
-
-@dataclass
-class ModelArguments:
-    backbone: str = field(default="tiny_vit_5m_224", metadata={"help": "timm TinyViT model name"})
-    backbone_kwargs: str = field(default="{}", metadata={"help": "JSON of extra timm.create_model kwargs"})
-    image_size: int = field(default=0, metadata={"help": "square input side; 0 = the backbone's own"})
-    pretrained: str = field(
-        default="auto", metadata={"help": "backbone weights: auto (hub, else random), hub, none, or a file"}
-    )
-    decoder: str = field(
-        default="auto",
-        metadata={"help": "auto (distilgpt2 from the hub, else small), small, or a GPT-2 name/path"},
-    )
-    decoder_layers: int = 4
-    decoder_width: int = 256
-    decoder_heads: int = 4
-    tokenizer_vocab: int = field(default=2000, metadata={"help": "BPE vocabulary size for a small decoder"})
-    max_caption_tokens: int = 32
-    head_dropout: float = 0.1
-
-
-@dataclass
-class TrainArguments:
-    out: str = field(metadata={"help": "bundle directory to write"})
-    seed: int = 42
-    backbone_mode: str = field(
-        default="frozen", metadata={"help": "frozen (features computed once) or finetune (backbone trained)"}
-    )
-    head_epochs: int = 15
-    head_lr: float = 3e-3
-    finetune_lr: float = 1e-3
-    head_batch_size: int = 64
-    caption_epochs: int = 12
-    caption_lr: float = 1e-3
-    caption_batch_size: int = 32
-    eval_batch_size: int = 64
-    threads: int = 0
-    name: str = "enrich"
-    progress: bool = True
-
-
-# --- datasets ----------------------------------------------------------------------------------------
-def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
-    """The same decode + preprocessing as the server applies to request bytes."""
-    return preprocessing(item.read_image(preprocessing.decode_target))
-
-
-class PixelDataset(Dataset):
-    """Catalogue items as model input, decoded on access (the real catalogue does not fit in memory)."""
-
-    def __init__(self, items: list[CatalogueItem], preprocessing: Preprocessing, vocabs: dict[str, LabelVocab],
-                 augment: bool = False) -> None:
-        self.items, self.preprocessing, self.vocabs, self.augment = items, preprocessing, vocabs, augment
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.items[index]
-        pixels = torch.from_numpy(model_input(item, self.preprocessing))
-        if self.augment and torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)  # product shots face either way
-        labels = {f"label_{a}": torch.tensor(v.encode(item.labels[a])) for a, v in self.vocabs.items()}
-        return {"pixel_values": pixels, **labels}
-
-
-class FeatureDataset(Dataset):
-    def __init__(self, pooled: torch.Tensor, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
-        self.pooled = pooled
-        self.labels = {
-            f"label_{a}": torch.tensor([v.encode(item.labels[a]) for item in items]) for a, v in vocabs.items()
-        }
-
-    def __len__(self) -> int:
-        return len(self.pooled)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pooled": self.pooled[index], **{k: v[index] for k, v in self.labels.items()}}
-
-
-class CaptionDataset(Dataset):
-    def __init__(self, tokens: torch.Tensor, captions: list[str], tokenizer, max_tokens: int) -> None:
-        self.tokens = tokens
-        eos = tokenizer.eos_token_id
-        encoded = tokenizer(captions, add_special_tokens=False, truncation=True, max_length=max_tokens - 1)
-        self.targets = [[*ids, eos] for ids in encoded["input_ids"]]  # the decoder start token is prepended
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"tokens": self.tokens[index], "target": self.targets[index]}
-
-
-def collate_captions(batch: list[dict]) -> dict:
-    longest = max(len(b["target"]) for b in batch)
-    labels = torch.full((len(batch), longest), -100, dtype=torch.long)
-    for row, b in enumerate(batch):
-        labels[row, : len(b["target"])] = torch.tensor(b["target"])
-    # The decoder reads [start] + labels[:-1]; mask the right padding in that shifted sequence.
-    decoder_attention_mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long),
-                                        (labels[:, :-1] != -100).long()], dim=1)
-    return {"encoder_outputs": (torch.stack([b["tokens"] for b in batch]),), "labels": labels,
-            "decoder_attention_mask": decoder_attention_mask}
-
-
-class StepProgress(ProgressCallback):
-    """The Trainer's progress bar without its per-log dict dumps and nested evaluation bars."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        pass
-
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs) -> None:
-        pass
-
-
-class EpochSummary(TrainerCallback):
-    """One readable line per epoch: losses and the validation accuracies that matter most."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
-        train_losses = [h["loss"] for h in state.log_history if "loss" in h]
-        parts = [f"{self.stage} epoch {round(state.epoch or 0)}/{round(args.num_train_epochs)}"]
-        if train_losses:
-            parts.append(f"train loss {train_losses[-1]:.3f}")
-        parts.append(f"validation loss {metrics['eval_loss']:.3f}")
-        parts += [f"{key.removeprefix('eval_acc_')} {value:.3f}" for key, value in metrics.items()
-                  if key in ("eval_acc_articleType", "eval_acc_baseColour", "eval_acc_mean")]
-        tqdm.write(", ".join(parts), file=sys.stderr)
-
-
-def quiet_progress(trainer: Trainer, stage: str, progress: bool) -> Trainer:
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    if progress:
-        trainer.add_callback(StepProgress)
-    trainer.add_callback(EpochSummary(stage))
-    return trainer
 
 
 class HeadsObjective(nn.Module):
@@ -228,90 +59,6 @@ class HeadsObjective(nn.Module):
         logits = self.heads(pooled)
         targets = {name.removeprefix("label_"): value for name, value in labels.items()}
         return {"loss": attribute_loss(logits, targets), **{f"logits_{k}": v for k, v in logits.items()}}
-
-
-# --- building ----------------------------------------------------------------------------------------
-@functools.cache
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick connection attempt, so that "auto" does not spend a minute in the hub client's retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    from huggingface_hub import constants
-
-    url = urllib.parse.urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
-    kwargs = json.loads(args.backbone_kwargs)
-    size = (args.image_size, args.image_size) if args.image_size else None
-    if args.pretrained != "auto":
-        return build_encoder(args.backbone, kwargs, size, args.pretrained), args.pretrained
-    try:
-        if not hub_reachable():
-            raise ConnectionError("the Hugging Face hub is not reachable")
-        return build_encoder(args.backbone, kwargs, size, "hub"), "hub"
-    except Exception as error:  # offline, no such weights, or a changed architecture
-        warnings.warn(
-            f"No pretrained weights for {args.backbone} ({type(error).__name__}: {str(error)[:160]}). "
-            "The backbone starts from RANDOM weights: expect far lower accuracy than a pretrained model. "
-            "Pass --pretrained PATH to use a local weights file.", stacklevel=2,
-        )
-        return build_encoder(args.backbone, kwargs, size, "none"), "none"
-
-
-def resolve_decoder(args: ModelArguments, captions: list[str]) -> tuple[GPT2LMHeadModel, object, str]:
-    if args.decoder != "small":
-        name = "distilgpt2" if args.decoder == "auto" else args.decoder
-        try:
-            if args.decoder == "auto" and not hub_reachable():
-                raise ConnectionError("the Hugging Face hub is not reachable")
-            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name))
-            config = GPT2Config.from_pretrained(name)
-            config.add_cross_attention = True  # the image tokens enter through new cross-attention layers
-            config.is_decoder = True
-            decoder = GPT2LMHeadModel.from_pretrained(name, config=config)
-            return decoder, tokenizer, name
-        except Exception as error:
-            if args.decoder != "auto":
-                raise
-            warnings.warn(
-                f"Pretrained decoder {name} unavailable ({type(error).__name__}); training a small GPT-2 "
-                f"({args.decoder_layers}x{args.decoder_width}) and a BPE tokenizer on the captions instead.",
-                stacklevel=2,
-            )
-    tokenizer = train_bpe_tokenizer(captions, vocab_size=args.tokenizer_vocab)
-    spec = DecoderSpec(args.decoder_layers, args.decoder_width, args.decoder_heads, args.max_caption_tokens + 2)
-    decoder = build_small_decoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, spec)
-    return decoder, tokenizer, "small"
-
-
-def preprocessing_for(encoder: TinyVitEncoder) -> Preprocessing:
-    data_config = timm.data.resolve_data_config({}, model=encoder.backbone)
-    return Preprocessing(
-        input_size=tuple(encoder.config.image_size),
-        mean=tuple(float(m) for m in data_config["mean"]),
-        std=tuple(float(s) for s in data_config["std"]),
-        interpolation=data_config.get("interpolation", "bicubic"),
-    )
-
-
-@torch.inference_mode()
-def extract_features(encoder: TinyVitEncoder, items: list[CatalogueItem], preprocessing: Preprocessing,
-                     batch_size: int, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    encoder.eval()
-    pooled, tokens = [], []
-    for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
-        chunk = items[start:start + batch_size]
-        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk]))
-        p, t = encoder.features(pixels.to(encoder.device))
-        pooled.append(p.cpu())
-        tokens.append(t.cpu())
-    return torch.cat(pooled).clone(), torch.cat(tokens).clone()  # clone: leave inference mode
 
 
 def accuracy_metrics(prediction) -> dict[str, float]:
