@@ -1,9 +1,21 @@
 """The Enrich model package, shared by the trainer and the server.
 
 Submodules, in data-path order: `preprocess` (bytes -> pixels), `model` (one encoder pass -> heads and
-captioner), `predict` (batch inference), `bundle` (the artifact), plus `schema` (vocabularies and
-taxonomy), `data` (catalogue loading) and `synth` (a synthetic catalogue). Importing the package is
-cheap: torch loads only with the submodules that need it.
+captioner), `predict` (batch inference), `bundle` (the artifact; `bundle_config` is its torch-free
+description), plus `schema` (vocabularies and taxonomy), `consistency` (captions that agree with the
+labels), `data` (catalogue loading), `synth` and `photolike` (synthetic catalogues).
+
+Importing the package is cheap: torch loads only with the submodules that need it. Still, `import
+enrich_model` is all a Hugging Face user needs before `VisionEncoderDecoderModel.from_pretrained(
+BUNDLE/captioner)`: the TinyViT encoder registers itself with transformers' Auto classes as soon as
+transformers is imported (before or after this package).
 """
 
-__version__ = "0.1.0"
+import wrapt
+
+__version__ = "0.2.0"
+
+
+@wrapt.when_imported("transformers")
+def _register_with_transformers(_transformers: object) -> None:
+    from . import model  # noqa: F401  (registration happens at import)

@@ -1,19 +1,20 @@
 """The model bundle: one self-describing directory that training writes and serving loads.
 
     BUNDLE/
-      enrich.json          format, model version, backbone, preprocessing, vocabularies, taxonomy, versions
-      heads.safetensors    the attribute heads
-      captioner/           VisionEncoderDecoderModel.save_pretrained (holds the one backbone copy)
+      enrich.json          BundleConfig: version, backbone, preprocessing, vocabularies, taxonomy, metrics
+      heads.safetensors    the attribute heads and their calibration temperatures
+      captioner/           VisionEncoderDecoderModel.save_pretrained (holds the one backbone copy), with
+                           auto_map and the model code, so plain transformers can load it
       tokenizer/           the caption tokenizer, save_pretrained
-      metrics.json         test-split metrics (written by the trainer)
-      *.png                training curves, confusion matrices
+      README.md            model card: data, split, metrics, limits, intended use
+      metrics.json         test-split metrics; report.md and *.png beside it (written by evaluation)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,18 +25,25 @@ import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, VisionEncoderDecoderModel
 
-from .model import AttributeHeads, EnrichModel
+from . import model as model_module
+from .bundle_config import (
+    BUNDLE_FORMAT,
+    CONFIG_FILE,
+    BackboneConfig,
+    BundleConfig,
+    BundleError,
+    CaptionConfig,
+    HeadsConfig,
+)
+from .consistency import CaptionLexicon
+from .model import AttributeHeads, ColourHistogram, EnrichModel
 from .preprocess import Preprocessing
 from .schema import CLASSIFIED_ATTRIBUTES, LabelVocab, Taxonomy
 
-BUNDLE_FORMAT = "enrich-bundle/1"
-CONFIG_FILE = "enrich.json"
+__all__ = ["BUNDLE_FORMAT", "CONFIG_FILE", "Bundle", "BundleError", "load_bundle", "save_bundle"]
+
 HEADS_FILE = "heads.safetensors"
-METRICS_FILE = "metrics.json"
-
-
-class BundleError(RuntimeError):
-    """The directory is not a loadable Enrich bundle; the message says what is wrong."""
+MODEL_CODE_FILE = "modeling_enrich_tinyvit.py"  # copied beside the captioner weights, for trust_remote_code
 
 
 @dataclass
@@ -45,15 +53,23 @@ class Bundle:
     preprocessing: Preprocessing
     vocabs: dict[str, LabelVocab]
     taxonomy: Taxonomy
-    config: dict  # the whole enrich.json
+    config: BundleConfig  # the whole enrich.json
 
     @property
     def model_version(self) -> str:
-        return self.config["model_version"]
+        return self.config.model_version
 
     @property
     def metrics(self) -> dict:
-        return self.config.get("test_metrics", {})
+        return self.config.test_metrics
+
+    @property
+    def lexicon(self) -> CaptionLexicon | None:
+        return CaptionLexicon.from_json(self.config.caption.lexicon) if self.config.caption.lexicon else None
+
+    @property
+    def abstain_thresholds(self) -> dict[str, float]:
+        return self.config.heads.abstain_thresholds
 
 
 def save_bundle(
@@ -63,81 +79,75 @@ def save_bundle(
     preprocessing: Preprocessing,
     vocabs: dict[str, LabelVocab],
     taxonomy: Taxonomy,
-    extra: dict | None = None,
     name: str = "enrich",
-) -> dict:
+    weights: str = "random",
+    lexicon: CaptionLexicon | None = None,
+    abstain_thresholds: dict[str, float] | None = None,
+    training: dict | None = None,
+) -> BundleConfig:
     """Write the bundle and return its config; the model version is derived from the weights' hash."""
     out.mkdir(parents=True, exist_ok=True)
+    encoder_config = model.encoder.config
+    # Remote-code loading: the encoder config names its classes, whose code travels with the weights.
+    module = MODEL_CODE_FILE.removesuffix(".py")
+    encoder_config.auto_map = {"AutoConfig": f"{module}.TinyVitEncoderConfig",
+                               "AutoModel": f"{module}.TinyVitEncoder"}
     model.captioner.save_pretrained(out / "captioner")
+    shutil.copyfile(model_module.__file__, out / "captioner" / MODEL_CODE_FILE)
     tokenizer.save_pretrained(out / "tokenizer")
     heads_state = {k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}
     safetensors.torch.save_file(heads_state, out / HEADS_FILE)
     digest = hashlib.sha256()
     for path in sorted([out / HEADS_FILE, *sorted((out / "captioner").glob("*.safetensors"))]):
         digest.update(path.read_bytes())
-    encoder_config = model.encoder.config
-    config = {
-        "format": BUNDLE_FORMAT,
-        "model_version": f"{name}-{digest.hexdigest()[:12]}",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {
-            "name": encoder_config.backbone,
-            "kwargs": encoder_config.backbone_kwargs,
-            "num_features": encoder_config.hidden_size,
-        },
-        "preprocessing": preprocessing.to_json(),
-        "attributes": {name: vocab.labels for name, vocab in vocabs.items()},
-        "taxonomy": taxonomy.to_json(),
-        "heads": {"dropout": model.heads.dropout.p},
-        "caption": {
-            "decoder": model.captioner.decoder.config.name_or_path or "gpt2-small-config",
-            "decoder_layers": model.captioner.decoder.config.n_layer,
-            "decoder_width": model.captioner.decoder.config.n_embd,
-            "vocab_size": len(tokenizer),
-            "max_new_tokens": model.captioner.generation_config.max_new_tokens,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "transformers": transformers.__version__,
-        },
-        **(extra or {}),
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    decoder_config = model.captioner.decoder.config
+    config = BundleConfig(
+        model_version=f"{name}-{digest.hexdigest()[:12]}",
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        backbone=BackboneConfig(encoder_config.backbone, encoder_config.backbone_kwargs, encoder_config.hidden_size,
+                                weights),
+        preprocessing=preprocessing.to_json(),
+        attributes={name: vocab.labels for name, vocab in vocabs.items()},
+        taxonomy=taxonomy.to_json(),
+        heads=HeadsConfig(
+            dropout=model.heads.dropout.p, colour_bins=model.colour.bins if model.colour else 0,
+            colour_attributes=list(model.heads.colour_attributes), abstain_thresholds=dict(abstain_thresholds or {}),
+        ),
+        caption=CaptionConfig(
+            decoder=decoder_config.name_or_path or "small", decoder_layers=decoder_config.n_layer,
+            decoder_width=decoder_config.n_embd, vocab_size=len(tokenizer),
+            max_new_tokens=model.captioner.generation_config.max_new_tokens,
+            lexicon=lexicon.to_json() if lexicon else {},
+        ),
+        versions={"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+                  "transformers": transformers.__version__},
+        training=dict(training or {}),
+    )
+    config.write(out)
     return config
 
 
-def read_bundle_config(path: Path) -> dict:
-    config_path = Path(path) / CONFIG_FILE
-    if not config_path.is_file():
-        raise BundleError(f"{path} is not an Enrich bundle: {CONFIG_FILE} is missing")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: bundle format {config.get('format')!r}, this build reads {BUNDLE_FORMAT!r}")
-    return config
+def read_bundle_config(path: Path | str) -> BundleConfig:
+    return BundleConfig.read(path)
 
 
 def load_bundle(path: Path | str, device: str = "cpu") -> Bundle:
     path = Path(path)
-    config = read_bundle_config(path)
+    config = BundleConfig.read(path)
     captioner = VisionEncoderDecoderModel.from_pretrained(path / "captioner")
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-    vocabs = {name: LabelVocab(name, labels) for name, labels in config["attributes"].items()}
+    vocabs = {name: LabelVocab(name, labels) for name, labels in config.attributes.items()}
     missing = set(CLASSIFIED_ATTRIBUTES) - set(vocabs)
     if missing:
         raise BundleError(f"{path}: no vocabulary for {sorted(missing)}")
+    preprocessing = Preprocessing.from_json(config.preprocessing)
+    colour = ColourHistogram(preprocessing.mean, preprocessing.std, config.heads.colour_bins) \
+        if config.heads.colour_bins else None
     heads = AttributeHeads(
-        config["backbone"]["num_features"], {name: len(v) for name, v in vocabs.items()},
-        dropout=config["heads"]["dropout"],
+        config.backbone.num_features, {name: len(v) for name, v in vocabs.items()}, dropout=config.heads.dropout,
+        colour_features=colour.num_features if colour else 0, colour_attributes=tuple(config.heads.colour_attributes),
     )
     heads.load_state_dict(safetensors.torch.load_file(path / HEADS_FILE))
-    model = EnrichModel(captioner, heads).to(device).eval()
-    return Bundle(
-        model=model,
-        tokenizer=tokenizer,
-        preprocessing=Preprocessing.from_json(config["preprocessing"]),
-        vocabs=vocabs,
-        taxonomy=Taxonomy.from_json(config["taxonomy"]),
-        config=config,
-    )
+    model = EnrichModel(captioner, heads, colour).to(device).eval()
+    return Bundle(model=model, tokenizer=tokenizer, preprocessing=preprocessing, vocabs=vocabs,
+                  taxonomy=Taxonomy.from_json(config.taxonomy), config=config)

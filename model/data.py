@@ -14,8 +14,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from .preprocess import decode_image, to_rgb
+from .hub import hub_reachable
+from .preprocess import decode_image
 from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
+
+
+class DataError(ValueError):
+    """The catalogue cannot be read; the message says what is wrong and what to do."""
 
 
 @dataclass
@@ -44,10 +49,11 @@ def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
     rows: list[dict[str, str | None]] = []
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader)]
+        header = [h.strip() for h in next(reader, [])]
         missing = set(STYLES_COLUMNS) - set(header)
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+            raise DataError(f"{path}: missing columns {sorted(missing)}; expected the Fashion Product Images "
+                            f"header: {','.join(STYLES_COLUMNS)}")
         name_at = header.index(CAPTION_ATTRIBUTE)
         for fields in reader:
             if not fields:
@@ -81,33 +87,72 @@ def load_folder_catalogue(root: Path) -> Catalogue:
 
 
 def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
-    """A `datasets.Dataset` with the styles.csv columns and an `image` column."""
+    """A `datasets.Dataset` with the styles.csv columns and an `image` column.
+
+    Images are read as the stored file bytes and go through `decode_image`, like catalogue files and
+    request bytes: same EXIF orientation, alpha flattening and reduced-scale JPEG decoding."""
+    import datasets
+
     missing = ({"id", "image", CAPTION_ATTRIBUTE, *ALL_LABEL_ATTRIBUTES}) - set(dataset.column_names)
     if missing:
-        raise ValueError(f"{source}: dataset lacks columns {sorted(missing)}")
-    labels_only = dataset.remove_columns("image")  # reading labels must not decode every image
+        raise DataError(f"{source}: dataset lacks columns {sorted(missing)}")
+    raw = dataset.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"}, not PIL
+    labels_only = dataset.remove_columns("image")  # reading labels must not touch every image
     items = []
     for index, row in enumerate(labels_only):
         items.append(CatalogueItem(
             id=str(row["id"]),
             labels={a: (str(row[a]).strip() or None) if row[a] is not None else None for a in ALL_LABEL_ATTRIBUTES},
             name=row.get(CAPTION_ATTRIBUTE),
-            read_image=lambda target=None, i=index: to_rgb(dataset[i]["image"]),
+            read_image=lambda target=None, i=index: decode_image(_stored_bytes(raw[i]["image"]), target=target).image,
         ))
     return Catalogue(items, source)
 
 
+def _stored_bytes(image: dict) -> bytes:
+    if image.get("bytes"):
+        return image["bytes"]
+    return Path(image["path"]).read_bytes()
+
+
 def load_catalogue(spec: str | Path, split: str = "train") -> Catalogue:
     """A folder with styles.csv, a dataset saved with `save_to_disk`, or a hub id such as
-    `ashraq/fashion-product-images-small` (needs the hub)."""
+    `ashraq/fashion-product-images-small` (needs the hub). Raises DataError with a one-line reason."""
     path = Path(spec)
     if (path / "styles.csv").is_file():
-        return load_folder_catalogue(path)
-    import datasets  # heavy; only for this path
-
+        try:
+            return load_folder_catalogue(path)
+        except (OSError, UnicodeError, csv.Error) as error:
+            raise DataError(f"cannot read {path / 'styles.csv'}: {error}") from error
     if path.is_dir():
+        if not (path / "dataset_dict.json").is_file() and not (path / "dataset_info.json").is_file():
+            raise DataError(f"{path} holds neither styles.csv (the Kaggle layout: styles.csv + images/) nor a "
+                            "dataset saved with datasets' save_to_disk")
+        import datasets  # heavy; only for this path
+
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DataError(f"{path} has no split {split!r}; it has {sorted(loaded)}")
             loaded = loaded[split]
         return catalogue_from_hf_dataset(loaded, str(path))
-    return catalogue_from_hf_dataset(datasets.load_dataset(str(spec), split=split), str(spec))
+    if path.exists() or str(spec).startswith((".", "/", "~")) or str(spec).count("/") != 1:
+        raise DataError(f"no catalogue at {spec}: expected a folder with styles.csv and images/, a save_to_disk "
+                        "dataset folder, or a Hugging Face dataset id such as ashraq/fashion-product-images-small")
+    return load_hub_catalogue(str(spec), split)
+
+
+def load_hub_catalogue(dataset_id: str, split: str) -> Catalogue:
+    import datasets
+
+    if not hub_reachable():
+        raise DataError(f"cannot load {dataset_id!r} from the Hugging Face hub: the hub is not reachable from here "
+                        "(or HF_HUB_OFFLINE is set). Download it where the hub is reachable "
+                        f"(datasets.load_dataset({dataset_id!r}).save_to_disk(DIR)) and pass --data DIR")
+    try:
+        return catalogue_from_hf_dataset(datasets.load_dataset(dataset_id, split=split), dataset_id)
+    except DataError:
+        raise
+    except Exception as error:  # the hub client raises many types; the user needs one sentence
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise DataError(f"cannot load {dataset_id!r} (split {split!r}) from the Hugging Face hub: {reason}") from error

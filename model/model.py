@@ -1,8 +1,9 @@
 """The Enrich model in one file: a TinyViT backbone, attribute heads, and a GPT-2 caption decoder.
 
     pixels -> TinyViT.forward_features -> (B, C, h, w) feature map     (one backbone pass per image)
-              |-> pool + norm -> pooled (B, C) -> one linear head per attribute -> logits
-              `-> flatten -> tokens (B, h*w, C) -> GPT-2 with cross-attention -> caption
+       |      |-> pool + norm -> pooled (B, C) -> one linear head per attribute -> logits / temperature
+       |      `-> flatten -> tokens (B, h*w, C) -> GPT-2 with cross-attention -> caption
+       `-> foreground colour histogram ----------^ (concatenated for the baseColour head)
 
 The captioner is a `VisionEncoderDecoderModel` whose encoder is the same TinyViT (wrapped as a
 `PreTrainedModel`), so the heads and the decoder share one set of backbone weights and one pass.
@@ -79,8 +80,10 @@ class TinyVitEncoder(PreTrainedModel):
         return BaseModelOutput(last_hidden_state=self.features(pixel_values)[1])
 
 
-AutoConfig.register(TinyVitEncoderConfig.model_type, TinyVitEncoderConfig)
-AutoModel.register(TinyVitEncoderConfig, TinyVitEncoder)
+# exist_ok: this file is also copied beside saved weights for trust_remote_code loading, and may be
+# imported a second time under that name in the same process.
+AutoConfig.register(TinyVitEncoderConfig.model_type, TinyVitEncoderConfig, exist_ok=True)
+AutoModel.register(TinyVitEncoderConfig, TinyVitEncoder, exist_ok=True)
 
 
 def build_encoder(
@@ -138,32 +141,151 @@ def build_captioner(
     return captioner
 
 
+# --- colour features -------------------------------------------------------------------------------
+class ColourHistogram(nn.Module):
+    """A soft RGB histogram of the foreground pixels, white-balanced against the image's own background.
+
+    baseColour is a property of pixels, not of shapes: a backbone trained on a few thousand images learns
+    silhouettes long before it learns fine colour distinctions (Navy Blue vs Black), while a histogram of
+    the product's pixels separates them directly. Studio shots sit on a near-white background, so the
+    border tells the light's colour and level; pixels that differ from it are the product.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bins: int = 6, resolution: int = 32) -> None:
+        super().__init__()
+        self.bins, self.resolution = bins, resolution
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_features(self) -> int:
+        return self.bins ** 3 + 4  # joint histogram, foreground share, mean foreground colour
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        rgb = (pixel_values.float() * self.std + self.mean).clamp(0, 1)
+        rgb = nn.functional.adaptive_avg_pool2d(rgb, self.resolution)  # colour needs no detail; averages noise
+        light = self.background_light(rgb)  # (B, 3, h, w): the light falling on each pixel
+        distance = ((rgb - light).abs() / light).amax(dim=1)  # relative, so dim corners are not "product"
+        foreground = ((distance - 0.1) / 0.1).clamp(0, 1).flatten(1)  # soft mask, (B, N)
+        balanced = (rgb / light).clamp(0, 1).flatten(2)  # (B, 3, N): the product's colour under white light
+        centres = torch.linspace(0, 1, self.bins, device=rgb.device)
+        # Triangular (linear) bin weights: a colour between two bins counts for both, so small shifts of
+        # light move mass smoothly instead of flipping bins.
+        weights = (1 - (balanced[..., None, :] - centres[:, None]).abs() * (self.bins - 1)).clamp(min=0)
+        histogram = torch.einsum("bin,bjn,bkn,bn->bijk", weights[:, 0], weights[:, 1], weights[:, 2], foreground)
+        total = foreground.sum(dim=1, keepdim=True)
+        histogram = histogram.flatten(1) / total.clamp(min=1e-6)
+        mean_colour = (balanced * foreground[:, None]).sum(dim=2) / total.clamp(min=1e-6)
+        share = total / foreground.shape[1]
+        return torch.cat([histogram.sqrt(), share, mean_colour], dim=1)  # sqrt: Hellinger, for a linear head
+
+    @staticmethod
+    def background_light(rgb: torch.Tensor, ring: int = 6) -> torch.Tensor:
+        """A plane a + b*x + c*y per channel fitted to the frame's outer ring: studio light falls off smoothly
+        across the frame. Pure white (the letterbox padding, which no light fell on) is left out, and the fit
+        is repeated without the ring pixels that fit worst (the product reaching into the ring)."""
+        batch, _, height, width = rgb.shape
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height, device=rgb.device),
+                                torch.linspace(-1, 1, width, device=rgb.device), indexing="ij")
+        on_ring = torch.zeros(height, width, dtype=torch.bool, device=rgb.device)
+        on_ring[:ring], on_ring[-ring:], on_ring[:, :ring], on_ring[:, -ring:] = True, True, True, True
+        design = torch.stack([torch.ones_like(xs), xs, ys], dim=-1)  # (h, w, 3)
+        a = design[on_ring]  # (R, 3)
+        values = rgb.permute(0, 2, 3, 1)[:, on_ring]  # (B, R, 3)
+        lit = (values.amin(dim=2) < 0.999).float()  # (B, R): not letterbox padding
+        weights = lit
+        for _ in range(2):
+            aw = a[None] * weights[..., None]  # (B, R, 3)
+            normal = aw.transpose(1, 2) @ a[None] + 1e-3 * torch.eye(3, device=rgb.device)
+            coefficients = torch.linalg.solve(normal, aw.transpose(1, 2) @ values)  # (B, 3 terms, 3 channels)
+            residual = (a[None] @ coefficients - values).abs().amax(dim=2) + (1 - lit) * 1e3  # (B, R)
+            weights = lit * (residual <= residual.quantile(0.6, dim=1, keepdim=True)).float()
+        light = (design.view(1, -1, 3) @ coefficients).view(batch, height, width, 3).permute(0, 3, 1, 2)
+        # No usable ring (a product filling the frame, or all padding): assume white light.
+        usable = (weights.sum(dim=1) >= 8).view(batch, 1, 1, 1)
+        return torch.where(usable, light, torch.ones_like(light)).clamp(0.2, 1.2)
+
+
 # --- heads -------------------------------------------------------------------------------------------
 class AttributeHeads(nn.Module):
-    """One linear classifier per attribute over the shared pooled features.
+    """One linear classifier per attribute over the shared pooled features (plus colour features where
+    they help), and one temperature per attribute, fitted after training, that calibrates confidences.
 
-    The features are standardised first (batch statistics, frozen at inference): a backbone without
+    Features are standardised first (batch statistics, frozen at inference): a backbone without
     pretrained weights gives features whose spread across images is tiny, which stalls the heads.
     """
 
-    def __init__(self, in_features: int, num_classes: dict[str, int], dropout: float = 0.1) -> None:
+    def __init__(self, in_features: int, num_classes: dict[str, int], dropout: float = 0.1,
+                 colour_features: int = 0, colour_attributes: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.names = list(num_classes)
+        self.colour_attributes = tuple(a for a in colour_attributes if a in num_classes) if colour_features else ()
         self.norm = nn.BatchNorm1d(in_features)
+        self.colour_norm = nn.BatchNorm1d(colour_features) if self.colour_attributes else None
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(in_features, n) for name, n in num_classes.items()})
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(in_features + (colour_features if name in self.colour_attributes else 0), n)
+            for name, n in num_classes.items()
+        })
+        self.register_buffer("temperature", torch.ones(len(self.names)))
 
-    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Raw logits per attribute (divide by `temperature` for calibrated probabilities)."""
         pooled = self.dropout(self.norm(pooled))
-        return {name: head(pooled) for name, head in self.heads.items()}
+        with_colour = pooled
+        if self.colour_norm is not None:
+            if colour is None:
+                raise ValueError(f"heads {self.colour_attributes} need colour features")
+            with_colour = torch.cat([pooled, self.dropout(self.colour_norm(colour))], dim=1)
+        return {name: head(with_colour if name in self.colour_attributes else pooled)
+                for name, head in self.heads.items()}
+
+    def probabilities(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: (logits[name] / self.temperature[i]).softmax(-1) for i, name in enumerate(self.names)}
 
 
-def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of per-attribute cross-entropies; -100 marks a missing label and is skipped."""
+def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], label_smoothing: float = 0.0,
+                   logit_adjustment: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Sum of per-attribute cross-entropies; -100 marks a missing label and is skipped.
+
+    `logit_adjustment` (tau * log prior per class, Menon et al. 2021) is added to the logits for the loss
+    only: the head then learns balanced scores, so rare classes are not drowned by frequent ones.
+    """
     total = torch.zeros((), device=next(iter(logits.values())).device)
     for name, target in labels.items():
         if (target != -100).any():
-            total = total + nn.functional.cross_entropy(logits[name], target, ignore_index=-100)
+            scores = logits[name]
+            if logit_adjustment and name in logit_adjustment:
+                scores = scores + logit_adjustment[name].to(scores.device)
+            total = total + nn.functional.cross_entropy(scores, target, ignore_index=-100,
+                                                        label_smoothing=label_smoothing)
     return total
+
+
+class AttributeClassifier(nn.Module):
+    """What the heads stage trains: backbone (when fine-tuning), colour features and heads, with its loss.
+
+    forward() takes pixels, or features computed once (a frozen backbone), and returns the loss beside the
+    logits, as the Hugging Face Trainer expects."""
+
+    def __init__(self, heads: AttributeHeads, encoder: TinyVitEncoder | None, colour: ColourHistogram | None,
+                 label_smoothing: float = 0.0, logit_adjustment: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.heads, self.encoder, self.colour = heads, encoder, colour
+        self.label_smoothing = label_smoothing
+        self.logit_adjustment = logit_adjustment
+
+    def forward(self, pixel_values: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                colour: torch.Tensor | None = None, **labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if pooled is None:
+            pooled, _ = self.encoder.features(pixel_values)
+        if colour is None and self.colour is not None and pixel_values is not None:
+            colour = self.colour(pixel_values)
+        logits = self.heads(pooled, colour)
+        targets = {name.removeprefix("label_"): value for name, value in labels.items()}
+        loss = attribute_loss(logits, targets, self.label_smoothing, self.logit_adjustment) if targets else None
+        return {"loss": loss, **{f"logits_{k}": v for k, v in logits.items()}}
 
 
 # --- the whole model ---------------------------------------------------------------------------------
@@ -177,25 +299,29 @@ class Captions:
 class EnrichModel(nn.Module):
     """Backbone + heads + captioner for inference; `captioner.encoder` is the one backbone.
 
-    Training wraps the parts it trains instead (see enrich_trainer.train.HeadsObjective)."""
+    Training wraps the parts it trains instead (AttributeClassifier, the captioner alone)."""
 
-    def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads) -> None:
+    def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads,
+                 colour: ColourHistogram | None = None) -> None:
         super().__init__()
         self.captioner = captioner
         self.heads = heads
+        self.colour = colour
 
     @property
     def encoder(self) -> TinyVitEncoder:
         return self.captioner.encoder
 
     @torch.inference_mode()
-    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder.features(pixel_values)
+    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One backbone pass -> (pooled, tokens), plus the colour features of the same pixels."""
+        pooled, tokens = self.encoder.features(pixel_values)
+        return pooled, tokens, self.colour(pixel_values) if self.colour is not None else None
 
     @torch.inference_mode()
-    def classify(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Pooled features -> class probabilities per attribute."""
-        return {name: logits.softmax(-1) for name, logits in self.heads(pooled).items()}
+    def logits(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Raw (uncalibrated) logits per attribute."""
+        return self.heads(pooled, colour)
 
     @torch.inference_mode()
     def caption(self, tokens: torch.Tensor, tokenizer, num_beams: int = 1,

@@ -16,6 +16,8 @@ import torch
 from .bundle import Bundle
 from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
 
+CAPTION_LABELS = ("gender", "baseColour", "articleType")  # what a caption must agree with
+
 MAX_TOP_K = 20
 
 
@@ -41,16 +43,18 @@ class LabelScore:
 @dataclass
 class AttributePrediction:
     label: str
-    confidence: float
+    confidence: float  # calibrated (temperature fitted on the validation split)
     alternatives: list[LabelScore]  # top-k, best first, including the label itself
     derived: bool = False
+    unsure: bool = False  # confidence below the bundle's abstain threshold for this attribute
 
 
 @dataclass
 class CaptionPrediction:
-    text: str
+    text: str  # agrees with the predicted gender, baseColour and articleType
     mode: CaptionMode
     confidence: float
+    decoded_text: str = ""  # the decoder's own words, before agreement with the labels
 
 
 @dataclass
@@ -71,6 +75,7 @@ class BatchTimings:
 class BatchResult:
     items: list[ItemPrediction]
     timings: BatchTimings = field(default_factory=BatchTimings)
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # raw, per classified attribute (evaluation)
 
 
 class Predictor:
@@ -79,6 +84,8 @@ class Predictor:
         self.model = bundle.model.eval()
         self.device = next(self.model.parameters()).device
         self.caption_beams = caption_beams
+        self.lexicon = bundle.lexicon
+        self.abstain = bundle.abstain_thresholds
         taxonomy, articles = bundle.taxonomy, bundle.vocabs["articleType"]
         # articleType index -> parent index, for marginalising article probabilities onto parents.
         self.parent_labels: dict[str, list[str]] = {}
@@ -95,23 +102,25 @@ class Predictor:
         timings = BatchTimings(batch_size=len(options))
         start = time.perf_counter()
         batch = torch.as_tensor(pixels, device=self.device)
-        pooled, tokens = self.model.encode(batch)
+        pooled, tokens, colour = self.model.encode(batch)
         timings.encoder_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        probabilities = self.model.classify(pooled)
+        logits = self.model.logits(pooled, colour)
+        probabilities = self.model.heads.probabilities(logits)
         items = [self._attributes(probabilities, i, opt.top_k) for i, opt in enumerate(options)]
         timings.heads_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
         captions = self._captions(tokens, items, options)
         timings.caption_ms = (time.perf_counter() - start) * 1000
         results = [ItemPrediction(attrs, caption) for attrs, caption in zip(items, captions, strict=True)]
-        return BatchResult(results, timings)
+        return BatchResult(results, timings, logits)
 
     def _attributes(self, probabilities: dict[str, torch.Tensor], row: int, top_k: int) -> dict:
         top_k = max(1, min(top_k, MAX_TOP_K))
         out: dict[str, AttributePrediction] = {}
         for attribute in CLASSIFIED_ATTRIBUTES:
             out[attribute] = _ranked(probabilities[attribute][row], self.bundle.vocabs[attribute].labels, top_k)
+            out[attribute].unsure = out[attribute].confidence < self.abstain.get(attribute, 0.0)
         # Parents follow the predicted articleType (consistent by construction); their confidence is
         # the probability mass of all articleTypes under that parent.
         article = out["articleType"].label
@@ -123,6 +132,7 @@ class Predictor:
             label = self.bundle.taxonomy.parent(attribute, article)
             ranked.label, ranked.confidence = label, float(mass[labels.index(label)])
             ranked.derived = True
+            ranked.unsure = out["articleType"].unsure
             out[attribute] = ranked
         return out
 
@@ -131,8 +141,11 @@ class Predictor:
         for i, opt in enumerate(options):
             if opt.caption is CaptionMode.TEMPLATE:
                 attrs = items[i]
-                text = " ".join(attrs[a].label for a in ("gender", "baseColour", "articleType"))
-                confidence = float(np.prod([attrs[a].confidence for a in ("gender", "baseColour", "articleType")]))
+                # The product noun names use ("T-shirt"), where the training names taught one.
+                noun = self.lexicon.nouns.get(attrs["articleType"].label) if self.lexicon else None
+                text = " ".join([attrs["gender"].label, attrs["baseColour"].label,
+                                 noun or attrs["articleType"].label])
+                confidence = float(np.prod([attrs[a].confidence for a in CAPTION_LABELS]))
                 captions[i] = CaptionPrediction(text, CaptionMode.TEMPLATE, confidence)
         for mode, beams in ((CaptionMode.GENERATE, 1), (CaptionMode.BEAM_SEARCH, self.caption_beams)):
             rows = [i for i, opt in enumerate(options) if opt.caption is mode]
@@ -140,7 +153,10 @@ class Predictor:
                 continue
             generated = self.model.caption(tokens[rows], self.bundle.tokenizer, num_beams=beams)
             for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
-                captions[i] = CaptionPrediction(text, mode, confidence)
+                # The heads are the better judges of these three; the caption is made to agree with them.
+                labels = {a: items[i][a].label for a in CAPTION_LABELS}
+                agreed = self.lexicon.harmonise(text, labels) if self.lexicon else text
+                captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
         return captions
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from . import photolike
 from .schema import BASE_COLOURS, STYLES_COLUMNS
 
 # name: (subCategory, masterCategory, relative frequency in the real catalogue, noun in names)
@@ -302,9 +303,14 @@ def write_catalogue(
     missing_label_rate: float = 0.005,
     comma_name_rate: float = 0.005,
     progress: bool = True,
+    photo_like: bool = False,
 ) -> Path:
-    """Write styles.csv and images/{id}.jpg under `out` with the real file's quirks; returns `out`."""
+    """Write styles.csv and images/{id}.jpg under `out` with the real file's quirks; returns `out`.
+
+    `photo_like`: each image is a photo-like variant of the studio shot (see `enrich_model.photolike`);
+    rows and labels are those the same seed gives without it."""
     rng = random.Random(seed)
+    variants = random.Random(seed + 1_000_003)  # its own stream: the rows stay those of the clean catalogue
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     lines = [",".join(STYLES_COLUMNS)]
@@ -312,6 +318,8 @@ def write_catalogue(
         item_id = 10000 + n
         row, pattern = make_row(rng, item_id)
         image = draw(row, pattern, image_size, rng)
+        if photo_like:
+            image = photolike.photo_like(image, variants)
         if rng.random() >= missing_image_rate:
             image.save(images / f"{item_id}.jpg", quality=90)
         name = row.name

@@ -166,13 +166,13 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
         width=decoded.width, height=decoded.height, format=decoded.format, size_bytes=size_bytes))
     for attribute, value in prediction.attributes.items():
         getattr(metadata, PROTO_FIELD[attribute]).CopyFrom(enrich_pb2.Prediction(
-            label=value.label, confidence=value.confidence, derived=value.derived,
+            label=value.label, confidence=value.confidence, derived=value.derived, unsure=value.unsure,
             alternatives=[enrich_pb2.LabelScore(label=a.label, confidence=a.confidence) for a in value.alternatives],
         ))
     if prediction.caption is not None:
         metadata.product_display_name.CopyFrom(enrich_pb2.Caption(
             text=prediction.caption.text, method=PROTO_CAPTION_MODE[prediction.caption.mode],
-            confidence=prediction.caption.confidence))
+            confidence=prediction.caption.confidence, decoded_text=prediction.caption.decoded_text))
     return metadata
 
 
@@ -201,21 +201,23 @@ def model_info(bundle: Bundle, limits: Limits) -> enrich_pb2.ModelInfo:
             derived_from = "articleType"
         else:
             labels, derived_from = bundle.vocabs[attribute].labels, ""
+        threshold = config.heads.abstain_thresholds.get(derived_from or attribute, 0.0)
         attributes.append(enrich_pb2.AttributeInfo(
-            name=attribute, field=PROTO_FIELD[attribute], labels=labels, derived_from=derived_from))
+            name=attribute, field=PROTO_FIELD[attribute], labels=labels, derived_from=derived_from,
+            abstain_threshold=threshold))
     taxonomy = [enrich_pb2.TaxonomyEntry(article_type=a, sub_category=sub, master_category=master)
                 for a, (sub, master) in bundle.taxonomy.parents.items()]
     return enrich_pb2.ModelInfo(
-        model_version=bundle.model_version, bundle_format=config.get("format", ""),
-        backbone=config.get("backbone", {}).get("name", ""), input_height=height, input_width=width,
-        attributes=attributes, taxonomy=taxonomy,
+        model_version=bundle.model_version, bundle_format=config.format, backbone=config.backbone.name,
+        backbone_weights=config.backbone.weights, input_height=height, input_width=width,
+        attributes=attributes, taxonomy=taxonomy, warnings=config.warnings,
         limits=enrich_pb2.Limits(
             max_message_bytes=limits.max_message_bytes, max_image_pixels=limits.max_image_pixels,
             max_top_k=MAX_TOP_K, max_batch_size=limits.max_batch_size,
             max_stream_in_flight=limits.max_stream_in_flight),
-        caption_decoder=config.get("caption", {}).get("decoder", ""),
-        test_metrics=flatten_metrics(config.get("test_metrics", {})),
-        created=config.get("created", ""),
+        caption_decoder=config.caption.decoder,
+        test_metrics=flatten_metrics(config.test_metrics),
+        created=config.created,
     )
 
 

@@ -77,16 +77,18 @@ class Metadata(_message.Message):
     def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "confidence", "alternatives", "derived")
+    __slots__ = ("label", "confidence", "alternatives", "derived", "unsure")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FIELD_NUMBER: _ClassVar[int]
+    UNSURE_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     alternatives: _containers.RepeatedCompositeFieldContainer[LabelScore]
     derived: bool
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., derived: _Optional[bool] = ...) -> None: ...
+    unsure: bool
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., derived: _Optional[bool] = ..., unsure: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "confidence")
@@ -97,14 +99,16 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class Caption(_message.Message):
-    __slots__ = ("text", "method", "confidence")
+    __slots__ = ("text", "method", "confidence", "decoded_text")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    DECODED_TEXT_FIELD_NUMBER: _ClassVar[int]
     text: str
     method: CaptionMode
     confidence: float
-    def __init__(self, text: _Optional[str] = ..., method: _Optional[_Union[CaptionMode, str]] = ..., confidence: _Optional[float] = ...) -> None: ...
+    decoded_text: str
+    def __init__(self, text: _Optional[str] = ..., method: _Optional[_Union[CaptionMode, str]] = ..., confidence: _Optional[float] = ..., decoded_text: _Optional[str] = ...) -> None: ...
 
 class ImageInfo(_message.Message):
     __slots__ = ("width", "height", "format", "size_bytes")
@@ -141,7 +145,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created")
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +164,8 @@ class ModelInfo(_message.Message):
     CAPTION_DECODER_FIELD_NUMBER: _ClassVar[int]
     TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     bundle_format: str
     backbone: str
@@ -171,19 +177,23 @@ class ModelInfo(_message.Message):
     caption_decoder: str
     test_metrics: _containers.ScalarMap[str, float]
     created: str
-    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    backbone_weights: str
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ...) -> None: ...
 
 class AttributeInfo(_message.Message):
-    __slots__ = ("name", "field", "labels", "derived_from")
+    __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     field: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     derived_from: str
-    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ...) -> None: ...
+    abstain_threshold: float
+    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ..., abstain_threshold: _Optional[float] = ...) -> None: ...
 
 class TaxonomyEntry(_message.Message):
     __slots__ = ("article_type", "sub_category", "master_category")

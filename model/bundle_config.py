@@ -1,0 +1,105 @@
+"""`enrich.json`, the bundle's self-description, as one typed class.
+
+Torch-free on purpose: `enrich info`, the client side and tools that only read a bundle's metadata must
+not pay for importing torch. `bundle.py` (which needs torch) writes and loads the weights beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+BUNDLE_FORMAT = "enrich-bundle/2"  # 2: colour features, temperatures, abstain thresholds, caption lexicon
+CONFIG_FILE = "enrich.json"
+RANDOM_WEIGHTS = "random"  # BackboneConfig.weights when no pretrained weights were used
+
+
+class BundleError(RuntimeError):
+    """The directory is not a loadable Enrich bundle; the message says what is wrong."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str  # timm model name, e.g. tiny_vit_5m_224
+    kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (a smaller variant)
+    num_features: int = 0
+    weights: str = RANDOM_WEIGHTS  # where training started: "hub", a weights file, or "random"
+
+    @property
+    def started_random(self) -> bool:
+        return self.weights in (RANDOM_WEIGHTS, "none")
+
+
+@dataclass
+class HeadsConfig:
+    dropout: float = 0.1
+    colour_bins: int = 0  # per channel of the colour histogram; 0 = no colour features
+    colour_attributes: list[str] = field(default_factory=list)  # heads that read the colour features
+    # attribute -> calibrated confidence below which a prediction is flagged unsure (absent = never)
+    abstain_thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CaptionConfig:
+    decoder: str = "small"
+    decoder_layers: int = 0
+    decoder_width: int = 0
+    vocab_size: int = 0
+    max_new_tokens: int = 32
+    lexicon: dict = field(default_factory=dict)  # CaptionLexicon.to_json(): colour/gender words, nouns
+
+
+@dataclass
+class BundleConfig:
+    model_version: str  # "<name>-<first 12 hex of the weights' sha256>"
+    created: str
+    backbone: BackboneConfig
+    preprocessing: dict  # Preprocessing.to_json()
+    attributes: dict[str, list[str]]  # classified attribute -> labels, index = logit
+    taxonomy: dict[str, list[str]]  # articleType -> [subCategory, masterCategory]
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    versions: dict[str, str] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # data, split, arguments, majority labels
+    test_metrics: dict = field(default_factory=dict)  # what `enrich evaluate` measured on the test split
+    warnings: list[str] = field(default_factory=list)  # said at the end of training and by GetModelInfo
+    format: str = BUNDLE_FORMAT
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BundleConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["backbone"] = BackboneConfig(**data["backbone"])
+        values["heads"] = HeadsConfig(**data.get("heads", {}))
+        values["caption"] = CaptionConfig(**data.get("caption", {}))
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path | str) -> BundleConfig:
+        config_path = Path(path) / CONFIG_FILE
+        if not config_path.is_file():
+            raise BundleError(f"{path} is not an Enrich bundle: {CONFIG_FILE} is missing")
+        try:
+            data = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise BundleError(f"{config_path} is not valid JSON (line {error.lineno}): {error.msg}") from error
+        if data.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{path}: bundle format {data.get('format')!r}, this build reads {BUNDLE_FORMAT!r}; "
+                              "retrain it with this version (`enrich train`)")
+        try:
+            return cls.from_json(data)
+        except (KeyError, TypeError) as error:
+            raise BundleError(f"{config_path} is incomplete or from another build: {error}") from error
+
+    def write(self, path: Path | str) -> None:
+        (Path(path) / CONFIG_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def majority_label(self, attribute: str) -> str | None:
+        """The most frequent training label (vocabularies are ordered most frequent first)."""
+        recorded = self.training.get("majority", {}).get(attribute)
+        labels = self.attributes.get(attribute)
+        return recorded or (labels[0] if labels else None)

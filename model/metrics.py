@@ -1,0 +1,156 @@
+"""What a bundle's answers are worth: per-attribute accuracy, macro-F1, baselines, calibration, captions.
+
+Torch-free (numpy only; caption scores import sacrebleu and rouge-score when asked), so `enrich info`
+can format a bundle's metrics without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
+
+CALIBRATION_BINS = 15
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool],
+                               bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
+    weighted by how many predictions fall in each."""
+    confidence = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if not len(confidence):
+        return 0.0
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(hit[mask].mean() - confidence[mask].mean())
+    return float(error)
+
+
+def reliability_curve(confidences: Sequence[float], correct: Sequence[bool],
+                      bins: int = CALIBRATION_BINS) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) per non-empty confidence bin, for a reliability diagram."""
+    confidence = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [(float(confidence[which == b].mean()), float(hit[which == b].mean()), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def classification_metrics(truth: Sequence[str | None], predicted: Sequence[str], majority: str | None,
+                           confidences: Sequence[float] | None = None,
+                           top3: Sequence[Sequence[str]] | None = None) -> dict:
+    """Accuracy, macro-F1 over the classes present in truth or prediction, the majority baseline
+    (always answering the most common training label), and, when given, top-3 accuracy and ECE."""
+    rows = [i for i, t in enumerate(truth) if t]
+    if not rows:
+        return {"support": 0}
+    pairs = [(truth[i], predicted[i]) for i in rows]
+    classes = sorted({t for t, _ in pairs} | {p for _, p in pairs})
+    f1s = []
+    for label in classes:
+        tp = sum(t == label and p == label for t, p in pairs)
+        fp = sum(t != label and p == label for t, p in pairs)
+        fn = sum(t == label and p != label for t, p in pairs)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    majority_predictions = [majority] * len(pairs)
+    metrics = {
+        "accuracy": sum(t == p for t, p in pairs) / len(pairs),
+        "macro_f1": float(np.mean(f1s)),
+        "majority_label": majority,
+        "majority_accuracy": sum(t == majority for t, _ in pairs) / len(pairs),
+        "majority_macro_f1": _macro_f1([t for t, _ in pairs], majority_predictions),
+        "support": len(pairs),
+        "classes": len({t for t, _ in pairs}),
+    }
+    if top3 is not None:
+        metrics["top3_accuracy"] = sum(truth[i] in top3[i][:3] for i in rows) / len(rows)
+    if confidences is not None:
+        metrics["ece"] = expected_calibration_error([confidences[i] for i in rows], [t == p for t, p in pairs])
+    return metrics
+
+
+def _macro_f1(truth: list[str], predicted: list[str | None]) -> float:
+    classes = sorted(set(truth) | {p for p in predicted if p})
+    scores = []
+    for label in classes:
+        tp = sum(t == label and p == label for t, p in zip(truth, predicted, strict=True))
+        wrong = sum((t == label) != (p == label) for t, p in zip(truth, predicted, strict=True))
+        scores.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def per_class_table(truth: Sequence[str | None], predicted: Sequence[str]) -> list[dict]:
+    """Precision, recall and support per true class, most frequent first."""
+    pairs = [(t, p) for t, p in zip(truth, predicted, strict=True) if t]
+    support = Counter(t for t, _ in pairs)
+    table = []
+    for label, n in support.most_common():
+        tp = sum(t == label and p == label for t, p in pairs)
+        predicted_n = sum(p == label for _, p in pairs)
+        table.append({"label": label, "precision": tp / predicted_n if predicted_n else 0.0,
+                      "recall": tp / n, "support": n})
+    return table
+
+
+def caption_metrics(references: Sequence[str | None], hypotheses: Sequence[str]) -> dict:
+    """Corpus BLEU-4 (sacrebleu) and mean ROUGE-L F1 (rouge-score): BLEU rewards exact n-grams, ROUGE-L
+    the longest common word order, which suits short names whose words may shift."""
+    import sacrebleu
+    from absl import logging as absl_logging
+    from rouge_score import rouge_scorer
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # rouge-score logs "Using default tokenizer" per scorer
+    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r]
+    if not pairs:
+        return {"support": 0}
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = [scorer.score(r, h)["rougeL"].fmeasure for r, h in pairs]
+    return {
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+        "rouge_l": float(np.mean(rouge)),
+        "exact_match": sum(r == h for r, h in pairs) / len(pairs),
+        "support": len(pairs),
+    }
+
+
+def is_clearly_learnt(metrics: dict, min_gain: float = 0.05, min_error_reduction: float = 0.1) -> bool:
+    """Clearly above always answering the majority label: `min_gain` more accuracy, or `min_error_reduction`
+    of the majority's errors removed (a high baseline leaves little room for a fixed gain)."""
+    accuracy, majority = metrics["accuracy"], metrics["majority_accuracy"]
+    gain = accuracy - majority
+    return gain >= min_gain or (majority < 1 and gain / (1 - majority) >= min_error_reduction)
+
+
+def format_metrics(metrics: dict) -> str:
+    """The test metrics as a fixed-width table (one row per attribute, then the caption scores)."""
+    lines = [f"{'attribute':<16}{'accuracy':>9}{'macro-F1':>9}{'majority':>9}{'top-3':>7}{'ECE':>7}{'ECE raw':>8}"
+             f"{'n':>6}"]
+    for attribute in (*CLASSIFIED_ATTRIBUTES, *DERIVED_ATTRIBUTES):
+        m = metrics.get(attribute, {})
+        if m.get("support"):
+            top3 = f"{m['top3_accuracy']:>7.3f}" if "top3_accuracy" in m else f"{'':>7}"
+            ece = f"{m['ece']:>7.3f}" if "ece" in m else f"{'':>7}"
+            raw = f"{m['ece_uncalibrated']:>8.3f}" if "ece_uncalibrated" in m else f"{'':>8}"
+            lines.append(f"{attribute:<16}{m['accuracy']:>9.3f}{m['macro_f1']:>9.3f}{m['majority_accuracy']:>9.3f}"
+                         f"{top3}{ece}{raw}{m['support']:>6}")
+    caption = metrics.get("productDisplayName", {})
+    if caption.get("support"):
+        text = f"productDisplayName: BLEU-4 {caption['bleu']:.1f}"
+        if "rouge_l" in caption:
+            text += f", ROUGE-L {caption['rouge_l']:.3f}"
+        text += f", exact match {caption['exact_match']:.3f}"
+        consistency = caption.get("consistency")
+        if consistency:
+            text += f", agrees with the labels {consistency['all']:.3f}"
+            if "decoder_all" in consistency:
+                text += f" (decoder alone {consistency['decoder_all']:.3f})"
+        lines.append(text + f" (n={caption['support']})")
+    return "\n".join(lines)
