@@ -12,6 +12,7 @@ commands:
   demo     offline end to end: synthetic catalogue -> train -> serve -> enrich through the client
   synth    write a synthetic catalogue (styles.csv + images/) in the Fashion Product Images layout
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
+  evaluate score a bundle on a labelled catalogue (--model BUNDLE --data DIR), as it serves
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
   info     print a bundle's version, vocabulary sizes and test metrics
   bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT)
@@ -28,9 +29,12 @@ def synth(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", default="60x80", help="WIDTHxHEIGHT (the small HF copy is 60x80)")
+    parser.add_argument("--photo-like", action="store_true",
+                        help="the same products photographed less tidily: re-framed, tilted, lit unevenly, noisy, "
+                             "blurred, re-compressed (labels unchanged), for robustness checks")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.image_size.lower().split("x"))
-    write_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height))
+    write_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height), photo_like=args.photo_like)
     print(f"wrote {args.count} rows to {args.out / 'styles.csv'} and images to {args.out / 'images'}")
     return 0
 
@@ -38,24 +42,34 @@ def synth(argv: list[str]) -> int:
 def info(argv: list[str]) -> int:
     import json
 
-    from enrich_model.bundle import read_bundle_config
+    from enrich_model.bundle_config import BundleConfig, BundleError
+    from enrich_model.metrics import format_metrics
 
-    parser = argparse.ArgumentParser(prog="enrich info", description="Describe a model bundle.")
+    parser = argparse.ArgumentParser(prog="enrich info", description="Describe a model bundle (without torch).")
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--json", action="store_true", help="print the whole enrich.json")
     args = parser.parse_args(argv)
-    config = read_bundle_config(args.bundle)
+    try:
+        config = BundleConfig.read(args.bundle)
+    except BundleError as error:
+        print(f"enrich info: {error}", file=sys.stderr)
+        return 2
     if args.json:
-        print(json.dumps(config, indent=2))
+        print(json.dumps(config.to_json(), indent=2))
         return 0
-    from enrich_trainer.train import format_metrics
-
-    print(f"model {config['model_version']} ({config['format']}, created {config['created']})")
-    print(f"backbone {config['backbone']['name']} {config['backbone']['kwargs'] or ''}, "
-          f"input {config['preprocessing']['input_size']}, decoder {config['caption']['decoder']}")
-    print("classes: " + ", ".join(f"{k} {len(v)}" for k, v in config["attributes"].items()))
-    if config.get("test_metrics"):
-        print(format_metrics(config["test_metrics"]))
+    weights = "RANDOM initialisation (no pretrained weights)" if config.backbone.started_random \
+        else f"pretrained: {config.backbone.weights}"
+    print(f"model {config.model_version} ({config.format}, created {config.created})")
+    print(f"backbone {config.backbone.name} {config.backbone.kwargs or ''}, weights {weights}")
+    print(f"input {config.preprocessing['input_size']}, decoder {config.caption.decoder}, "
+          f"colour features for {', '.join(config.heads.colour_attributes) or 'none'}")
+    print("classes: " + ", ".join(f"{k} {len(v)}" for k, v in config.attributes.items()))
+    if config.heads.abstain_thresholds:
+        print("abstain below: " + ", ".join(f"{k} {v:.2f}" for k, v in config.heads.abstain_thresholds.items()))
+    if config.test_metrics:
+        print(format_metrics(config.test_metrics))
+    for warning in config.warnings:
+        print(f"WARNING: {warning}")
     return 0
 
 
@@ -77,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if command == "evaluate":
+        from enrich_trainer.evaluation import main as evaluate_main
+
+        return evaluate_main(rest)
     if command == "bench":
         from .bench import main as bench_main
 

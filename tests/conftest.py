@@ -23,7 +23,8 @@ def tiny_training_args(data: Path, out: Path, **overrides: object):
 
     model = dict(backbone_kwargs=TINY_BACKBONE, image_size=32, pretrained="none", decoder="small",
                  decoder_layers=1, decoder_width=32, decoder_heads=2, tokenizer_vocab=300, max_caption_tokens=16)
-    train = dict(out=str(out), head_epochs=2, caption_epochs=2, backbone_mode="finetune", progress=False)
+    train = dict(out=str(out), probe_epochs=1, head_epochs=2, caption_epochs=2, backbone_mode="finetune",
+                 progress=False)
     for key, value in overrides.items():
         (model if key in ModelArguments.__dataclass_fields__ else train)[key] = value
     return DataArguments(data=str(data)), ModelArguments(**model), TrainArguments(**train)
@@ -42,7 +43,7 @@ def trained(catalogue_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from enrich_trainer.train import train
 
     out = tmp_path_factory.mktemp("bundle")
-    return out, train(*tiny_training_args(catalogue_dir, out))
+    return out, train(*tiny_training_args(catalogue_dir, out, abstain_accuracy=0.9))
 
 
 @pytest.fixture(scope="session")

@@ -38,21 +38,21 @@ def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_pa
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     # Saving a loaded bundle again reproduces the same weights, hence the same version.
     config = save_bundle(tmp_path / "again", loaded.model, loaded.tokenizer, loaded.preprocessing, loaded.vocabs,
-                         loaded.taxonomy)
-    assert config["model_version"] == loaded.model_version
+                         loaded.taxonomy, lexicon=loaded.lexicon, abstain_thresholds=loaded.abstain_thresholds)
+    assert config.model_version == loaded.model_version
     assert predictions(Predictor(load_bundle(tmp_path / "again")), pixels) == expected
 
 
 def test_bundle_is_self_describing(bundle_dir: Path):
     config = read_bundle_config(bundle_dir)
-    assert set(CLASSIFIED_ATTRIBUTES) <= set(config["attributes"])
-    assert config["backbone"]["name"] == "tiny_vit_5m_224"
-    assert config["preprocessing"]["input_size"] == [32, 32]
-    assert config["training"]["split"]["train"] > config["training"]["split"]["test"] > 0
-    for article, parents in config["taxonomy"].items():
-        assert article in config["attributes"]["articleType"] and len(parents) == 2
+    assert set(CLASSIFIED_ATTRIBUTES) <= set(config.attributes)
+    assert config.backbone.name == "tiny_vit_5m_224"
+    assert config.preprocessing["input_size"] == [32, 32]
+    assert config.training["split"]["train"] > config.training["split"]["test"] > 0
+    for article, parents in config.taxonomy.items():
+        assert article in config.attributes["articleType"] and len(parents) == 2
     metrics = json.loads((bundle_dir / "metrics.json").read_text())
-    assert metrics == config["test_metrics"]
+    assert metrics == config.test_metrics
     assert {"accuracy", "macro_f1", "majority_accuracy"} <= set(metrics["articleType"])
     assert "bleu" in metrics["productDisplayName"]
     for picture in ("training_curves.png", "confusion_articleType.png", "confusion_baseColour.png"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-from enrich_model.data import load_catalogue, read_styles_csv
+from enrich_model.data import DataError, load_catalogue, read_styles_csv
+from enrich_model.preprocess import decode_image
 from enrich_model.schema import BASE_COLOURS, GENDERS, LabelVocab, Taxonomy
 from enrich_model.synth import ARTICLES, write_catalogue
 from enrich_trainer.split import stratified_split
@@ -54,6 +57,14 @@ def test_hf_dataset_with_the_same_columns(tmp_path: Path):
     columns = {key: [r[key] for r in rows] for key in rows[0]}
     columns["id"] = [int(v) for v in columns["id"]]
     columns["image"] = [Image.open(tmp_path / "src" / "images" / f"{r['id']}.jpg") for r in rows]
+    # Row 5 is a phone photo stored sideways with an EXIF orientation tag: it must come out upright,
+    # exactly as the server would decode the same bytes.
+    sideways = Image.new("RGB", (32, 24), (200, 30, 30))
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    sideways.save(buffer, format="JPEG", exif=exif)
+    columns["image"][5] = {"bytes": buffer.getvalue(), "path": None}
     features = datasets.Features({k: datasets.Value("int64" if k == "id" else "string") for k in rows[0]}
                                  | {"image": datasets.Image()})
     datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp_path / "hf"))
@@ -62,6 +73,22 @@ def test_hf_dataset_with_the_same_columns(tmp_path: Path):
     assert catalogue.items[3].labels["articleType"] == rows[3]["articleType"]
     assert catalogue.items[3].id == rows[3]["id"]
     assert catalogue.items[3].read_image().size == (24, 32)
+    assert catalogue.items[5].read_image().size == (24, 32)  # upright: EXIF applied, as decode_image does
+    assert catalogue.items[5].read_image().size == decode_image(buffer.getvalue()).image.size
+
+
+def test_wrong_data_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(DataError, match="no catalogue at"):
+        load_catalogue(tmp_path / "no" / "such" / "dir")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"neither styles\.csv"):
+        load_catalogue(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "styles.csv").write_text("id,name\n1,x\n")
+    with pytest.raises(DataError, match="missing columns"):
+        load_catalogue(tmp_path / "bad")
+    with pytest.raises(DataError, match="hub is not reachable"):  # HF_HUB_OFFLINE is set for the tests
+        load_catalogue("someone/fashion-product-images")
 
 
 def test_stratified_split_is_seeded_and_proportional():

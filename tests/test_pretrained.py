@@ -56,6 +56,6 @@ def test_frozen_training_with_local_pretrained_parts(catalogue_dir: Path, tmp_pa
     out = tmp_path / "bundle"
     bundle = train(*tiny_training_args(catalogue_dir, out, pretrained=str(tmp_path / "tiny_vit.pth"),
                                        decoder=str(write_gpt2(tmp_path / "gpt2")), backbone_mode="frozen"))
-    assert bundle.config["training"]["backbone_weights"] == str(tmp_path / "tiny_vit.pth")
-    assert bundle.config["training"]["decoder"] == str(tmp_path / "gpt2")
+    assert bundle.config.backbone.weights == str(tmp_path / "tiny_vit.pth")
+    assert bundle.config.training["decoder"] == str(tmp_path / "gpt2")
     assert load_bundle(out).model_version == bundle.model_version

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
 from enrich_model.bundle import read_bundle_config
+from enrich_model.consistency import CaptionLexicon
 from enrich_model.schema import PROTO_FIELD
 
 from .conftest import LoopbackServer, png_bytes
@@ -35,7 +36,7 @@ def test_unary_returns_every_field_with_confidences(client: EnrichClient, catalo
     config = read_bundle_config(bundle_dir)
     assert response.request_id == "one"
     assert response.status.code == 0
-    assert response.model_version == config["model_version"]
+    assert response.model_version == config.model_version
     meta = response.metadata
     for name in ATTRIBUTE_FIELDS:
         prediction = getattr(meta, name)
@@ -44,23 +45,34 @@ def test_unary_returns_every_field_with_confidences(client: EnrichClient, catalo
         assert 1 <= len(prediction.alternatives) <= 3, name
         assert prediction.alternatives[0].confidence >= prediction.alternatives[-1].confidence
     article = meta.article_type.label
-    assert meta.sub_category.label == config["taxonomy"][article][0]
-    assert meta.master_category.label == config["taxonomy"][article][1]
+    assert meta.sub_category.label == config.taxonomy[article][0]
+    assert meta.master_category.label == config.taxonomy[article][1]
     assert meta.sub_category.derived and not meta.article_type.derived
+    thresholds = config.heads.abstain_thresholds  # the test bundle asked for 0.9 validation accuracy
+    assert thresholds
+    for name, threshold in thresholds.items():
+        prediction = getattr(meta, PROTO_FIELD[name])
+        assert prediction.unsure == (prediction.confidence < threshold), name
     assert meta.product_display_name.method == enrich_pb2.CAPTION_MODE_GENERATE
     assert 0.0 <= meta.product_display_name.confidence <= 1.0
+    # The name agrees with the badges beside it, whatever the decoder wrote.
+    lexicon = CaptionLexicon.from_json(config.caption.lexicon)
+    labels = {"gender": meta.gender.label, "baseColour": meta.base_colour.label, "articleType": article}
+    assert all(lexicon.agreement(meta.product_display_name.text, labels).values())
+    assert lexicon.harmonise(meta.product_display_name.decoded_text, labels) == meta.product_display_name.text
     assert meta.image.format == "JPEG" and meta.image.width == 48 and meta.image.height == 64
     assert response.timings.total_ms > 0 and response.timings.batch_size >= 1
 
 
-def test_caption_modes(client: EnrichClient, catalogue_dir: Path):
+def test_caption_modes(client: EnrichClient, catalogue_dir: Path, bundle_dir: Path):
     data = catalogue_images(catalogue_dir, 1)[0].read_bytes()
     skipped = client.enrich(data, caption="skip")
     assert not skipped.metadata.HasField("product_display_name")
     template = client.enrich(data, caption="template").metadata
     assert template.product_display_name.method == enrich_pb2.CAPTION_MODE_TEMPLATE
+    nouns = CaptionLexicon.from_json(read_bundle_config(bundle_dir).caption.lexicon).nouns
     assert template.product_display_name.text == " ".join(
-        (template.gender.label, template.base_colour.label, template.article_type.label))
+        (template.gender.label, template.base_colour.label, nouns[template.article_type.label]))
     beam = client.enrich(data, caption="beam").metadata.product_display_name
     assert beam.method == enrich_pb2.CAPTION_MODE_BEAM_SEARCH
 
@@ -127,17 +139,21 @@ def test_formats_and_transparency(client: EnrichClient):
 def test_model_info_matches_bundle(client: EnrichClient, bundle_dir: Path):
     config = read_bundle_config(bundle_dir)
     info = client.model_info()
-    assert info.model_version == config["model_version"]
-    assert info.backbone == config["backbone"]["name"]
+    assert info.model_version == config.model_version
+    assert info.backbone == config.backbone.name
     by_name = {a.name: a for a in info.attributes}
-    for name, labels in config["attributes"].items():
+    for name, labels in config.attributes.items():
         assert list(by_name[name].labels) == labels
         assert by_name[name].field == PROTO_FIELD[name]
     assert by_name["subCategory"].derived_from == "articleType"
-    assert {t.article_type: [t.sub_category, t.master_category] for t in info.taxonomy} == config["taxonomy"]
+    assert {t.article_type: [t.sub_category, t.master_category] for t in info.taxonomy} == config.taxonomy
     assert info.limits.max_message_bytes >= 32 * 1024 * 1024
-    assert info.test_metrics["articleType.accuracy"] == pytest.approx(config["test_metrics"]["articleType"]["accuracy"])
-    assert (info.input_height, info.input_width) == tuple(config["preprocessing"]["input_size"])
+    assert info.test_metrics["articleType.accuracy"] == pytest.approx(config.test_metrics["articleType"]["accuracy"])
+    assert (info.input_height, info.input_width) == tuple(config.preprocessing["input_size"])
+    assert info.backbone_weights == "random"
+    assert by_name["articleType"].abstain_threshold == pytest.approx(
+        config.heads.abstain_thresholds.get("articleType", 0.0))
+    assert list(info.warnings) == config.warnings and "random weights" in info.warnings[0]
 
 
 def test_reflection_lists_the_service(server: LoopbackServer):

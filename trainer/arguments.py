@@ -19,7 +19,9 @@ class ModelArguments:
     backbone_kwargs: str = field(default="{}", metadata={"help": "JSON of extra timm.create_model kwargs"})
     image_size: int = field(default=0, metadata={"help": "square input side; 0 = the backbone's own"})
     pretrained: str = field(
-        default="auto", metadata={"help": "backbone weights: auto (hub, else random), hub, none, or a file"}
+        default="auto",
+        metadata={"help": "backbone weights: auto/hub (refuses to go on without them), a weights file, or none "
+                          "(random initialisation, on purpose)"},
     )
     decoder: str = field(
         default="auto",
@@ -31,6 +33,9 @@ class ModelArguments:
     tokenizer_vocab: int = field(default=2000, metadata={"help": "BPE vocabulary size for a small decoder"})
     max_caption_tokens: int = 32
     head_dropout: float = 0.1
+    colour_bins: int = field(
+        default=8, metadata={"help": "bins per channel of the foreground colour histogram fed to the baseColour "
+                                     "head (0 = none)"})
 
 
 @dataclass
@@ -38,17 +43,34 @@ class TrainArguments:
     out: str = field(metadata={"help": "bundle directory to write"})
     seed: int = 42
     backbone_mode: str = field(
-        default="frozen", metadata={"help": "frozen (features computed once) or finetune (backbone trained)"}
+        default="finetune",
+        metadata={"help": "finetune (linear probe, then the whole backbone with layer-wise lr decay) or frozen "
+                          "(probe only, features computed once; needs pretrained weights)"},
     )
-    head_epochs: int = 15
-    head_lr: float = 3e-3
-    finetune_lr: float = 1e-3
+    probe_epochs: int = field(default=2, metadata={"help": "heads-only epochs before fine-tuning the backbone"})
+    head_epochs: int = field(default=30, metadata={"help": "most fine-tuning epochs (early stopping may end sooner)"})
+    early_stopping: int = field(default=6, metadata={"help": "stop after this many epochs without a better "
+                                                              "validation macro-F1 (0 = never)"})
+    head_lr: float = field(default=3e-3, metadata={"help": "learning rate of the heads in the probe stage"})
+    finetune_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the top of the network"})
+    layer_decay: float = field(default=0.8, metadata={"help": "lr multiplier per backbone stage going down"})
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.05
     head_batch_size: int = 64
+    augment: bool = field(default=True, metadata={"help": "label-preserving augmentation while fine-tuning"})
+    label_smoothing: float = 0.0
+    class_balance: str = field(
+        default="none", metadata={"help": "none, or logit_adjust (balanced loss for long-tailed classes)"})
+    abstain_accuracy: float = field(
+        default=0.0, metadata={"help": "flag predictions as unsure below the confidence at which validation "
+                                       "accuracy reaches this (0 = off), per attribute"})
     caption_epochs: int = 12
     caption_lr: float = 1e-3
     caption_batch_size: int = 32
     eval_batch_size: int = 64
+    precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16"})
+    workers: int = field(default=-1, metadata={"help": "data loader processes decoding images; -1 = none on CPU "
+                                                      "(they would take the cores training needs), up to 8 on GPU"})
     threads: int = 0
     name: str = "enrich"
     progress: bool = True
-

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from enrich_model.data import CatalogueItem
-from enrich_model.model import TinyVitEncoder
+from enrich_model.model import ColourHistogram, TinyVitEncoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
+
+from .augment import Augment
 
 
 def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
@@ -19,36 +23,50 @@ def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray
 
 
 class PixelDataset(Dataset):
-    """Catalogue items as model input, decoded on access (the real catalogue does not fit in memory)."""
+    """Catalogue items as model input, decoded on access; kept in memory when they fit (small inputs), so
+    later epochs skip decoding. Augmentation, when given, applies to every access."""
 
     def __init__(self, items: list[CatalogueItem], preprocessing: Preprocessing, vocabs: dict[str, LabelVocab],
-                 augment: bool = False) -> None:
+                 augment: Augment | None = None, cache_bytes: int = 2 << 30) -> None:
         self.items, self.preprocessing, self.vocabs, self.augment = items, preprocessing, vocabs, augment
+        height, width = preprocessing.input_size
+        self.cache: dict[int, torch.Tensor] | None = {} if len(items) * 12 * height * width <= cache_bytes else None
+        self.labels = label_tensors(items, vocabs)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.items[index]
-        pixels = torch.from_numpy(model_input(item, self.preprocessing))
-        if self.augment and torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)  # product shots face either way
-        labels = {f"label_{a}": torch.tensor(v.encode(item.labels[a])) for a, v in self.vocabs.items()}
-        return {"pixel_values": pixels, **labels}
+        pixels = self.cache.get(index) if self.cache is not None else None
+        if pixels is None:
+            pixels = torch.from_numpy(model_input(self.items[index], self.preprocessing))
+            if self.cache is not None:
+                self.cache[index] = pixels
+        if self.augment is not None:
+            pixels = self.augment(pixels)
+        return {"pixel_values": pixels, **{k: v[index] for k, v in self.labels.items()}}
 
 
 class FeatureDataset(Dataset):
-    def __init__(self, pooled: torch.Tensor, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
-        self.pooled = pooled
-        self.labels = {
-            f"label_{a}": torch.tensor([v.encode(item.labels[a]) for item in items]) for a, v in vocabs.items()
-        }
+    """Features computed once by a frozen backbone (and the colour features of the same pixels)."""
+
+    def __init__(self, features: Features, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
+        self.features = features
+        self.labels = label_tensors(items, vocabs)
 
     def __len__(self) -> int:
-        return len(self.pooled)
+        return len(self.features.pooled)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pooled": self.pooled[index], **{k: v[index] for k, v in self.labels.items()}}
+        row = {"pooled": self.features.pooled[index], **{k: v[index] for k, v in self.labels.items()}}
+        if self.features.colour is not None:
+            row["colour"] = self.features.colour[index]
+        return row
+
+
+def label_tensors(items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> dict[str, torch.Tensor]:
+    """label_<attribute> -> class indices (-100 where missing or not in the vocabulary)."""
+    return {f"label_{a}": torch.tensor([v.encode(item.labels[a]) for item in items]) for a, v in vocabs.items()}
 
 
 class CaptionDataset(Dataset):
@@ -77,16 +95,27 @@ def collate_captions(batch: list[dict]) -> dict:
             "decoder_attention_mask": decoder_attention_mask}
 
 
+@dataclass
+class Features:
+    pooled: torch.Tensor  # (N, C) for the heads
+    tokens: torch.Tensor  # (N, h*w, C) for the caption decoder
+    colour: torch.Tensor | None  # (N, F) colour features, when the model has them
+
+
 @torch.inference_mode()
-def extract_features(encoder: TinyVitEncoder, items: list[CatalogueItem], preprocessing: Preprocessing,
-                     batch_size: int, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(encoder: TinyVitEncoder, colour: ColourHistogram | None, items: list[CatalogueItem],
+                     preprocessing: Preprocessing, batch_size: int, desc: str, progress: bool) -> Features:
+    """One pass of the backbone as it is now over `items` (no augmentation)."""
     encoder.eval()
-    pooled, tokens = [], []
+    pooled, tokens, colours = [], [], []
     for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
-        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk]))
-        p, t = encoder.features(pixels.to(encoder.device))
-        pooled.append(p.cpu())
-        tokens.append(t.cpu())
-    return torch.cat(pooled).clone(), torch.cat(tokens).clone()  # clone: leave inference mode
-
+        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk])).to(encoder.device)
+        p, t = encoder.features(pixels)
+        pooled.append(p.float().cpu())
+        tokens.append(t.float().cpu())
+        if colour is not None:
+            colours.append(colour.to(encoder.device)(pixels).cpu())
+    # clone: leave inference mode, so the tensors can feed training
+    return Features(torch.cat(pooled).clone(), torch.cat(tokens).clone(),
+                    torch.cat(colours).clone() if colours else None)

@@ -31,7 +31,9 @@ class EpochSummary(TrainerCallback):
             parts.append(f"train loss {train_losses[-1]:.3f}")
         parts.append(f"validation loss {metrics['eval_loss']:.3f}")
         parts += [f"{key.removeprefix('eval_acc_')} {value:.3f}" for key, value in metrics.items()
-                  if key in ("eval_acc_articleType", "eval_acc_baseColour", "eval_acc_mean")]
+                  if key in ("eval_acc_articleType", "eval_acc_baseColour", "eval_acc_gender")]
+        if "eval_macro_f1" in metrics:
+            parts.append(f"macro-F1 {metrics['eval_macro_f1']:.3f}")
         tqdm.write(", ".join(parts), file=sys.stderr)
 
 

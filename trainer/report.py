@@ -1,71 +1,121 @@
-"""Metrics and pictures: accuracy, macro-F1, majority baselines, BLEU, curves, confusion matrices."""
+"""The evaluation report: metrics.json, report.md, and the pictures (curves, confusions, reliability)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import sacrebleu
+
+from enrich_model.metrics import format_metrics, reliability_curve
+
+if TYPE_CHECKING:
+    from enrich_model.bundle import Bundle
+    from enrich_model.data import CatalogueItem
+
+    from .evaluation import Answers
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PICTURES = {"curves": "training_curves.png", "reliability": "reliability.png",
+            "articleType": "confusion_articleType.png", "baseColour": "confusion_baseColour.png"}
 
 
-def classification_metrics(truth: Sequence[str], predicted: Sequence[str], train_labels: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 over the classes present in truth or prediction, and the majority baseline
-    (always answering the most common training label)."""
-    pairs = [(t, p) for t, p in zip(truth, predicted, strict=True) if t]
-    if not pairs:
-        return {"support": 0}
-    majority = Counter(label for label in train_labels if label).most_common(1)[0][0]
-    correct = sum(t == p for t, p in pairs)
-    classes = sorted({t for t, _ in pairs} | {p for _, p in pairs})
-    f1s = []
-    for label in classes:
-        tp = sum(t == label and p == label for t, p in pairs)
-        fp = sum(t != label and p == label for t, p in pairs)
-        fn = sum(t == label and p != label for t, p in pairs)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return {
-        "accuracy": correct / len(pairs),
-        "macro_f1": float(np.mean(f1s)),
-        "majority_label": majority,
-        "majority_accuracy": sum(t == majority for t, _ in pairs) / len(pairs),
-        "support": len(pairs),
-        "classes": len({t for t, _ in pairs}),
-    }
+def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers: Answers, metrics: dict,
+                 histories: dict[str, list[dict]] | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    if histories:
+        plot_training_curves(histories, out / PICTURES["curves"])
+    for attribute in ("articleType", "baseColour"):
+        plot_confusion([i.labels[attribute] for i in items], answers.labels[attribute],
+                       bundle.vocabs[attribute].labels, f"{attribute} ({len(items)} images)",
+                       out / PICTURES[attribute])
+    curves = {}
+    for attribute in ("articleType", "baseColour", "gender"):
+        rows = [n for n, item in enumerate(items) if item.labels[attribute]]
+        correct = [items[n].labels[attribute] == answers.labels[attribute][n] for n in rows]
+        curves[attribute] = {
+            "calibrated": reliability_curve([answers.confidence[attribute][n] for n in rows], correct),
+            "raw": reliability_curve([answers.raw_confidence[attribute][n] for n in rows], correct),
+        }
+    plot_reliability(curves, metrics, out / PICTURES["reliability"])
+    (out / REPORT_FILE).write_text(markdown_report(bundle, metrics, histories is not None))
 
 
-def caption_metrics(references: Sequence[str | None], hypotheses: Sequence[str]) -> dict:
-    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r]
-    if not pairs:
-        return {"support": 0}
-    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
-    return {
-        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
-        "exact_match": sum(r == h for r, h in pairs) / len(pairs),
-        "support": len(pairs),
-    }
+def markdown_report(bundle: Bundle, metrics: dict, with_curves: bool) -> str:
+    lines = [f"# Evaluation of {bundle.model_version}", "",
+             f"{metrics['test_items']} labelled images, answered through the serving path "
+             "(decode, letterbox, one encoder pass, calibrated heads, captions agreeing with the labels).", "",
+             "```", format_metrics(metrics), "```", "",
+             "ECE: expected calibration error of the served (calibrated) confidence; ECE raw: before calibration. "
+             "majority: accuracy of always answering the most frequent training label.", ""]
+    for attribute in ("articleType", "baseColour"):
+        table = metrics.get(attribute, {}).get("per_class", [])
+        if table:
+            lines += [f"## {attribute}: per class", "", "| class | precision | recall | support |", "|---|---|---|---|"]
+            lines += [f"| {r['label']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['support']} |" for r in table]
+            lines.append("")
+    lines += ["## Pictures", ""]
+    if with_curves:
+        lines.append(f"![training curves]({PICTURES['curves']})")
+    lines += [f"![reliability]({PICTURES['reliability']})", f"![articleType]({PICTURES['articleType']})",
+              f"![baseColour]({PICTURES['baseColour']})", ""]
+    return "\n".join(lines)
+
+
+def plot_reliability(curves: dict[str, dict[str, list]], metrics: dict, path: Path) -> None:
+    """Confidence against accuracy per bin, before and after calibration; the diagonal is perfect."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
+    for axis, (attribute, kinds) in zip(axes[0], curves.items(), strict=True):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        m = metrics.get(attribute, {})
+        for kind, style, ece in (("raw", "s--", m.get("ece_uncalibrated")), ("calibrated", "o-", m.get("ece"))):
+            if kinds[kind]:
+                x, y, _ = zip(*kinds[kind], strict=True)
+                label = f"{kind} (ECE {ece:.3f})" if ece is not None else kind
+                axis.plot(x, y, style, label=label, markersize=4)
+        axis.set_title(attribute)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """One panel per training stage: train and validation loss by epoch."""
+    """One panel per training stage: train and validation loss by epoch (and validation macro-F1)."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
     for axis, (stage, history) in zip(axes[0], histories.items(), strict=True):
         train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
         evals = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
+        f1 = [(h["epoch"], h["eval_macro_f1"]) for h in history if "eval_macro_f1" in h]
         if train:
-            axis.plot(*zip(*train, strict=True), label="train", marker=".")
+            axis.plot(*zip(*train, strict=True), label="train loss", marker=".")
         if evals:
-            axis.plot(*zip(*evals, strict=True), label="validation", marker="o")
+            axis.plot(*zip(*evals, strict=True), label="validation loss", marker="o")
+        if f1:
+            twin = axis.twinx()
+            twin.plot(*zip(*f1, strict=True), label="validation macro-F1", color="tab:green", marker="^")
+            twin.set_ylabel("macro-F1")
+            twin.set_ylim(0, 1)
+            twin.legend(loc="center right", fontsize=8)
         axis.set_title(stage)
         axis.set_xlabel("epoch")
         axis.set_ylabel("loss")
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

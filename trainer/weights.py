@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import socket
-import urllib.parse
 import warnings
+from pathlib import Path
 
 import timm
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from enrich_model.bundle_config import RANDOM_WEIGHTS
+from enrich_model.hub import hub_reachable
 from enrich_model.model import DecoderSpec, TinyVitEncoder, build_encoder, build_small_decoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
@@ -19,37 +18,35 @@ from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
 from .arguments import ModelArguments
 
 
-@functools.cache
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick connection attempt, so that "auto" does not spend a minute in the hub client's retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    from huggingface_hub import constants
-
-    url = urllib.parse.urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+class WeightsUnavailable(RuntimeError):
+    """No pretrained backbone could be had and none was asked for explicitly; the message says what to do."""
 
 
 def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
+    """The backbone and where its weights came from: "hub", a file path, or RANDOM_WEIGHTS.
+
+    `auto` never falls back to random weights silently: a randomly initialised backbone needs a recipe
+    sized for it (a small network, fine-tuned), so the user must ask for it with --pretrained none."""
     kwargs = json.loads(args.backbone_kwargs)
     size = (args.image_size, args.image_size) if args.image_size else None
-    if args.pretrained != "auto":
+    if args.pretrained in ("none", RANDOM_WEIGHTS):
+        return build_encoder(args.backbone, kwargs, size, "none"), RANDOM_WEIGHTS
+    if args.pretrained not in ("auto", "hub"):
+        if not Path(args.pretrained).is_file():
+            raise WeightsUnavailable(f"--pretrained {args.pretrained}: no such weights file")
         return build_encoder(args.backbone, kwargs, size, args.pretrained), args.pretrained
-    try:
-        if not hub_reachable():
-            raise ConnectionError("the Hugging Face hub is not reachable")
-        return build_encoder(args.backbone, kwargs, size, "hub"), "hub"
-    except Exception as error:  # offline, no such weights, or a changed architecture
-        warnings.warn(
-            f"No pretrained weights for {args.backbone} ({type(error).__name__}: {str(error)[:160]}). "
-            "The backbone starts from RANDOM weights: expect far lower accuracy than a pretrained model. "
-            "Pass --pretrained PATH to use a local weights file.", stacklevel=2,
-        )
-        return build_encoder(args.backbone, kwargs, size, "none"), "none"
+    reason = "the Hugging Face hub is not reachable from here (or HF_HUB_OFFLINE is set)"
+    if hub_reachable():
+        try:
+            return build_encoder(args.backbone, kwargs, size, "hub"), "hub"
+        except Exception as error:  # no such weights, or a changed architecture
+            reason = f"{type(error).__name__}: {str(error).strip()[:200]}"
+    raise WeightsUnavailable(
+        f"no pretrained weights for {args.backbone}: {reason}. Either download them where the hub is reachable "
+        f"(python -c \"import timm; timm.create_model('{args.backbone}', pretrained=True)\" fills the hub cache; "
+        "or save the model's state_dict with torch.save) and pass --pretrained FILE, or train from random "
+        "weights on purpose with --pretrained none (fine-tuned; see the README's offline recipe)"
+    )
 
 
 def resolve_decoder(args: ModelArguments, captions: list[str]) -> tuple[GPT2LMHeadModel, object, str]:

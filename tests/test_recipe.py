@@ -1,0 +1,190 @@
+"""The training recipe's parts: calibration, abstaining, augmentation, colour features, photo-like variants,
+clear refusals, the frozen mode, and the bundle as a Hugging Face citizen."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from enrich_model.data import load_catalogue
+from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
+from enrich_model.model import ColourHistogram
+from enrich_model.photolike import photo_like
+from enrich_model.preprocess import Preprocessing
+from enrich_model.synth import write_catalogue
+from enrich_trainer.arguments import ModelArguments
+from enrich_trainer.augment import Augment
+from enrich_trainer.calibration import abstain_threshold, fit_temperature
+from enrich_trainer.weights import WeightsUnavailable, resolve_encoder
+
+from .conftest import TINY_BACKBONE
+
+PREPROCESSING = Preprocessing((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+ENRICH = [sys.executable, "-m", "enrich_cli.main"]
+
+
+def test_temperature_fixes_an_over_confident_head():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 5, (2000,), generator=generator)
+    honest = torch.randn(2000, 5, generator=generator)
+    honest[torch.arange(2000), targets] += 1.5  # right about 60% of the time
+    over_confident = honest * 6  # same answers, far too sure of them
+    confidence = over_confident.softmax(-1).max(-1)
+    correct = (confidence.indices == targets).numpy()
+    before = expected_calibration_error(confidence.values.numpy(), correct)
+    temperature = fit_temperature(over_confident, targets)
+    after = expected_calibration_error((over_confident / temperature).softmax(-1).max(-1).values.numpy(), correct)
+    assert 3 < temperature < 8
+    assert before > 0.2 and after < 0.05
+
+
+def test_abstain_threshold_reaches_the_target_accuracy():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0, 1, 5000)
+    correct = rng.uniform(0, 1, 5000) < confidence  # calibrated: right with probability = confidence
+    threshold = abstain_threshold(confidence, correct, 0.9)
+    answered = confidence >= threshold
+    assert correct[answered].mean() >= 0.9 and 0.7 < threshold < 0.9
+    assert abstain_threshold(confidence, np.ones(5000, bool), 0.9) is None  # always right: never abstain
+
+
+def test_clearly_learnt_needs_a_margin_over_the_majority():
+    assert not is_clearly_learnt({"accuracy": 0.255, "majority_accuracy": 0.25})
+    assert is_clearly_learnt({"accuracy": 0.40, "majority_accuracy": 0.25})
+    assert is_clearly_learnt({"accuracy": 0.94, "majority_accuracy": 0.92})  # a quarter of the errors gone
+
+
+def red_square(size: int = 64, lit: bool = False) -> np.ndarray:
+    pixels = np.full((size, size, 3), 250, np.float32)
+    pixels[16:48, 20:44] = (200, 30, 35)
+    if lit:  # light falling off by 20% from left to right
+        pixels *= np.linspace(1.0, 0.8, size, dtype=np.float32)[None, :, None]
+    return PREPROCESSING(Image.fromarray(pixels.astype(np.uint8)))
+
+
+def test_colour_features_see_the_product_not_the_light():
+    histogram = ColourHistogram(PREPROCESSING.mean, PREPROCESSING.std, bins=6)
+    even, lit = histogram(torch.from_numpy(np.stack([red_square(), red_square(lit=True)])))
+    assert histogram.num_features == 6 ** 3 + 4 == even.shape[0]
+    bins = even[: 6 ** 3].view(6, 6, 6) ** 2  # the features are square roots of the shares
+    r, g, b = np.unravel_index(int(bins.argmax()), (6, 6, 6))
+    assert r >= 4 and g <= 1 and b <= 1  # the red product, not the white background
+    assert abs(float(even[6 ** 3]) - 24 * 32 / 64 ** 2) < 0.05  # foreground share: the square's area
+    assert torch.nn.functional.cosine_similarity(even, lit, dim=0) > 0.97
+
+
+def test_augmentation_keeps_shape_and_fills_with_white():
+    torch.manual_seed(0)
+    white = torch.from_numpy(PREPROCESSING(Image.new("RGB", (64, 64), (255, 255, 255))))
+    augment = Augment(PREPROCESSING.mean, PREPROCESSING.std, noise=0.0, blur=0.0, exposure=(1, 1),
+                      light_gradient=0.0)
+    moved = augment(white)
+    assert moved.shape == white.shape and torch.allclose(moved, white, atol=1e-4)  # what came into view is white
+    square = torch.from_numpy(red_square())
+    out = Augment(PREPROCESSING.mean, PREPROCESSING.std)(square)
+    assert out.shape == square.shape and torch.isfinite(out).all()
+
+
+def test_photo_like_catalogue_keeps_rows_and_labels(tmp_path: Path):
+    clean = write_catalogue(tmp_path / "clean", 12, seed=5, image_size=(48, 64), progress=False)
+    photo = write_catalogue(tmp_path / "photo", 12, seed=5, image_size=(48, 64), progress=False, photo_like=True)
+    assert (clean / "styles.csv").read_text() == (photo / "styles.csv").read_text()
+    a = np.asarray(Image.open(next((clean / "images").glob("*.jpg"))), np.float32)
+    name = next((clean / "images").glob("*.jpg")).name
+    b = np.asarray(Image.open(photo / "images" / name), np.float32)
+    assert a.shape == b.shape and np.abs(a - b).mean() > 3  # same product, photographed differently
+    variant = photo_like(Image.new("RGB", (40, 30), (250, 250, 250)), random.Random(1))
+    assert variant.size == (40, 30) and variant.mode == "RGB"
+
+
+def test_no_silent_random_backbone():
+    """`auto` without the hub refuses and says how to get weights; `none` is random on purpose."""
+    with pytest.raises(WeightsUnavailable, match=r"--pretrained FILE.*--pretrained none"):
+        resolve_encoder(ModelArguments(backbone_kwargs=TINY_BACKBONE, pretrained="auto"))
+    _, weights = resolve_encoder(ModelArguments(backbone_kwargs=TINY_BACKBONE, pretrained="none"))
+    assert weights == "random"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--data", "/no/such/dir"], "no catalogue at /no/such/dir"),
+    (["--data", "someone/fashion-products"], "hub is not reachable"),
+    (["--data", "CATALOGUE"], "no pretrained weights for tiny_vit_5m_224"),
+    (["--data", "CATALOGUE", "--pretrained", "none", "--backbone_mode", "frozen"], "learns nothing"),
+])
+def test_train_refuses_with_one_line_and_exit_2(arguments, message, catalogue_dir: Path, tmp_path: Path):
+    arguments = [str(catalogue_dir) if a == "CATALOGUE" else a for a in arguments]
+    result = subprocess.run([*ENRICH, "train", *arguments, "--out", str(tmp_path / "b")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("enrich train: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_bundle_metrics_calibration_and_report(bundle_dir: Path):
+    config = json.loads((bundle_dir / "enrich.json").read_text())
+    article = config["test_metrics"]["articleType"]
+    assert {"top3_accuracy", "ece", "ece_uncalibrated", "per_class", "majority_macro_f1"} <= set(article)
+    assert config["test_metrics"]["baseColour"]["per_class"][0]["support"] >= 1
+    caption = config["test_metrics"]["productDisplayName"]
+    assert {"bleu", "rouge_l", "consistency"} <= set(caption)
+    assert caption["consistency"]["all"] >= 0.95  # captions are made to agree with the heads
+    assert set(config["training"]["calibration"]) == {"gender", "baseColour", "season", "usage", "articleType"}
+    assert any("random weights" in w for w in config["warnings"])  # the test bundle starts from random weights
+    for name in ("report.md", "README.md", "reliability.png", "training_curves.png"):
+        assert (bundle_dir / name).is_file(), name
+    card = (bundle_dir / "README.md").read_text()
+    assert "## Test-split metrics" in card and "random initialisation" in card and "Intended use" in card
+
+
+def test_captioner_loads_with_plain_transformers_in_a_fresh_process(bundle_dir: Path):
+    captioner = str(bundle_dir / "captioner")
+    with_enrich = ("import sys, enrich_model\n"
+                   "from transformers import VisionEncoderDecoderModel\n"
+                   f"model = VisionEncoderDecoderModel.from_pretrained({captioner!r})\n"
+                   "print(type(model.encoder).__name__)\n")
+    # Without enrich: the encoder's code, named by auto_map, travels with the weights.
+    remote_code = ("import sys\nsys.modules['enrich_model'] = None  # as if enrich were not installed\n"
+                   "from transformers import VisionEncoderDecoderModel\n"
+                   "from transformers.dynamic_module_utils import get_class_from_dynamic_module\n"
+                   f"get_class_from_dynamic_module('modeling_enrich_tinyvit.TinyVitEncoder', {captioner!r})\n"
+                   f"model = VisionEncoderDecoderModel.from_pretrained({captioner!r})\n"
+                   "print(type(model.encoder).__name__)\n")
+    for code in (with_enrich, remote_code):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["TinyVitEncoder"]
+    config = json.loads((bundle_dir / "captioner" / "config.json").read_text())
+    assert config["encoder"]["auto_map"]["AutoModel"] == "modeling_enrich_tinyvit.TinyVitEncoder"
+
+
+def test_info_reads_a_bundle_without_torch(bundle_dir: Path):
+    code = ("import sys\nfrom enrich_cli.main import main\ncode = main(['info', sys.argv[1]])\n"
+            "assert 'torch' not in sys.modules and 'enrich_trainer' not in sys.modules, 'imported torch'\n"
+            "raise SystemExit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RANDOM initialisation" in result.stdout and "WARNING: the backbone started from random weights" \
+        in result.stdout and "top-3" in result.stdout
+
+
+def test_evaluate_command_prints_the_table_and_writes_the_report(bundle_dir: Path, catalogue_dir: Path,
+                                                                 tmp_path: Path):
+    result = subprocess.run([*ENRICH, "evaluate", "--model", str(bundle_dir), "--data", str(catalogue_dir),
+                             "--split", "test", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "articleType" in result.stdout and "ROUGE-L" in result.stdout
+    saved = json.loads((bundle_dir / "metrics.json").read_text())
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert again["articleType"]["accuracy"] == saved["articleType"]["accuracy"]  # the same test split, as served
+    assert (tmp_path / "report.md").read_text().startswith("# Evaluation of")
+    assert len(load_catalogue(catalogue_dir).items) > again["test_items"]

@@ -1,0 +1,84 @@
+"""The bundle's model card (README.md), written at training time from what was measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enrich_model.bundle_config import BundleConfig
+from enrich_model.metrics import format_metrics
+
+
+def write_model_card(out: Path, config: BundleConfig) -> None:
+    training, metrics = config.training, config.test_metrics
+    split = training.get("split", {})
+    weights = ("random initialisation (no pretrained weights)" if config.backbone.started_random
+               else f"pretrained ({config.backbone.weights})")
+    warnings = "\n".join(f"- **{w}**" for w in config.warnings) or "- none"
+    abstain = config.heads.abstain_thresholds
+    card = f"""---
+library_name: transformers
+pipeline_tag: image-to-text
+tags: [enrich, fashion, product-metadata, image-classification, image-captioning, tiny-vit]
+---
+
+# {config.model_version}
+
+Product photo in, catalogue metadata out: gender, baseColour, season, usage and articleType (with
+subCategory and masterCategory derived from it), each with a calibrated confidence, and a
+productDisplayName caption that agrees with those labels. Served by the Enrich gRPC service
+(`enrich serve --model THIS_FOLDER`).
+
+## Model
+- Backbone: timm `{config.backbone.name}` {config.backbone.kwargs or ''}, {weights}; input
+  {config.preprocessing['input_size']} letterboxed onto white, mean {config.preprocessing['mean']},
+  std {config.preprocessing['std']}.
+- Heads: one linear classifier per attribute over the pooled features{
+  ' (+ a foreground colour histogram for ' + ', '.join(config.heads.colour_attributes) + ')'
+  if config.heads.colour_attributes else ''}; one temperature per head fitted on the validation split.
+- Caption decoder: GPT-2 ({config.caption.decoder}, {config.caption.decoder_layers} layers x
+  {config.caption.decoder_width}) reading the same backbone pass through cross-attention.
+- Abstain thresholds (calibrated confidence below which a prediction is flagged unsure): {abstain or 'none'}.
+
+## Loading
+```python
+import enrich_model  # registers the TinyViT encoder with transformers' Auto classes
+from transformers import VisionEncoderDecoderModel
+captioner = VisionEncoderDecoderModel.from_pretrained("THIS_FOLDER/captioner")
+
+# Without enrich installed: the encoder's code travels with the weights (captioner/modeling_enrich_tinyvit.py,
+# named by the encoder config's auto_map); importing it registers the encoder, then load as above.
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+get_class_from_dynamic_module("modeling_enrich_tinyvit.TinyVitEncoder", "THIS_FOLDER/captioner")
+
+from enrich_model.bundle import load_bundle  # the whole model: heads, calibration, preprocessing
+bundle = load_bundle("THIS_FOLDER")
+```
+
+## Data
+- Source: `{training.get('data', '?')}`, {training.get('items', '?')} items
+  (skipped: {training.get('skipped', {}) or 'none'}).
+- Split (seeded, stratified by articleType): {split.get('train', '?')} train / {split.get('validation', '?')}
+  validation / {split.get('test', '?')} test.
+
+## Test-split metrics
+```
+{format_metrics(metrics)}
+```
+Pictures beside this card: `training_curves.png`, `reliability.png`, `confusion_articleType.png`,
+`confusion_baseColour.png`; full numbers in `metrics.json` and `report.md`.
+
+## Warnings
+{warnings}
+
+## Intended use and limits
+- Intended use: suggesting catalogue metadata for product photos on plain backgrounds, with a human
+  or a confidence threshold deciding what to accept. Use `unsure` and the confidences.
+- Vocabularies are closed: the model can only answer labels it saw at least
+  {training.get('arguments', {}).get('min_class_count', '?')} times in training (listed in `enrich.json`).
+- season and usage are weakly visible in pixels; treat them as hints.
+- Captions are written by a small decoder and edited to agree with the predicted gender, colour and
+  article type; brand names in captions are guesses.
+- Trained on the data above only: accuracy on other photography (models wearing clothes, lifestyle
+  shots, busy backgrounds) is unmeasured.
+"""
+    (out / "README.md").write_text(card)
