@@ -44,7 +44,8 @@ def held_out_accuracy(rows: list[dict], truth: dict[str, dict[str, str]]) -> str
         pairs = [(t, p) for t, p in pairs if t]
         if pairs:
             parts.append(f"{attribute} {sum(t == p for t, p in pairs) / len(pairs):.3f}")
-    return ", ".join(parts) + f" (n={len(rows)})"
+    answered = sum(r["status"]["code"] == 0 for r in rows)
+    return ", ".join(parts) + f" (n={answered})"
 
 
 def show_results(results_path: Path, truth: dict[str, dict[str, str]], shown: int = 12) -> None:

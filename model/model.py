@@ -163,7 +163,13 @@ class ColourHistogram(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        rgb = (pixel_values.float() * self.std + self.mean).clamp(0, 1)
+        # fp32 always: mixed-precision training would run the light fit's matmuls in half precision and
+        # hand linalg.solve mismatched dtypes; the histogram is cheap either way.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            return self._features(pixel_values.float())
+
+    def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        rgb = (pixel_values * self.std + self.mean).clamp(0, 1)
         rgb = nn.functional.adaptive_avg_pool2d(rgb, self.resolution)  # colour needs no detail; averages noise
         light = self.background_light(rgb)  # (B, 3, h, w): the light falling on each pixel
         distance = ((rgb - light).abs() / light).amax(dim=1)  # relative, so dim corners are not "product"
@@ -184,7 +190,7 @@ class ColourHistogram(nn.Module):
     def background_light(rgb: torch.Tensor, ring: int = 6) -> torch.Tensor:
         """A plane a + b*x + c*y per channel fitted to the frame's outer ring: studio light falls off smoothly
         across the frame. Pure white (the letterbox padding, which no light fell on) is left out, and the fit
-        is repeated without the ring pixels that fit worst (the product reaching into the ring)."""
+        is repeated without the 40% of lit ring pixels that fit worst (the product reaching into the ring)."""
         batch, _, height, width = rgb.shape
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, height, device=rgb.device),
                                 torch.linspace(-1, 1, width, device=rgb.device), indexing="ij")
@@ -199,8 +205,9 @@ class ColourHistogram(nn.Module):
             aw = a[None] * weights[..., None]  # (B, R, 3)
             normal = aw.transpose(1, 2) @ a[None] + 1e-3 * torch.eye(3, device=rgb.device)
             coefficients = torch.linalg.solve(normal, aw.transpose(1, 2) @ values)  # (B, 3 terms, 3 channels)
-            residual = (a[None] @ coefficients - values).abs().amax(dim=2) + (1 - lit) * 1e3  # (B, R)
-            weights = lit * (residual <= residual.quantile(0.6, dim=1, keepdim=True)).float()
+            residual = (a[None] @ coefficients - values).abs().amax(dim=2)  # (B, R)
+            cut = torch.nanquantile(residual.masked_fill(lit == 0, float("nan")), 0.6, dim=1, keepdim=True)
+            weights = lit * (residual <= cut.nan_to_num(float("inf"))).float()
         light = (design.view(1, -1, 3) @ coefficients).view(batch, height, width, 3).permute(0, 3, 1, 2)
         # No usable ring (a product filling the frame, or all padding): assume white light.
         usable = (weights.sum(dim=1) >= 8).view(batch, 1, 1, 1)

@@ -131,9 +131,9 @@ def load_predictor(settings: ServerSettings):
 
 
 async def serve(settings: ServerSettings) -> None:
-    from enrich_model.bundle import read_bundle_config
+    from enrich_model.bundle_config import BundleConfig
 
-    read_bundle_config(settings.model)  # a wrong path fails now, not after the port is bound
+    BundleConfig.read(settings.model)  # a wrong path fails now, not after the port is bound
     server = EnrichServer(settings)
     port = await server.start()
     print(f"enrich server listening on port {port}", flush=True)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from enrich_model.data import load_catalogue
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
-from enrich_model.model import ColourHistogram
+from enrich_model.model import ColourHistogram, attribute_loss
 from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
@@ -54,6 +54,23 @@ def test_abstain_threshold_reaches_the_target_accuracy():
     answered = confidence >= threshold
     assert correct[answered].mean() >= 0.9 and 0.7 < threshold < 0.9
     assert abstain_threshold(confidence, np.ones(5000, bool), 0.9) is None  # always right: never abstain
+
+
+def test_missing_labels_are_masked_per_attribute():
+    """A row without a baseColour still teaches articleType; the missing colour adds nothing to the loss."""
+    logits = {"baseColour": torch.randn(3, 4), "articleType": torch.randn(3, 5)}
+    colour = torch.tensor([1, -100, 2])
+    article = torch.tensor([0, 4, 3])
+    loss = attribute_loss(logits, {"baseColour": colour, "articleType": article})
+    expected = (torch.nn.functional.cross_entropy(logits["baseColour"][[0, 2]], colour[[0, 2]])
+                + torch.nn.functional.cross_entropy(logits["articleType"], article))
+    assert torch.allclose(loss, expected)
+    nothing = attribute_loss(logits, {"baseColour": torch.full((3,), -100), "articleType": article})
+    assert torch.allclose(nothing, torch.nn.functional.cross_entropy(logits["articleType"], article))
+    # logit adjustment changes the loss, not the logits the heads return
+    prior = {"articleType": torch.log(torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1]))}
+    adjusted = attribute_loss(logits, {"articleType": article}, logit_adjustment=prior)
+    assert not torch.allclose(adjusted, attribute_loss(logits, {"articleType": article}))
 
 
 def test_clearly_learnt_needs_a_margin_over_the_majority():
@@ -118,6 +135,8 @@ def test_no_silent_random_backbone():
     (["--data", "someone/fashion-products"], "hub is not reachable"),
     (["--data", "CATALOGUE"], "no pretrained weights for tiny_vit_5m_224"),
     (["--data", "CATALOGUE", "--pretrained", "none", "--backbone_mode", "frozen"], "learns nothing"),
+    (["--data", "CATALOGUE", "--pretrained", "none", "--backbone_kwargs", "{depths: 1}"], "not valid JSON"),
+    (["--data", "CATALOGUE", "--pretrained", "none", "--precision", "fp16"], "needs a GPU"),
 ])
 def test_train_refuses_with_one_line_and_exit_2(arguments, message, catalogue_dir: Path, tmp_path: Path):
     arguments = [str(catalogue_dir) if a == "CATALOGUE" else a for a in arguments]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class UsageError(ValueError):
+    """A wrong argument or combination of arguments; the message says which and what to do instead."""
+
+
 @dataclass
 class DataArguments:
     data: str = field(metadata={"help": "styles.csv folder, a save_to_disk dataset, or a hub dataset id"})
@@ -53,7 +57,9 @@ class TrainArguments:
                                                               "validation macro-F1 (0 = never)"})
     head_lr: float = field(default=3e-3, metadata={"help": "learning rate of the heads in the probe stage"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the top of the network"})
-    layer_decay: float = field(default=0.8, metadata={"help": "lr multiplier per backbone stage going down"})
+    layer_decay: float = field(
+        default=0.8, metadata={"help": "lr multiplier per backbone block going down (timm's fine grouping: stem, "
+                                       "each block, each downsample)"})
     warmup_ratio: float = 0.05
     weight_decay: float = 0.05
     head_batch_size: int = 64

@@ -146,6 +146,14 @@ def select_items(bundle: Bundle, catalogue_items: list[CatalogueItem], split: st
     return test
 
 
+def best_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="enrich evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="all items, or the bundle's own test split (when --data is its training catalogue)")
     parser.add_argument("--out", type=Path, help="write metrics.json, report.md and pictures here")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from enrich_model.bundle_config import BundleError
 
     try:
-        bundle = load_bundle(args.model)
-        catalogue = load_catalogue(args.data)
-    except (BundleError, DataError) as error:
+        bundle = load_bundle(args.model, device=best_device(args.device))
+        # --split test: the same dataset split the bundle was trained on (hub and disk datasets have several)
+        dataset_split = bundle.config.training.get("arguments", {}).get("split", "train") \
+            if args.split == "test" else "train"
+        catalogue = load_catalogue(args.data, dataset_split)
+    except (BundleError, DataError, OSError) as error:
         print(f"enrich evaluate: {error}", file=sys.stderr)
         return 2
     items = select_items(bundle, catalogue.items, args.split)
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"model {bundle.model_version} on {catalogue.source} ({args.split}: {len(items)} items)")
         print(format_metrics(metrics))
-        for warning in quality_warnings(metrics, False):
+        for warning in quality_warnings(metrics, bundle.config.backbone.started_random):
             print(f"WARNING: {warning}")
         if args.out:
             print(f"report: {args.out / 'report.md'}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from timm.optim._param_groups import param_groups_layer_decay
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from enrich_model.data import CatalogueItem
 from enrich_model.model import AttributeClassifier
@@ -45,7 +45,7 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
                         FeatureDataset(features["validation"], val_items, vocabs), args, work / "probe",
                         args.head_epochs, args.head_lr, label_names, "heads")
         finally:
-            classifier.encoder = encoder
+            classifier.encoder = encoder.to(next(classifier.heads.parameters()).device)
     augment = Augment(preprocessing.mean, preprocessing.std) if args.augment else None
     train_set = PixelDataset(train_items, preprocessing, vocabs, augment)
     val_set = PixelDataset(val_items, preprocessing, vocabs)
@@ -53,7 +53,7 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
     if args.probe_epochs:
         encoder.requires_grad_(False)
         history += _run(classifier, train_set, val_set, args, work / "probe", args.probe_epochs, args.head_lr,
-                        label_names, "probe", early_stopping=False)
+                        label_names, "probe", early_stopping=False, callbacks=[FrozenEncoder(encoder)])
         encoder.requires_grad_(True)
     optimizer = layer_decay_optimizer(classifier, args)
     offset = args.probe_epochs
@@ -64,8 +64,8 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
 
 
 def layer_decay_optimizer(classifier: AttributeClassifier, args: TrainArguments) -> torch.optim.Optimizer:
-    """AdamW with the heads at the full learning rate and each backbone stage `layer_decay` times the one
-    above it (timm's grouping of TinyViT into stem, stages and blocks)."""
+    """AdamW with the heads at the full learning rate and each backbone group `layer_decay` times the one
+    above it (timm's fine grouping of TinyViT: stem, each block, each downsample)."""
     groups = []
     for group in param_groups_layer_decay(classifier.encoder.backbone, args.weight_decay,
                                           layer_decay=args.layer_decay):
@@ -78,14 +78,27 @@ def layer_decay_optimizer(classifier: AttributeClassifier, args: TrainArguments)
     return torch.optim.AdamW(groups, lr=args.finetune_lr)
 
 
+class FrozenEncoder(TrainerCallback):
+    """Keeps a frozen backbone in eval mode while the Trainer puts the model in train mode: its BatchNorm
+    statistics must not drift on augmented images, and drop-path must not thin features the heads learn on."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        self.encoder = encoder
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self.encoder.eval()
+
+
 def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArguments, out: Path, epochs: int, lr: float,
          label_names: list[str], stage: str, optimizer: torch.optim.Optimizer | None = None,
-         early_stopping: bool = True) -> list[dict]:
-    callbacks = [EarlyStoppingCallback(args.early_stopping)] if early_stopping and args.early_stopping else []
+         early_stopping: bool = True, callbacks: list[TrainerCallback] | None = None) -> list[dict]:
+    callbacks = list(callbacks or [])
+    if early_stopping and args.early_stopping:
+        callbacks.append(EarlyStoppingCallback(args.early_stopping))
     trainer = quiet_progress(Trainer(
         model=classifier,
         args=training_arguments(TrainingArguments, out, args, epochs, lr, args.head_batch_size, best_by=BEST_BY,
-                                label_names=label_names),
+                                label_names=label_names, dataloader_drop_last=len(train_set) > args.head_batch_size),
         train_dataset=train_set, eval_dataset=val_set, compute_metrics=heads_metrics, callbacks=callbacks,
         optimizers=(optimizer, None),
     ), stage, args.progress)

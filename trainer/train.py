@@ -28,24 +28,20 @@ from enrich_model.consistency import CaptionLexicon
 from enrich_model.data import Catalogue, CatalogueItem, DataError, load_catalogue
 from enrich_model.metrics import format_metrics
 from enrich_model.model import AttributeClassifier, AttributeHeads, ColourHistogram, EnrichModel, build_captioner
-from enrich_model.schema import CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
+from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
 
-from .arguments import DataArguments, ModelArguments, TrainArguments
+from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
 from .calibration import calibrate
 from .caption_stage import train_captioner
 from .datasets import PixelDataset, extract_features
-from .evaluation import evaluate_bundle, quality_warnings
-from .heads_stage import train_heads
+from .evaluation import best_device, evaluate_bundle, quality_warnings
+from .heads_stage import mixed_precision, train_heads
 from .model_card import write_model_card
 from .report import METRICS_FILE
 from .split import stratified_split
 from .weights import WeightsUnavailable, preprocessing_for, resolve_decoder, resolve_encoder
 
 log = logging.getLogger("enrich.train")
-
-
-class UsageError(ValueError):
-    """A wrong combination of arguments; the message says which and what to do instead."""
 
 
 @dataclass
@@ -121,7 +117,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     save_bundle(out, EnrichModel(captioner, heads, colour).eval(), tokenizer, preprocessing, labels.vocabs,
                 labels.taxonomy, name=args.name, weights=weights, lexicon=labels.lexicon,
                 abstain_thresholds=abstain, training=training)
-    bundle = load_bundle(out)
+    bundle = load_bundle(out, device=best_device())
     metrics = evaluate_bundle(bundle, splits.test, out, {"attribute heads": heads_history,
                                                           "captioner": caption_history},
                               args.eval_batch_size, args.progress)
@@ -143,6 +139,12 @@ def check_arguments(args: TrainArguments) -> None:
         raise UsageError(f"--class_balance must be none or logit_adjust, not {args.class_balance!r}")
     if not 0 <= args.abstain_accuracy < 1:
         raise UsageError("--abstain_accuracy is a target accuracy below 1 (0 turns abstaining off)")
+    try:
+        mixed_precision(args.precision)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if args.precision in ("fp16", "bf16") and not torch.cuda.is_available():
+        raise UsageError(f"--precision {args.precision} needs a GPU; on CPU use auto or fp32")
 
 
 def split_catalogue(catalogue: Catalogue, data_args: DataArguments, args: TrainArguments) -> Splits:
@@ -165,8 +167,11 @@ def describe_labels(train_items: list[CatalogueItem], data_args: DataArguments) 
     unmapped = [a for a in vocabs["articleType"].labels if a not in taxonomy.parents]
     if unmapped:
         raise DataError(f"articleTypes without subCategory/masterCategory in training data: {unmapped}")
+    # Every catalogue colour and gender word, not only those frequent enough to be predicted: a caption
+    # naming a rare colour must still be recognised as disagreeing with the predicted one.
     lexicon = CaptionLexicon.learn(((i.labels["articleType"], i.name) for i in train_items),
-                                   colours=vocabs["baseColour"].labels, genders=vocabs["gender"].labels or GENDERS)
+                                   colours=dict.fromkeys([*vocabs["baseColour"].labels, *BASE_COLOURS]),
+                                   genders=dict.fromkeys([*vocabs["gender"].labels, *GENDERS]))
     majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels}
     for attribute in ("subCategory", "masterCategory"):
         counts = [taxonomy.parent(attribute, i.labels["articleType"]) for i in train_items

@@ -15,7 +15,7 @@ from enrich_model.model import DecoderSpec, TinyVitEncoder, build_encoder, build
 from enrich_model.preprocess import Preprocessing
 from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
 
-from .arguments import ModelArguments
+from .arguments import ModelArguments, UsageError
 
 
 class WeightsUnavailable(RuntimeError):
@@ -27,14 +27,21 @@ def resolve_encoder(args: ModelArguments) -> tuple[TinyVitEncoder, str]:
 
     `auto` never falls back to random weights silently: a randomly initialised backbone needs a recipe
     sized for it (a small network, fine-tuned), so the user must ask for it with --pretrained none."""
-    kwargs = json.loads(args.backbone_kwargs)
+    try:
+        kwargs = json.loads(args.backbone_kwargs)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--backbone_kwargs is not valid JSON ({error.msg} at character {error.pos})") from error
     size = (args.image_size, args.image_size) if args.image_size else None
-    if args.pretrained in ("none", RANDOM_WEIGHTS):
-        return build_encoder(args.backbone, kwargs, size, "none"), RANDOM_WEIGHTS
+    if args.pretrained not in ("auto", "hub", "none", RANDOM_WEIGHTS) and not Path(args.pretrained).is_file():
+        raise WeightsUnavailable(f"--pretrained {args.pretrained}: no such weights file")
     if args.pretrained not in ("auto", "hub"):
-        if not Path(args.pretrained).is_file():
-            raise WeightsUnavailable(f"--pretrained {args.pretrained}: no such weights file")
-        return build_encoder(args.backbone, kwargs, size, args.pretrained), args.pretrained
+        source = "none" if args.pretrained in ("none", RANDOM_WEIGHTS) else args.pretrained
+        try:
+            encoder = build_encoder(args.backbone, kwargs, size, source)
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:  # unknown model, weights that do not fit
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise UsageError(f"cannot build backbone {args.backbone} {kwargs or ''} from {source}: {reason}") from error
+        return encoder, RANDOM_WEIGHTS if source == "none" else source
     reason = "the Hugging Face hub is not reachable from here (or HF_HUB_OFFLINE is set)"
     if hub_reachable():
         try:
@@ -63,7 +70,8 @@ def resolve_decoder(args: ModelArguments, captions: list[str]) -> tuple[GPT2LMHe
             return decoder, tokenizer, name
         except Exception as error:
             if args.decoder != "auto":
-                raise
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                raise UsageError(f"cannot load the decoder {name!r}: {reason}") from error
             warnings.warn(
                 f"Pretrained decoder {name} unavailable ({type(error).__name__}); training a small GPT-2 "
                 f"({args.decoder_layers}x{args.decoder_width}) and a BPE tokenizer on the captions instead.",
