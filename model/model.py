@@ -239,17 +239,26 @@ class AttributeHeads(nn.Module):
 
     def forward(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw logits per attribute (divide by `temperature` for calibrated probabilities)."""
-        pooled = self.dropout(self.norm(pooled))
+        pooled = self.dropout(_standardise(self.norm, pooled))
         with_colour = pooled
         if self.colour_norm is not None:
             if colour is None:
                 raise ValueError(f"heads {self.colour_attributes} need colour features")
-            with_colour = torch.cat([pooled, self.dropout(self.colour_norm(colour))], dim=1)
+            with_colour = torch.cat([pooled, self.dropout(_standardise(self.colour_norm, colour))], dim=1)
         return {name: head(with_colour if name in self.colour_attributes else pooled)
                 for name, head in self.heads.items()}
 
     def probabilities(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: (logits[name] / self.temperature[i]).softmax(-1) for i, name in enumerate(self.names)}
+
+
+def _standardise(norm: nn.BatchNorm1d, features: torch.Tensor) -> torch.Tensor:
+    """BatchNorm, except for a training batch of one (the last of an epoch, or one process's share), which
+    has no spread to measure: it is standardised with the running statistics instead."""
+    if norm.training and features.shape[0] == 1:
+        return nn.functional.batch_norm(features, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                        training=False, eps=norm.eps)
+    return norm(features)
 
 
 def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], label_smoothing: float = 0.0,

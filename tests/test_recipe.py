@@ -16,7 +16,7 @@ from PIL import Image
 
 from enrich_model.data import load_catalogue
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
-from enrich_model.model import ColourHistogram, attribute_loss
+from enrich_model.model import AttributeHeads, ColourHistogram, attribute_loss
 from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
@@ -71,6 +71,15 @@ def test_missing_labels_are_masked_per_attribute():
     prior = {"articleType": torch.log(torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1]))}
     adjusted = attribute_loss(logits, {"articleType": article}, logit_adjustment=prior)
     assert not torch.allclose(adjusted, attribute_loss(logits, {"articleType": article}))
+
+
+def test_heads_train_on_a_batch_of_one():
+    """The last batch of an epoch may hold one image; BatchNorm cannot measure a spread there."""
+    heads = AttributeHeads(8, {"articleType": 3, "baseColour": 4}, colour_features=5,
+                           colour_attributes=("baseColour",)).train()
+    logits = heads(torch.randn(1, 8), torch.randn(1, 5))
+    assert logits["articleType"].shape == (1, 3) and logits["baseColour"].shape == (1, 4)
+    assert torch.isfinite(logits["baseColour"]).all()
 
 
 def test_clearly_learnt_needs_a_margin_over_the_majority():

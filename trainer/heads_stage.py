@@ -98,7 +98,7 @@ def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArgumen
     trainer = quiet_progress(Trainer(
         model=classifier,
         args=training_arguments(TrainingArguments, out, args, epochs, lr, args.head_batch_size, best_by=BEST_BY,
-                                label_names=label_names, dataloader_drop_last=len(train_set) > args.head_batch_size),
+                                label_names=label_names),
         train_dataset=train_set, eval_dataset=val_set, compute_metrics=heads_metrics, callbacks=callbacks,
         optimizers=(optimizer, None),
     ), stage, args.progress)
