@@ -82,6 +82,25 @@ def test_heads_train_on_a_batch_of_one():
     assert torch.isfinite(logits["baseColour"]).all()
 
 
+def test_best_epoch_metric_counts_every_label_once():
+    """Validation macro-F1 averages over every label of every attribute: an attribute with many labels
+    weighs more than one with few, and missing labels (-100) are ignored."""
+    from types import SimpleNamespace
+
+    from enrich_trainer.heads_stage import heads_metrics
+
+    def one_hot(indices: list[int], classes: int) -> np.ndarray:
+        return np.eye(classes)[indices]
+
+    right = [0, 1, 2, 3]
+    predictions = [one_hot(right, 4) for _ in range(5)]
+    targets = [np.array(right) for _ in range(5)]
+    targets[2] = np.array([1, 0, -100, -100])  # season: both labelled items wrong -> F1 0 for its 2 labels
+    metrics = heads_metrics(SimpleNamespace(predictions=predictions, label_ids=targets))
+    assert metrics["acc_season"] == 0.0 and metrics["acc_articleType"] == 1.0
+    assert metrics["macro_f1"] == pytest.approx(16 / 18)  # 16 labels with F1 1, season's 2 with F1 0
+
+
 def test_clearly_learnt_needs_a_margin_over_the_majority():
     assert not is_clearly_learnt({"accuracy": 0.255, "majority_accuracy": 0.25})
     assert is_clearly_learnt({"accuracy": 0.40, "majority_accuracy": 0.25})

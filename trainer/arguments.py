@@ -54,7 +54,7 @@ class TrainArguments:
     probe_epochs: int = field(default=2, metadata={"help": "heads-only epochs before fine-tuning the backbone"})
     head_epochs: int = field(default=30, metadata={"help": "most fine-tuning epochs (early stopping may end sooner)"})
     early_stopping: int = field(default=6, metadata={"help": "stop after this many epochs without a better "
-                                                              "validation macro-F1 (0 = never)"})
+                                                              "validation macro-F1 over all labels (0 = never)"})
     head_lr: float = field(default=3e-3, metadata={"help": "learning rate of the heads in the probe stage"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the top of the network"})
     layer_decay: float = field(

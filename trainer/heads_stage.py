@@ -107,8 +107,11 @@ def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArgumen
 
 
 def heads_metrics(prediction) -> dict[str, float]:
-    """Validation accuracy and macro-F1 per attribute; `macro_f1` (their mean) picks the best epoch."""
-    metrics = {}
+    """Validation accuracy and macro-F1 per attribute, and `macro_f1`, which picks the best epoch: the F1
+    averaged over every label of every attribute, so each label a user can be shown counts once. (A mean of
+    the five per-attribute scores would let season's four weakly visible labels weigh as much as forty
+    colours, and their epoch-to-epoch noise decide which epoch is kept.)"""
+    metrics, every_label = {}, []
     for name, scores, target in zip(CLASSIFIED_ATTRIBUTES, prediction.predictions, prediction.label_ids, strict=True):
         mask = target != -100
         predicted, truth = scores.argmax(-1)[mask], target[mask]
@@ -119,7 +122,8 @@ def heads_metrics(prediction) -> dict[str, float]:
             wrong = np.sum((predicted == label) != (truth == label))
             f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
         metrics[f"f1_{name}"] = float(np.mean(f1s)) if f1s else 0.0
-    metrics["macro_f1"] = float(np.mean([metrics[f"f1_{a}"] for a in CLASSIFIED_ATTRIBUTES]))
+        every_label += f1s
+    metrics["macro_f1"] = float(np.mean(every_label)) if every_label else 0.0
     return metrics
 
 
