@@ -24,8 +24,8 @@ from .server_process import start_server
 DEMO_BACKBONE_KWARGS = '{"embed_dims": [32, 48, 64, 96], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 3]}'
 DEMO_TRAIN_ARGS = [
     "--pretrained", "none", "--decoder", "small", "--backbone_kwargs", DEMO_BACKBONE_KWARGS,
-    "--image_size", "80", "--finetune_lr", "3e-3", "--head_epochs", "16", "--early_stopping", "0",
-    "--caption_epochs", "10", "--decoder_layers", "2", "--decoder_width", "128", "--decoder_heads", "4",
+    "--image_size", "80", "--finetune_lr", "4e-3", "--head_epochs", "18", "--early_stopping", "0",
+    "--caption_epochs", "8", "--decoder_layers", "2", "--decoder_width", "128", "--decoder_heads", "4",
     "--tokenizer_vocab", "800",
 ]
 
