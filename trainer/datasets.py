@@ -24,7 +24,9 @@ def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray
 
 class PixelDataset(Dataset):
     """Catalogue items as model input, decoded on access; kept in memory when they fit (small inputs), so
-    later epochs skip decoding. Augmentation, when given, applies to every access."""
+    later epochs skip decoding. The cache lives in the process that reads: with loader workers (GPU
+    machines) each worker fills its own and loses it at the epoch's end. Augmentation, when given, applies
+    to every access."""
 
     def __init__(self, items: list[CatalogueItem], preprocessing: Preprocessing, vocabs: dict[str, LabelVocab],
                  augment: Augment | None = None, cache_bytes: int = 2 << 30) -> None:
