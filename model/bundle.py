@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import shutil
@@ -63,7 +64,7 @@ class Bundle:
     def metrics(self) -> dict:
         return self.config.test_metrics
 
-    @property
+    @functools.cached_property
     def lexicon(self) -> CaptionLexicon | None:
         return CaptionLexicon.from_json(self.config.caption.lexicon) if self.config.caption.lexicon else None
 
@@ -125,10 +126,6 @@ def save_bundle(
     )
     config.write(out)
     return config
-
-
-def read_bundle_config(path: Path | str) -> BundleConfig:
-    return BundleConfig.read(path)
 
 
 def load_bundle(path: Path | str, device: str = "cpu") -> Bundle:

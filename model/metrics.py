@@ -16,31 +16,33 @@ from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
 CALIBRATION_BINS = 15
 
 
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool],
-                               bins: int = CALIBRATION_BINS) -> float:
-    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
-    weighted by how many predictions fall in each."""
-    confidence = np.asarray(confidences, dtype=float)
-    hit = np.asarray(correct, dtype=float)
-    if not len(confidence):
-        return 0.0
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            error += mask.mean() * abs(hit[mask].mean() - confidence[mask].mean())
-    return float(error)
-
-
 def reliability_curve(confidences: Sequence[float], correct: Sequence[bool],
                       bins: int = CALIBRATION_BINS) -> list[tuple[float, float, int]]:
-    """(mean confidence, accuracy, count) per non-empty confidence bin, for a reliability diagram."""
+    """(mean confidence, accuracy, count) per non-empty equal-width confidence bin."""
     confidence = np.asarray(confidences, dtype=float)
     hit = np.asarray(correct, dtype=float)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     return [(float(confidence[which == b].mean()), float(hit[which == b].mean()), int((which == b).sum()))
             for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool],
+                               bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the gap between confidence and accuracy per confidence bin, weighted by the bin's share."""
+    curve = reliability_curve(confidences, correct, bins)
+    total = sum(count for _, _, count in curve)
+    return float(sum(count / total * abs(accuracy - confidence) for confidence, accuracy, count in curve)) \
+        if total else 0.0
+
+
+def label_f1s(truth: Sequence, predicted: Sequence) -> list[float]:
+    """F1 of each label present in the truth or the prediction (None is no label)."""
+    scores = []
+    for label in sorted({t for t in truth if t is not None} | {p for p in predicted if p is not None}):
+        tp = sum(t == label and p == label for t, p in zip(truth, predicted, strict=True))
+        wrong = sum((t == label) != (p == label) for t, p in zip(truth, predicted, strict=True))
+        scores.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+    return scores
 
 
 def classification_metrics(truth: Sequence[str | None], predicted: Sequence[str], majority: str | None,
@@ -52,20 +54,14 @@ def classification_metrics(truth: Sequence[str | None], predicted: Sequence[str]
     if not rows:
         return {"support": 0}
     pairs = [(truth[i], predicted[i]) for i in rows]
-    classes = sorted({t for t, _ in pairs} | {p for _, p in pairs})
-    f1s = []
-    for label in classes:
-        tp = sum(t == label and p == label for t, p in pairs)
-        fp = sum(t != label and p == label for t, p in pairs)
-        fn = sum(t == label and p != label for t, p in pairs)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    truths = [t for t, _ in pairs]
     majority_predictions = [majority] * len(pairs)
     metrics = {
         "accuracy": sum(t == p for t, p in pairs) / len(pairs),
-        "macro_f1": float(np.mean(f1s)),
+        "macro_f1": float(np.mean(label_f1s(truths, [p for _, p in pairs]))),
         "majority_label": majority,
         "majority_accuracy": sum(t == majority for t, _ in pairs) / len(pairs),
-        "majority_macro_f1": _macro_f1([t for t, _ in pairs], majority_predictions),
+        "majority_macro_f1": float(np.mean(label_f1s(truths, majority_predictions))),
         "support": len(pairs),
         "classes": len({t for t, _ in pairs}),
     }
@@ -74,16 +70,6 @@ def classification_metrics(truth: Sequence[str | None], predicted: Sequence[str]
     if confidences is not None:
         metrics["ece"] = expected_calibration_error([confidences[i] for i in rows], [t == p for t, p in pairs])
     return metrics
-
-
-def _macro_f1(truth: list[str], predicted: list[str | None]) -> float:
-    classes = sorted(set(truth) | {p for p in predicted if p})
-    scores = []
-    for label in classes:
-        tp = sum(t == label and p == label for t, p in zip(truth, predicted, strict=True))
-        wrong = sum((t == label) != (p == label) for t, p in zip(truth, predicted, strict=True))
-        scores.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
 
 
 def per_class_table(truth: Sequence[str | None], predicted: Sequence[str]) -> list[dict]:

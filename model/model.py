@@ -151,7 +151,7 @@ class ColourHistogram(nn.Module):
     border tells the light's colour and level; pixels that differ from it are the product.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bins: int = 6, resolution: int = 32) -> None:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bins: int = 8, resolution: int = 32) -> None:
         super().__init__()
         self.bins, self.resolution = bins, resolution
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)

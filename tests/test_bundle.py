@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from enrich_model.bundle import BundleError, load_bundle, read_bundle_config, save_bundle
+from enrich_model.bundle import BundleError, load_bundle, save_bundle
+from enrich_model.bundle_config import BundleConfig
 from enrich_model.data import load_catalogue
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES
@@ -44,7 +45,7 @@ def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_pa
 
 
 def test_bundle_is_self_describing(bundle_dir: Path):
-    config = read_bundle_config(bundle_dir)
+    config = BundleConfig.read(bundle_dir)
     assert set(CLASSIFIED_ATTRIBUTES) <= set(config.attributes)
     assert config.backbone.name == "tiny_vit_5m_224"
     assert config.preprocessing["input_size"] == [32, 32]

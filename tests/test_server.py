@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
-from enrich_model.bundle import read_bundle_config
+from enrich_model.bundle_config import BundleConfig
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.schema import PROTO_FIELD
 
@@ -33,7 +33,7 @@ def catalogue_images(catalogue_dir: Path, count: int) -> list[Path]:
 
 def test_unary_returns_every_field_with_confidences(client: EnrichClient, catalogue_dir: Path, bundle_dir: Path):
     response = client.enrich(catalogue_images(catalogue_dir, 1)[0].read_bytes(), request_id="one", top_k=3)
-    config = read_bundle_config(bundle_dir)
+    config = BundleConfig.read(bundle_dir)
     assert response.request_id == "one"
     assert response.status.code == 0
     assert response.model_version == config.model_version
@@ -70,7 +70,7 @@ def test_caption_modes(client: EnrichClient, catalogue_dir: Path, bundle_dir: Pa
     assert not skipped.metadata.HasField("product_display_name")
     template = client.enrich(data, caption="template").metadata
     assert template.product_display_name.method == enrich_pb2.CAPTION_MODE_TEMPLATE
-    nouns = CaptionLexicon.from_json(read_bundle_config(bundle_dir).caption.lexicon).nouns
+    nouns = CaptionLexicon.from_json(BundleConfig.read(bundle_dir).caption.lexicon).nouns
     assert template.product_display_name.text == " ".join(
         (template.gender.label, template.base_colour.label, nouns[template.article_type.label]))
     beam = client.enrich(data, caption="beam").metadata.product_display_name
@@ -137,7 +137,7 @@ def test_formats_and_transparency(client: EnrichClient):
 
 
 def test_model_info_matches_bundle(client: EnrichClient, bundle_dir: Path):
-    config = read_bundle_config(bundle_dir)
+    config = BundleConfig.read(bundle_dir)
     info = client.model_info()
     assert info.model_version == config.model_version
     assert info.backbone == config.backbone.name

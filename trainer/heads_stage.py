@@ -17,6 +17,7 @@ from timm.optim._param_groups import param_groups_layer_decay
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from enrich_model.data import CatalogueItem
+from enrich_model.metrics import label_f1s
 from enrich_model.model import AttributeClassifier
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES, LabelVocab
@@ -116,11 +117,7 @@ def heads_metrics(prediction) -> dict[str, float]:
         mask = target != -100
         predicted, truth = scores.argmax(-1)[mask], target[mask]
         metrics[f"acc_{name}"] = float((predicted == truth).mean()) if mask.any() else 0.0
-        f1s = []
-        for label in np.union1d(predicted, truth):
-            tp = np.sum((predicted == label) & (truth == label))
-            wrong = np.sum((predicted == label) != (truth == label))
-            f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+        f1s = label_f1s(truth.tolist(), predicted.tolist())
         metrics[f"f1_{name}"] = float(np.mean(f1s)) if f1s else 0.0
         every_label += f1s
     metrics["macro_f1"] = float(np.mean(every_label)) if every_label else 0.0
