@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from .decode import decode_image
 from .hub import hub_reachable
-from .preprocess import decode_image
 from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
 
 

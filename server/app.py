@@ -7,15 +7,11 @@ server reports NOT_SERVING, stops taking new calls and finishes the accepted one
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -24,34 +20,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
-from enrich_model.preprocess import DEFAULT_MAX_PIXELS
 
 from .batcher import DynamicBatcher
-from .servicer import EnrichServicer, Limits, ModelSlot
+from .messages import Limits
+from .servicer import EnrichServicer, ModelSlot
+from .settings import ServerSettings, parse_args
 
 log = logging.getLogger("enrich.server")
 SERVICE_NAME = enrich_pb2.DESCRIPTOR.services_by_name["Enrich"].full_name  # "enrich.v1.Enrich"
-
-
-@dataclass
-class ServerSettings:
-    model: Path
-    host: str = "[::]"
-    port: int = 50051
-    max_message_mb: float = 32.0
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    max_batch_size: int = 8
-    max_delay_ms: float = 5.0
-    decode_workers: int = 2
-    stream_in_flight: int = 32
-    torch_threads: int = 0  # 0 = torch's default
-    caption_beams: int = 3
-    device: str = "auto"
-    grace_seconds: float = 20.0
-
-    @property
-    def max_message_bytes(self) -> int:
-        return int(self.max_message_mb * 1024 * 1024)
 
 
 class EnrichServer:
@@ -153,30 +129,6 @@ async def serve(settings: ServerSettings) -> None:
         log.info("shutting down: draining for up to %.0f s", settings.grace_seconds)
         loading.cancel()
         await server.stop()
-
-
-def parse_args(argv: list[str] | None = None) -> ServerSettings:
-    defaults = ServerSettings(model=Path("."))
-    parser = argparse.ArgumentParser(prog="enrich serve", description="Serve a model bundle over gRPC.")
-    parser.add_argument("--model", type=Path, required=True, help="bundle directory written by `enrich train`")
-    parser.add_argument("--host", default=os.environ.get("ENRICH_HOST", defaults.host))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("ENRICH_PORT", defaults.port)),
-                        help="0 picks a free port")
-    parser.add_argument("--max-message-mb", type=float, default=defaults.max_message_mb,
-                        help="largest request/response (default 32 MiB; gRPC's own default is 4)")
-    parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    parser.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
-                        help="how long a batch waits to fill up")
-    parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
-    parser.add_argument("--stream-in-flight", type=int, default=defaults.stream_in_flight,
-                        help="requests read ahead per stream")
-    parser.add_argument("--torch-threads", type=int, default=defaults.torch_threads)
-    parser.add_argument("--caption-beams", type=int, default=defaults.caption_beams)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds)
-    args = parser.parse_args(argv)
-    return ServerSettings(**{k.replace("-", "_"): v for k, v in vars(args).items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,8 @@ class LoopbackServer:
     """An EnrichServer on 127.0.0.1 with its event loop in a background thread."""
 
     def __init__(self, bundle: Path, **settings: object) -> None:
-        from enrich_server.app import EnrichServer, ServerSettings
+        from enrich_server.app import EnrichServer
+        from enrich_server.settings import ServerSettings
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

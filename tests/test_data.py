@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from enrich_model.data import DataError, load_catalogue, read_styles_csv
-from enrich_model.preprocess import decode_image
+from enrich_model.decode import decode_image
 from enrich_model.schema import BASE_COLOURS, GENDERS, LabelVocab, Taxonomy
 from enrich_model.synth import ARTICLES, write_catalogue
 from enrich_trainer.split import stratified_split

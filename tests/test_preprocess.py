@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enrich_model.preprocess import ImageDecodeError, Preprocessing, decode_image
+from enrich_model.decode import ImageDecodeError, decode_image
+from enrich_model.preprocess import Preprocessing
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
