@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enrich_model.decode import ImageDecodeError, decode_image
+from enrich_model.decode import DecodeFailure, DecodeLimits, ImageDecodeError, decode_image
 from enrich_model.preprocess import Preprocessing
 
 
@@ -56,8 +56,10 @@ def test_bad_bytes_raise_a_reason(data: bytes):
 
 
 def test_pixel_limit_is_checked_before_decoding():
-    with pytest.raises(ImageDecodeError, match="over the limit"):
-        decode_image(encode(Image.new("RGB", (300, 300)), "PNG"), max_pixels=300 * 299)
+    with pytest.raises(ImageDecodeError, match="over the limit") as raised:
+        decode_image(encode(Image.new("RGB", (300, 300)), "PNG"), DecodeLimits(max_pixels=300 * 299))
+    assert raised.value.reason == DecodeFailure.TOO_LARGE
+    assert raised.value.details == {"limit": "max_pixels", "limit_value": str(300 * 299), "seen": str(300 * 300)}
 
 
 def test_letterbox_keeps_the_whole_product():
