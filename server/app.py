@@ -1,8 +1,9 @@
 """`enrich serve`: the grpc.aio server with health, reflection, raised message limits and a dynamic batcher.
 
 Lifecycle (as in LitServe): setup (load + warm the bundle, then report SERVING) -> per request
-decode (worker threads) -> predict (batched, model thread) -> encode (typed message). On SIGTERM the
-server reports NOT_SERVING, stops taking new calls and finishes the accepted ones within the grace.
+check and admit -> decode (worker threads) -> predict (batched, model thread) -> encode (typed
+message). On SIGTERM the server reports NOT_SERVING at once, refuses new calls, reads stream items for
+half the grace period (later ones are answered SHUTTING_DOWN) and answers every accepted item.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
 from .batcher import DynamicBatcher
+from .health import EnrichHealth
+from .logs import configure_logging
 from .messages import Limits
+from .security import BearerTokenAuth, accepted_tokens, server_credentials
 from .servicer import EnrichServicer, ModelSlot
 from .settings import ServerSettings, parse_args
 
@@ -36,20 +39,25 @@ class EnrichServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.slot = ModelSlot()
-        self.health = HealthServicer()
+        self.health = EnrichHealth()
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="enrich-decode")
-        limits = Limits(settings.max_message_bytes, settings.max_image_pixels, settings.max_batch_size,
-                        settings.stream_in_flight)
-        self.server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ])
-        enrich_pb2_grpc.add_EnrichServicer_to_server(EnrichServicer(self.slot, limits, self.decode_pool), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server,
+        limits = Limits(settings.decode_limits, settings.max_image_bytes, settings.max_message_bytes,
+                        settings.max_batch_size, settings.stream_in_flight, settings.max_queue)
+        self.credentials = server_credentials(settings)  # read now: a bad path fails before anything starts
+        tokens = accepted_tokens(settings)
+        self.server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", settings.max_message_bytes),
+                     ("grpc.max_send_message_length", settings.max_message_bytes)],
+            interceptors=[BearerTokenAuth(tokens)] if tokens else None,
         )
+        self.servicer = EnrichServicer(self.slot, limits, self.decode_pool)
+        enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                self.server,
+            )
         self.port = 0
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
@@ -58,7 +66,11 @@ class EnrichServer:
 
     async def start(self) -> int:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.credentials)
         if not self.port:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
@@ -76,9 +88,19 @@ class EnrichServer:
         log.info("model %s loaded and warmed: SERVING", predictor.bundle.model_version)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls."""
+        """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls.
+
+        Streams go on being read for half the grace (items after that are answered SHUTTING_DOWN), so
+        that what was accepted has the other half to finish. Health watchers are let go once the
+        Enrich calls are done, so that they do not hold the server for the rest of the grace."""
+        grace = self.settings.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        self.servicer.begin_drain(grace / 2)
+        stopping = asyncio.create_task(self.server.stop(grace))
+        await self.servicer.wait_until_idle(grace)
+        await asyncio.sleep(min(0.5, grace))  # watchers hear NOT_SERVING before their stream ends
+        self.health.close_watches()
+        await stopping
         if self.slot.batcher:
             await self.slot.batcher.stop()
         self.decode_pool.shutdown(wait=False)
@@ -134,9 +156,10 @@ async def serve(settings: ServerSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     from enrich_model.bundle import BundleError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = parse_args(argv)
+    configure_logging(settings.log_format)
     try:
-        asyncio.run(serve(parse_args(argv)))
+        asyncio.run(serve(settings))
     except (BundleError, OSError) as error:  # a wrong --model path or a taken port: no traceback needed
         print(f"enrich serve: {error}", file=sys.stderr)
         return 2

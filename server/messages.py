@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from enrich.v1 import enrich_pb2
 from enrich_model.bundle import Bundle
-from enrich_model.decode import DecodedImage
+from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemPrediction
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
@@ -22,12 +22,14 @@ CAPTION_MODES = {
 PROTO_CAPTION_MODE = {mode: value for value, mode in CAPTION_MODES.items() if value}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
+    decode: DecodeLimits
+    max_image_bytes: int
     max_message_bytes: int
-    max_image_pixels: int
     max_batch_size: int
     max_stream_in_flight: int
+    max_queue: int
 
 
 def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int) -> enrich_pb2.Metadata:
@@ -60,7 +62,7 @@ def encode_response(request_id: str, answer: BatchedAnswer, decoded: DecodedImag
     )
 
 
-def model_info(bundle: Bundle, limits: Limits) -> enrich_pb2.ModelInfo:
+def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad) -> enrich_pb2.ModelInfo:
     config = bundle.config
     height, width = bundle.preprocessing.input_size
     attributes = []
@@ -81,9 +83,11 @@ def model_info(bundle: Bundle, limits: Limits) -> enrich_pb2.ModelInfo:
         backbone_weights=config.backbone.weights, input_height=height, input_width=width,
         attributes=attributes, taxonomy=taxonomy, warnings=config.warnings,
         limits=enrich_pb2.Limits(
-            max_message_bytes=limits.max_message_bytes, max_image_pixels=limits.max_image_pixels,
+            max_message_bytes=limits.max_message_bytes, max_image_pixels=limits.decode.max_pixels,
             max_top_k=MAX_TOP_K, max_batch_size=limits.max_batch_size,
-            max_stream_in_flight=limits.max_stream_in_flight),
+            max_stream_in_flight=limits.max_stream_in_flight, max_image_bytes=limits.max_image_bytes,
+            max_jpeg_pixels=limits.decode.max_jpeg_pixels, max_queue=limits.max_queue),
+        load=load,
         caption_decoder=config.caption.decoder,
         test_metrics=flatten_metrics(config.test_metrics),
         created=config.created,

@@ -1,4 +1,4 @@
-"""`enrich serve`'s settings: one dataclass, filled from flags (and environment variables for deployment)."""
+"""`enrich serve`'s settings: one dataclass, filled from flags, with environment variables for deployment."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from enrich_model.decode import DEFAULT_MAX_PIXELS
+from enrich_model.decode import DEFAULT_MAX_JPEG_PIXELS, DEFAULT_MAX_PIXELS, DecodeLimits
+
+MESSAGE_OVERHEAD = 1024 * 1024  # request fields besides the image: ids and options are tiny
 
 
 @dataclass
@@ -15,41 +17,103 @@ class ServerSettings:
     model: Path
     host: str = "[::]"
     port: int = 50051
-    max_message_mb: float = 32.0
+    max_image_mb: float = 64.0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_jpeg_pixels: int = DEFAULT_MAX_JPEG_PIXELS
     max_batch_size: int = 8
     max_delay_ms: float = 5.0
+    max_queue: int = 128
     decode_workers: int = 2
     stream_in_flight: int = 32
     torch_threads: int = 0  # 0 = torch's default
     caption_beams: int = 3
     device: str = "auto"
     grace_seconds: float = 20.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens_file: Path | None = None
+    auth_tokens: str = ""  # comma-separated; prefer the file or the environment to a flag
+    reflection: bool = True
+    log_format: str = "text"
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * 1024 * 1024)
 
     @property
     def max_message_bytes(self) -> int:
-        return int(self.max_message_mb * 1024 * 1024)
+        """gRPC's own limit sits above the image limit so that an oversized image gets our reason."""
+        return self.max_image_bytes + MESSAGE_OVERHEAD
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_image_pixels, self.max_jpeg_pixels)
+
+
+def env(name: str, default: object = None) -> object:
+    return os.environ.get(f"ENRICH_{name}", default)
 
 
 def parse_args(argv: list[str] | None = None) -> ServerSettings:
     defaults = ServerSettings(model=Path("."))
-    parser = argparse.ArgumentParser(prog="enrich serve", description="Serve a model bundle over gRPC.")
-    parser.add_argument("--model", type=Path, required=True, help="bundle directory written by `enrich train`")
-    parser.add_argument("--host", default=os.environ.get("ENRICH_HOST", defaults.host))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("ENRICH_PORT", defaults.port)),
-                        help="0 picks a free port")
-    parser.add_argument("--max-message-mb", type=float, default=defaults.max_message_mb,
-                        help="largest request/response (default 32 MiB; gRPC's own default is 4)")
-    parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    parser.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
-                        help="how long a batch waits to fill up")
-    parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
-    parser.add_argument("--stream-in-flight", type=int, default=defaults.stream_in_flight,
+    parser = argparse.ArgumentParser(
+        prog="enrich serve", description="Serve a model bundle over gRPC.",
+        epilog="Every flag marked [env NAME] can also be set by that environment variable.")
+    parser.add_argument("--model", type=Path, default=env("MODEL"), help="bundle directory written by "
+                        "`enrich train` [env ENRICH_MODEL]")
+    parser.add_argument("--host", default=env("HOST", defaults.host), help="[env ENRICH_HOST]")
+    parser.add_argument("--port", type=int, default=int(env("PORT", defaults.port)),
+                        help="0 picks a free port [env ENRICH_PORT]")
+
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-image-mb", type=float, default=defaults.max_image_mb,
+                        help="largest encoded image (default 64 MiB; gRPC's own default is 4)")
+    limits.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels,
+                        help="most pixels decoded per image, from the header (default 100 MP)")
+    limits.add_argument("--max-jpeg-pixels", type=int, default=defaults.max_jpeg_pixels,
+                        help="largest JPEG original; it decodes at reduced scale (default 400 MP)")
+    limits.add_argument("--max-queue", type=int, default=defaults.max_queue,
+                        help="images in flight server-wide before unary calls get OVERLOADED")
+    limits.add_argument("--stream-in-flight", type=int, default=defaults.stream_in_flight,
                         help="requests read ahead per stream")
-    parser.add_argument("--torch-threads", type=int, default=defaults.torch_threads)
-    parser.add_argument("--caption-beams", type=int, default=defaults.caption_beams)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds)
+    limits.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds,
+                        help="on SIGTERM, how long accepted work may take to finish")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    model.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
+                       help="how long a batch waits to fill up")
+    model.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
+    model.add_argument("--torch-threads", type=int, default=int(env("TORCH_THREADS", defaults.torch_threads)),
+                       help="[env ENRICH_TORCH_THREADS]")
+    model.add_argument("--caption-beams", type=int, default=defaults.caption_beams)
+    model.add_argument("--device", default=env("DEVICE", defaults.device),
+                       help="auto, cpu, cuda, cuda:1, ... [env ENRICH_DEVICE]")
+
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls-cert", type=Path, default=env("TLS_CERT"),
+                          help="PEM certificate chain: serve TLS [env ENRICH_TLS_CERT]")
+    security.add_argument("--tls-key", type=Path, default=env("TLS_KEY"),
+                          help="PEM private key for --tls-cert [env ENRICH_TLS_KEY]")
+    security.add_argument("--tls-client-ca", type=Path, default=env("TLS_CLIENT_CA"),
+                          help="PEM CA bundle: require client certificates it signed (mutual TLS) "
+                               "[env ENRICH_TLS_CLIENT_CA]")
+    security.add_argument("--auth-tokens-file", type=Path, default=env("AUTH_TOKENS_FILE"),
+                          help="file of accepted bearer tokens, one per line: the Enrich methods then "
+                               "require `authorization: Bearer <token>` [env ENRICH_AUTH_TOKENS_FILE]")
+    security.add_argument("--no-reflection", dest="reflection", action="store_false",
+                          default=str(env("REFLECTION", "1")).lower() not in ("0", "false", "no", "off"),
+                          help="do not advertise the API through server reflection [env ENRICH_REFLECTION=0]")
+    parser.add_argument("--log-format", choices=("text", "json"), default=env("LOG_FORMAT", defaults.log_format),
+                        help="json: one JSON object per line, one line per call [env ENRICH_LOG_FORMAT]")
     args = parser.parse_args(argv)
-    return ServerSettings(**{k.replace("-", "_"): v for k, v in vars(args).items()})
+    if args.model is None:
+        parser.error("--model is required (or set ENRICH_MODEL)")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    values = {k.replace("-", "_"): v for k, v in vars(args).items()}
+    values["auth_tokens"] = os.environ.get("ENRICH_AUTH_TOKENS", "")  # never a flag: it would show in `ps`
+    return ServerSettings(**values)

@@ -102,6 +102,8 @@ def test_stream_of_20_with_3_bad_items_answers_all_20(client: EnrichClient, cata
     for response in failed.values():
         assert response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         assert response.status.message
+        expected = enrich_pb2.IMAGE_EMPTY if response.request_id == "bad-b" else enrich_pb2.IMAGE_UNDECODABLE
+        assert response.status.reason == expected
         assert not response.HasField("metadata")
     for response in responses:
         if response.request_id not in bad_ids:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
 
 COMMANDS = ("enrich", "info", "health")
-GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout")
+GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
+                             "--server-name")
 
 
 def to_json(message) -> dict:
@@ -75,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrich-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
-    parser.add_argument("--max-message-mb", type=float, default=64.0)
+    parser.add_argument("--max-message-mb", type=float, default=66.0)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per unary call")
     parser.add_argument("--round-robin", action="store_true",
                         help="spread calls over all addresses of the target (headless Service)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls", action="store_true", help="connect with TLS, verifying with the system roots")
+    security.add_argument("--ca", type=Path, help="PEM CA that signed the server's certificate (implies --tls)")
+    security.add_argument("--cert", type=Path, help="PEM client certificate, for mutual TLS")
+    security.add_argument("--key", type=Path, help="PEM private key of --cert")
+    security.add_argument("--server-name", help="the name in the server's certificate, when --target is an address")
+    parser.epilog = "The bearer token, when the server requires one, is read from ENRICH_TOKEN."
     commands = parser.add_subparsers(dest="command", required=True)
     enrich = commands.add_parser("enrich", help="enrich an image file or a folder of images")
     enrich.add_argument("path", type=Path)
@@ -99,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if positional and argv[positional[0]] not in COMMANDS and "-h" not in argv and "--help" not in argv:
         argv.insert(positional[0], "enrich")
     args = build_parser().parse_args(argv)
-    with EnrichClient(args.target, args.max_message_mb, args.timeout, args.round_robin) as client:
+    with EnrichClient(args.target, args.max_message_mb, args.timeout, args.round_robin, tls=args.tls, ca=args.ca,
+                      cert=args.cert, key=args.key, token=os.environ.get("ENRICH_TOKEN") or None,
+                      server_name=args.server_name) as client:
         if args.command == "health":
             status = client.health()
             print(status)

@@ -8,7 +8,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
@@ -23,11 +25,32 @@ CAPTION_MODES = {
 
 
 class EnrichError(RuntimeError):
-    """A failed call, with the gRPC status code and the server's reason."""
+    """A failed call: the gRPC status code, the server's words, and its machine-readable reason
+    (enrich.v1.ErrorReason's name, e.g. "IMAGE_UNDECODABLE", "OVERLOADED"; empty when the failure came
+    from gRPC itself), with the reason's metadata and, when retrying later may help, the delay."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code, self.message = code, message
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "", metadata: dict[str, str] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
+        self.code, self.message, self.reason = code, message, reason
+        self.metadata = metadata or {}
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> EnrichError:
+        """Reads the rich status details (google.rpc.ErrorInfo, RetryInfo) the server attaches."""
+        reason, metadata, retry_after = "", {}, None
+        status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+        for detail in status.details if status else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+        return cls(error.code(), error.details() or "", reason, metadata, retry_after)
 
 
 class EnrichClient:
@@ -36,13 +59,29 @@ class EnrichClient:
            print(response.metadata.article_type.label)
     """
 
-    def __init__(self, target: str = "localhost:50051", max_message_mb: float = 64.0,
-                 timeout: float | None = 60.0, round_robin: bool = False) -> None:
+    def __init__(self, target: str = "localhost:50051", max_message_mb: float = 66.0,
+                 timeout: float | None = 60.0, round_robin: bool = False, *, tls: bool = False,
+                 ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+                 token: str | None = None, server_name: str | None = None) -> None:
+        """`tls` (implied by `ca`, `cert`): verify the server against `ca`, or the system roots;
+        `cert` + `key`: present a client certificate (mutual TLS); `token`: bearer token sent with
+        every Enrich call; `server_name`: the name the server's certificate must carry, when the target
+        is an address."""
         limit = int(max_message_mb * 1024 * 1024)
         options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
         if round_robin:  # spread calls over every address a headless Service resolves to
             options.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
-        self.channel = grpc.insecure_channel(target, options=options)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if tls or ca or cert:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca).read_bytes() if ca else None,
+                private_key=Path(key).read_bytes() if key else None,
+                certificate_chain=Path(cert).read_bytes() if cert else None)
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = enrich_pb2_grpc.EnrichStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.timeout = timeout
@@ -65,9 +104,10 @@ class EnrichClient:
     def enrich(self, image: bytes, request_id: str = "", top_k: int = 3,
                caption: str = "generate") -> enrich_pb2.EnrichResponse:
         try:
-            return self.stub.Enrich(self.request(image, request_id, top_k, caption), timeout=self.timeout)
+            return self.stub.Enrich(self.request(image, request_id, top_k, caption), timeout=self.timeout,
+                                    metadata=self.metadata)
         except grpc.RpcError as error:
-            raise EnrichError(error.code(), error.details()) from error
+            raise EnrichError.from_rpc_error(error) from error
 
     def enrich_stream(self, images: Iterable[tuple[str, bytes]], top_k: int = 3, caption: str = "generate",
                       timeout: float | None = None) -> Iterator[enrich_pb2.EnrichResponse]:
@@ -76,15 +116,16 @@ class EnrichClient:
         `images` is consumed lazily, so a folder of any size streams in bounded memory."""
         requests = (self.request(data, request_id, top_k, caption) for request_id, data in images)
         try:
-            yield from self.stub.EnrichStream(requests, timeout=timeout)
+            yield from self.stub.EnrichStream(requests, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as error:
-            raise EnrichError(error.code(), error.details()) from error
+            raise EnrichError.from_rpc_error(error) from error
 
     def model_info(self) -> enrich_pb2.ModelInfo:
         try:
-            return self.stub.GetModelInfo(enrich_pb2.GetModelInfoRequest(), timeout=self.timeout)
+            return self.stub.GetModelInfo(enrich_pb2.GetModelInfoRequest(), timeout=self.timeout,
+                                          metadata=self.metadata)
         except grpc.RpcError as error:
-            raise EnrichError(error.code(), error.details()) from error
+            raise EnrichError.from_rpc_error(error) from error
 
     def health(self, service: str = "") -> str:
         """SERVING, NOT_SERVING, or UNAVAILABLE when nothing answers."""

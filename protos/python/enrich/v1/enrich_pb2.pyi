@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -14,11 +17,36 @@ class CaptionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPTION_MODE_BEAM_SEARCH: _ClassVar[CaptionMode]
     CAPTION_MODE_TEMPLATE: _ClassVar[CaptionMode]
     CAPTION_MODE_SKIP: _ClassVar[CaptionMode]
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    IMAGE_EMPTY: _ClassVar[ErrorReason]
+    IMAGE_UNDECODABLE: _ClassVar[ErrorReason]
+    IMAGE_TOO_LARGE: _ClassVar[ErrorReason]
+    OVERLOADED: _ClassVar[ErrorReason]
+    MODEL_LOADING: _ClassVar[ErrorReason]
+    SHUTTING_DOWN: _ClassVar[ErrorReason]
+    DEADLINE_EXPIRED: _ClassVar[ErrorReason]
+    TOKEN_INVALID: _ClassVar[ErrorReason]
+    PREDICTION_FAILED: _ClassVar[ErrorReason]
+    INTERNAL_ERROR: _ClassVar[ErrorReason]
 CAPTION_MODE_UNSPECIFIED: CaptionMode
 CAPTION_MODE_GENERATE: CaptionMode
 CAPTION_MODE_BEAM_SEARCH: CaptionMode
 CAPTION_MODE_TEMPLATE: CaptionMode
 CAPTION_MODE_SKIP: CaptionMode
+ERROR_REASON_UNSPECIFIED: ErrorReason
+IMAGE_EMPTY: ErrorReason
+IMAGE_UNDECODABLE: ErrorReason
+IMAGE_TOO_LARGE: ErrorReason
+OVERLOADED: ErrorReason
+MODEL_LOADING: ErrorReason
+SHUTTING_DOWN: ErrorReason
+DEADLINE_EXPIRED: ErrorReason
+TOKEN_INVALID: ErrorReason
+PREDICTION_FAILED: ErrorReason
+INTERNAL_ERROR: ErrorReason
 
 class EnrichRequest(_message.Message):
     __slots__ = ("request_id", "image", "top_k", "caption_mode")
@@ -47,12 +75,25 @@ class EnrichResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "reason", "metadata", "retry_delay")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    reason: ErrorReason
+    metadata: _containers.ScalarMap[str, str]
+    retry_delay: _duration_pb2.Duration
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[_Union[ErrorReason, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Metadata(_message.Message):
     __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image")
@@ -145,7 +186,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights")
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +207,7 @@ class ModelInfo(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     bundle_format: str
     backbone: str
@@ -179,7 +221,20 @@ class ModelInfo(_message.Message):
     created: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     backbone_weights: str
-    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ...) -> None: ...
+    load: ServerLoad
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ...) -> None: ...
+
+class ServerLoad(_message.Message):
+    __slots__ = ("in_flight", "capacity", "predicted", "skipped")
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    in_flight: int
+    capacity: int
+    predicted: int
+    skipped: int
+    def __init__(self, in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., predicted: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class AttributeInfo(_message.Message):
     __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold")
@@ -206,15 +261,21 @@ class TaxonomyEntry(_message.Message):
     def __init__(self, article_type: _Optional[str] = ..., sub_category: _Optional[str] = ..., master_category: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_top_k", "max_batch_size", "max_stream_in_flight")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_top_k", "max_batch_size", "max_stream_in_flight", "max_image_bytes", "max_jpeg_pixels", "max_queue")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOP_K_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_JPEG_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_top_k: int
     max_batch_size: int
     max_stream_in_flight: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_stream_in_flight: _Optional[int] = ...) -> None: ...
+    max_image_bytes: int
+    max_jpeg_pixels: int
+    max_queue: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_stream_in_flight: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_jpeg_pixels: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...

@@ -55,11 +55,13 @@ class EnrichServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Enrich(self, request, context):
-        """Enrich one image. Errors are call errors:
-        INVALID_ARGUMENT    the bytes are not a decodable image, or exceed the pixel limit (the message
-        says which and why);
-        RESOURCE_EXHAUSTED  the request is larger than the server's receive limit;
-        UNAVAILABLE         the model is still loading or the server is draining: retry elsewhere/later.
+        """Enrich one image. Errors are call errors, with an ErrorReason in the rich status details:
+        INVALID_ARGUMENT    IMAGE_EMPTY, IMAGE_UNDECODABLE (the message says what the bytes look like);
+        RESOURCE_EXHAUSTED  IMAGE_TOO_LARGE (bytes or pixels over a limit), or OVERLOADED (the server's
+        queue is full: retry after RetryInfo's delay, ideally on another replica);
+        DEADLINE_EXCEEDED   your deadline passed before the image reached the model (it never will);
+        UNAVAILABLE         MODEL_LOADING, SHUTTING_DOWN: retry elsewhere or later;
+        UNAUTHENTICATED     the server requires a bearer token and none or a wrong one came.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,7 +71,8 @@ class EnrichServicer:
         """Enrich many images over one bidirectional stream, for bulk work.
 
         Send requests as fast as you like: the server reads ahead a bounded number (flow control does
-        the rest) and batches them with other callers' work. Answers come back as they are ready, which
+        the rest; a busy server slows a stream down, it never fails it for load) and batches them with
+        other callers' work. Answers come back as they are ready, which
         may be out of order: match them by `request_id`, which you choose (the server fills in the
         request's position, "0", "1", ..., when it is empty). Every request read gets exactly one
         answer. A bad item (undecodable bytes, say) gets an answer whose `status` carries the error

@@ -1,0 +1,43 @@
+"""grpc.health.v1 with List, and Watch streams that end when the server has drained.
+
+The async servicer from grpcio-health-checking implements Check and Watch only, and its Watch streams
+never end by themselves: a client watching health would hold a draining server for its whole grace
+period. close_watches() ends them (status OK) once the server's own work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+
+class EnrichHealth(HealthServicer):
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[asyncio.Task] = set()
+        self._closing = False
+
+    async def List(self, request: health_pb2.HealthListRequest,
+                   context: grpc.aio.ServicerContext) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(statuses={
+            service: health_pb2.HealthCheckResponse(status=status) for service, status in self._server_status.items()
+        })
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        self._watches.add(watching)
+        try:
+            await watching
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        finally:
+            self._watches.discard(watching)
+
+    def close_watches(self) -> None:
+        self._closing = True
+        for watching in list(self._watches):
+            watching.cancel()
