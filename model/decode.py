@@ -10,7 +10,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,7 +39,7 @@ FORMATS_IN_WORDS = "JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, TIFF or BMP"
 REDUCED_SCALE_FORMATS = ("JPEG", "MPO")  # DCT scaling: 1/2, 1/4 or 1/8 per side, chosen before decoding
 
 
-class DecodeFailure(StrEnum):
+class DecodeFailure(str, Enum):
     """Why bytes were refused; the names are the API's error reasons (enrich.v1.ErrorReason)."""
 
     EMPTY = "IMAGE_EMPTY"

@@ -81,7 +81,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
 
     async def wait_until_idle(self, timeout: float) -> None:
         """Until no Enrich call is running (or `timeout` seconds)."""
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.idle.wait(), timeout)
 
     @contextlib.contextmanager
@@ -242,7 +242,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             submitted = batcher.submit(pixels, options, deadline)
             answer = await (submitted if deadline is None else
                             asyncio.wait_for(submitted, max(0.0, deadline - time.perf_counter())))
-        except (DeadlineExpired, TimeoutError) as error:
+        except (DeadlineExpired, asyncio.TimeoutError) as error:
             raise deadline_expired() from error
         except Exception as error:  # the model failed on this batch (e.g. out of memory): say so
             log.exception("prediction failed for %s", request_id or "unary request")

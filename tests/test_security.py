@@ -28,7 +28,7 @@ def write_pki(folder: Path, name: str) -> dict[str, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
 
     def certificate(subject: str, issuer_key, issuer_name, key, *, ca: bool = False, sans=None):
         builder = (x509.CertificateBuilder()
