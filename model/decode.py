@@ -34,8 +34,13 @@ DEFAULT_MAX_JPEG_PIXELS = 400_000_000  # JPEG originals, which decode at up to 1
 WHITE = (255, 255, 255)
 # Formats read (the JPEG reader also opens MPO, phones' multi-picture JPEGs): anything else (PDF, EPS,
 # PSD, ICO, ...) is refused before a decoder runs.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
-FORMATS_IN_WORDS = "JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, TIFF or BMP"
+FORMAT_WORDS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "HEIF": "HEIC/HEIF", "AVIF": "AVIF", "GIF": "GIF",
+                "TIFF": "TIFF", "BMP": "BMP"}
+Image.init()
+# Only the readers this platform has: HEIF needs pillow-heif's wheel, AVIF a Pillow built with libavif.
+ACCEPTED_FORMATS = tuple(fmt for fmt in FORMAT_WORDS if fmt in Image.OPEN)
+*_others, _last = (FORMAT_WORDS[fmt] for fmt in ACCEPTED_FORMATS)
+FORMATS_IN_WORDS = f"{', '.join(_others)} or {_last}"
 REDUCED_SCALE_FORMATS = ("JPEG", "MPO")  # DCT scaling: 1/2, 1/4 or 1/8 per side, chosen before decoding
 
 
@@ -118,7 +123,7 @@ def check_pixels(fmt: str, stored: tuple[int, int], decoded: tuple[int, int], li
         else:
             how = "read from its header; this format is always decoded in full"
         raise too_large(f"the {fmt} image is {width}x{height} = {megapixels(seen)} ({how}), over the limit "
-                        f"of {megapixels(limits.max_pixels)}", "max_pixels", limits.max_pixels, to_decode)
+                        f"of {megapixels(limits.max_pixels)}", "max_image_pixels", limits.max_pixels, to_decode)
 
 
 def too_large(message: str, limit: str, limit_value: int, seen: int) -> ImageDecodeError:

@@ -38,7 +38,7 @@ class Admission:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a place just as we were cancelled: pass it on
-            else:
+            elif waiter in self._waiters:
                 self._waiters.remove(waiter)
             raise
 

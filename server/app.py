@@ -45,6 +45,8 @@ class EnrichServer:
                         settings.max_batch_size, settings.stream_in_flight, settings.max_queue)
         self.credentials = server_credentials(settings)  # read now: a bad path fails before anything starts
         tokens = accepted_tokens(settings)
+        if tokens and self.credentials is None:
+            log.warning("bearer tokens are required but TLS is off: tokens cross the network in clear text")
         self.server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                      ("grpc.max_send_message_length", settings.max_message_bytes)],

@@ -27,14 +27,15 @@ class EnrichHealth(HealthServicer):
         })
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        if self._closing:
+            await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
+            return
         watching = asyncio.ensure_future(super().Watch(request, context))
         self._watches.add(watching)
         try:
-            await watching
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
+            await asyncio.wait({watching})  # not cancelled by close_watches(); grpc cancels *this* task
         finally:
+            watching.cancel()
             self._watches.discard(watching)
 
     def close_watches(self) -> None:

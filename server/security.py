@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from .errors import token_invalid
+from .logs import CallRecord
 from .settings import ServerSettings
 
 PROTECTED_PREFIX = "/enrich.v1.Enrich/"
@@ -74,6 +75,9 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
         failure = token_invalid(present=header is not None)
 
         async def refuse(_request, context: grpc.aio.ServicerContext) -> None:
+            record = CallRecord(details.method.rsplit("/", 1)[-1])
+            record.fail(failure.code.name, failure.reason_name)
+            record.write()  # the method and reason only: never the header
             await failure.abort(context)
 
         if handler.request_streaming and handler.response_streaming:

@@ -119,7 +119,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             record.fail("CANCELLED", "")
             raise
         except Exception:  # a bug: a clear status for the caller, the traceback for us
-            log.exception("Enrich %s failed", request.request_id or "(no request id)")
+            log.exception("Enrich %s failed", printable(request.request_id) or "(no request id)")
             failure = internal_error()
             record.fail(failure.code.name, failure.reason_name)
             await failure.abort(context)
@@ -127,78 +127,11 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             record.write()
 
     async def EnrichStream(self, requests: AsyncIterator[enrich_pb2.EnrichRequest],
-                           context: grpc.aio.ServicerContext) -> AsyncIterator[enrich_pb2.EnrichResponse]:
+                           context: grpc.aio.ServicerContext) -> None:
+        # A coroutine that writes (not an async generator): grpc cancels it like any task, so the
+        # clean-up below always runs, whatever ends the call.
         with self._active():
-            async for answer in self._enrich_stream(requests, context):
-                yield answer
-
-    async def _enrich_stream(self, requests: AsyncIterator[enrich_pb2.EnrichRequest],
-                             context: grpc.aio.ServicerContext) -> AsyncIterator[enrich_pb2.EnrichResponse]:
-        record = CallRecord("EnrichStream")
-        deadline = call_deadline(context)
-        answers: asyncio.Queue = asyncio.Queue()
-        # Read-ahead bound: a slot is held from reading a request until its answer is handed to grpc, so
-        # a client that sends fast but reads slowly stalls its own reads instead of growing our memory.
-        slots = asyncio.Semaphore(self.limits.max_stream_in_flight)
-        pending: set[asyncio.Task] = set()
-        finished = object()
-
-        async def answer(request: enrich_pb2.EnrichRequest, request_id: str) -> None:
-            try:
-                response = await self._process(request, request_id, deadline)
-            except EnrichFailure as failure:
-                response = failed_response(request_id, failure)
-            except Exception:  # a bug, not a bad item: still answer, never drop it
-                log.exception("stream item %s failed", request_id)
-                response = failed_response(request_id, internal_error())
-            finally:
-                self.admission.release()
-            await answers.put(response)
-
-        async def read() -> None:
-            try:
-                index = 0
-                async for request in requests:
-                    record.bytes_in += len(request.image)
-                    await slots.acquire()
-                    request_id = request.request_id or str(index)
-                    index += 1
-                    try:
-                        self._precheck(request)
-                    except EnrichFailure as failure:
-                        await answers.put(failed_response(request_id, failure))
-                        continue
-                    await self.admission.admit()  # waits while the server is full: flow control slows the sender
-                    task = asyncio.create_task(answer(request, request_id))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                while pending:
-                    await asyncio.gather(*pending)
-                await answers.put(finished)
-            except Exception as error:  # the client's side of the stream broke
-                await answers.put(error)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                item = await answers.get()
-                if item is finished:
-                    return
-                if isinstance(item, Exception):
-                    record.fail(grpc.StatusCode.CANCELLED.name, "")
-                    raise item
-                record.count_item(enrich_pb2.ErrorReason.Name(item.status.reason) if item.status.code else "")
-                record.add_timings(item.timings)
-                yield item
-                slots.release()
-        except asyncio.CancelledError:
-            record.fail(grpc.StatusCode.CANCELLED.name, "")
-            raise
-        finally:
-            reader.cancel()
-            for task in list(pending):
-                task.cancel()
-            record.write()
+            await StreamCall(self, requests, context).run()
 
     async def GetModelInfo(self, request: enrich_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         if not self.slot.ready:
@@ -245,7 +178,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
         except (DeadlineExpired, asyncio.TimeoutError) as error:
             raise deadline_expired() from error
         except Exception as error:  # the model failed on this batch (e.g. out of memory): say so
-            log.exception("prediction failed for %s", request_id or "unary request")
+            log.exception("prediction failed for %s", printable(request_id) or "unary request")
             raise prediction_failed(error) from error
         return encode_response(request_id, answer, decoded, len(request.image), decode_ms,
                                (time.perf_counter() - received) * 1000, bundle.model_version)
@@ -253,3 +186,90 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     def _decode(self, bundle: Bundle, data: bytes) -> tuple[DecodedImage, np.ndarray]:
         decoded = decode_image(data, self.limits.decode, target=bundle.preprocessing.decode_target)
         return decoded, bundle.preprocessing(decoded.image)
+
+
+class StreamCall:
+    """One EnrichStream: a reader admits items and starts their work; the call writes answers as they come.
+
+    Every item read gets exactly one answer. After the drain cutoff the reader answers the item it
+    holds with SHUTTING_DOWN, stops reading, and the call ends UNAVAILABLE (reason SHUTTING_DOWN) once
+    every accepted item has been answered: the client resends whatever has no answer.
+    """
+
+    def __init__(self, servicer: EnrichServicer, requests: AsyncIterator[enrich_pb2.EnrichRequest],
+                 context: grpc.aio.ServicerContext) -> None:
+        self.servicer, self.requests, self.context = servicer, requests, context
+        self.record = CallRecord("EnrichStream")
+        self.deadline = call_deadline(context)
+        self.answers: asyncio.Queue = asyncio.Queue()
+        # Read-ahead bound: a slot is held from reading a request until its answer is handed to grpc, so
+        # a client that sends fast but reads slowly stalls its own reads instead of growing our memory.
+        self.slots = asyncio.Semaphore(servicer.limits.max_stream_in_flight)
+        self.pending: set[asyncio.Task] = set()
+        self.ending: EnrichFailure | None = None  # how the call ends when not OK
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self.read())
+        try:
+            while (item := await self.answers.get()) is not None:
+                self.record.count_item(enrich_pb2.ErrorReason.Name(item.status.reason) if item.status.code else "")
+                self.record.add_timings(item.timings)
+                await self.context.write(item)
+                self.slots.release()
+            if self.ending is not None:
+                self.record.fail(self.ending.code.name, self.ending.reason_name)
+                await self.ending.abort(self.context)
+        except asyncio.CancelledError:
+            self.record.fail(grpc.StatusCode.CANCELLED.name, "")
+            raise
+        finally:
+            reader.cancel()
+            for task in list(self.pending):
+                task.cancel()
+            self.record.write()
+
+    async def read(self) -> None:
+        servicer = self.servicer
+        try:
+            index = 0
+            async for request in self.requests:
+                self.record.bytes_in += len(request.image)
+                await self.slots.acquire()
+                request_id = request.request_id or str(index)
+                index += 1
+                try:
+                    servicer._precheck(request)
+                except EnrichFailure as failure:
+                    await self.answers.put(failed_response(request_id, failure))
+                    if failure.reason == enrich_pb2.SHUTTING_DOWN:
+                        self.ending = failure
+                        break
+                    continue
+                await servicer.admission.admit()  # waits while the server is full: flow control slows the sender
+                task = asyncio.create_task(self.answer(request, request_id))
+                # Released when the task ends, even if it is cancelled before it ever runs.
+                task.add_done_callback(lambda _: servicer.admission.release())
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
+        except Exception as error:  # the client's side of the stream broke: answer what was accepted
+            log.warning("EnrichStream: reading requests failed (%s); answering the %d accepted items",
+                        type(error).__name__, len(self.pending))
+            self.ending = internal_error()
+        while self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+        await self.answers.put(None)
+
+    async def answer(self, request: enrich_pb2.EnrichRequest, request_id: str) -> None:
+        try:
+            response = await self.servicer._process(request, request_id, self.deadline)
+        except EnrichFailure as failure:
+            response = failed_response(request_id, failure)
+        except Exception:  # a bug, not a bad item: still answer, never drop it
+            log.exception("stream item %s failed", printable(request_id))
+            response = failed_response(request_id, internal_error())
+        await self.answers.put(response)
+
+
+def printable(text: str) -> str:
+    """Client-chosen text as one log line: control characters escaped, so it cannot forge lines."""
+    return text.encode("unicode_escape").decode("ascii")[:200]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from enrich_model.decode import DEFAULT_MAX_JPEG_PIXELS, DEFAULT_MAX_PIXELS, DecodeLimits
@@ -33,7 +33,7 @@ class ServerSettings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     auth_tokens_file: Path | None = None
-    auth_tokens: str = ""  # comma-separated; prefer the file or the environment to a flag
+    auth_tokens: str = field(default="", repr=False)  # comma-separated, from ENRICH_AUTH_TOKENS only
     reflection: bool = True
     log_format: str = "text"
 

@@ -6,6 +6,7 @@ enters the model and waits; everything after it queues until the gate opens.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,7 @@ def test_overload_refuses_unary_at_once_with_a_retry_hint_and_slows_streams(gate
         assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert raised.value.reason == "OVERLOADED"
         assert raised.value.retry_after and raised.value.retry_after > 0
+        print(f"\noverload: refused in {elapsed * 1000:.1f} ms, retry after {raised.value.retry_after:.2f} s")
         assert elapsed < 0.1, f"refusal took {elapsed * 1000:.0f} ms"
 
         streamed = pool.submit(lambda: list(client.enrich_stream(((f"s{n}", d) for n, d in enumerate(data)),
@@ -136,3 +138,60 @@ def test_unary_errors_carry_reasons_in_rich_status(client: EnrichClient, server:
         assert "object at 0x" not in raised.value.message and "<" not in raised.value.message.replace("<html>", "")
     limit = client.model_info().limits.max_image_bytes
     assert limit == 64 * 1024 * 1024
+
+
+def test_drain_cutoff_answers_accepted_items_then_ends_the_stream_with_shutting_down(gated, catalogue_dir: Path):
+    server, model = gated
+    data = images(catalogue_dir, 3)
+    more = threading.Event()
+
+    def requests():
+        for n in range(2):
+            yield (f"early-{n}", data[n])
+        more.wait(30)  # sent after the cutoff
+        yield ("late", data[2])
+        time.sleep(30)  # a client that would go on sending
+
+    answers: list = []
+
+    def consume(client: EnrichClient):
+        try:
+            answers.extend(client.enrich_stream(requests(), caption="skip", timeout=60))
+        except EnrichError as error:
+            return error
+        return None
+
+    with EnrichClient(server.target) as client, ThreadPoolExecutor(1) as pool:
+        consuming = pool.submit(consume, client)
+        wait_for(lambda: server.server.servicer.admission.in_flight == 2)
+        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(grace=2), server.loop)  # cutoff after 1 s
+        time.sleep(1.2)
+        more.set()
+        model.gate.set()
+        ending = consuming.result(30)
+    stopping.result(30)
+    by_id = {a.request_id: a for a in answers}
+    assert sorted(by_id) == ["early-0", "early-1", "late"]
+    assert by_id["early-0"].status.code == 0 and by_id["early-1"].status.code == 0
+    assert enrich_pb2.ErrorReason.Name(by_id["late"].status.reason) == "SHUTTING_DOWN"
+    assert ending is not None and ending.code == grpc.StatusCode.UNAVAILABLE and ending.reason == "SHUTTING_DOWN"
+
+
+def test_admission_hands_places_over_and_never_leaks_on_cancellation():
+    from enrich_server.admission import Admission
+
+    async def scenario():
+        admission = Admission(1)
+        assert admission.try_admit() and not admission.try_admit()
+        waiting = [asyncio.create_task(admission.admit()) for _ in range(3)]
+        await asyncio.sleep(0)
+        waiting[0].cancel()  # gives up while waiting
+        admission.release()  # hands the place to the next live waiter
+        waiting[1].cancel()  # cancelled just after being handed it: passes it on
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert waiting[2].done() and not waiting[2].cancelled()
+        assert admission.in_flight == 1
+        admission.release()
+        assert admission.in_flight == 0 and admission.try_admit()
+
+    asyncio.run(scenario())

@@ -59,7 +59,7 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(ImageDecodeError, match="over the limit") as raised:
         decode_image(encode(Image.new("RGB", (300, 300)), "PNG"), DecodeLimits(max_pixels=300 * 299))
     assert raised.value.reason == DecodeFailure.TOO_LARGE
-    assert raised.value.details == {"limit": "max_pixels", "limit_value": str(300 * 299), "seen": str(300 * 300)}
+    assert raised.value.details == {"limit": "max_image_pixels", "limit_value": str(300 * 299), "seen": str(300 * 300)}
 
 
 def test_letterbox_keeps_the_whole_product():

@@ -40,7 +40,10 @@ class EnrichError(RuntimeError):
     def from_rpc_error(cls, error: grpc.RpcError) -> EnrichError:
         """Reads the rich status details (google.rpc.ErrorInfo, RetryInfo) the server attaches."""
         reason, metadata, retry_after = "", {}, None
-        status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+        try:
+            status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+        except ValueError:  # details that disagree with the call's status (a proxy rewrote it): ignore them
+            status = None
         for detail in status.details if status else ():
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()

@@ -59,9 +59,12 @@ class EnrichServicer:
         INVALID_ARGUMENT    IMAGE_EMPTY, IMAGE_UNDECODABLE (the message says what the bytes look like);
         RESOURCE_EXHAUSTED  IMAGE_TOO_LARGE (bytes or pixels over a limit), or OVERLOADED (the server's
         queue is full: retry after RetryInfo's delay, ideally on another replica);
-        DEADLINE_EXCEEDED   your deadline passed before the image reached the model (it never will);
-        UNAVAILABLE         MODEL_LOADING, SHUTTING_DOWN: retry elsewhere or later;
-        UNAUTHENTICATED     the server requires a bearer token and none or a wrong one came.
+        DEADLINE_EXCEEDED   DEADLINE_EXPIRED: your deadline passed first; an image still queued for
+        the model is dropped, not processed;
+        UNAVAILABLE         MODEL_LOADING: retry later or elsewhere (a draining server refuses new
+        calls through gRPC itself, without a reason);
+        UNAUTHENTICATED     TOKEN_INVALID: the server requires a bearer token and none or a wrong one came;
+        INTERNAL            PREDICTION_FAILED (retrying may work), INTERNAL_ERROR.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,8 +79,10 @@ class EnrichServicer:
         may be out of order: match them by `request_id`, which you choose (the server fills in the
         request's position, "0", "1", ..., when it is empty). Every request read gets exactly one
         answer. A bad item (undecodable bytes, say) gets an answer whose `status` carries the error
-        code and message, and the stream goes on. Close your sending side when done; the server closes
-        the stream after the last answer.
+        code, reason and message, and the stream goes on. Close your sending side when done; the server
+        closes the stream after the last answer. When the server shuts down it stops reading, answers
+        the item it read last with SHUTTING_DOWN and every accepted one normally, then ends the call
+        UNAVAILABLE (reason SHUTTING_DOWN): resend the items without an answer to another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
