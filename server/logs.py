@@ -62,5 +62,11 @@ class CallRecord:
                   "bytes": self.bytes_in, "items": self.items, "failed_items": self.failed_items,
                   "decode_ms": round(self.decode_ms, 2), "queue_ms": round(self.queue_ms, 2),
                   "model_ms": round(self.model_ms, 2), "total_ms": round(total_ms, 2)}
-        summary = " ".join(f"{key}={value}" for key, value in fields.items() if value not in ("", {}, None))
+        shown = {**fields, "request_id": printable(self.request_id)}  # JSON escapes by itself; text must too
+        summary = " ".join(f"{key}={value}" for key, value in shown.items() if value not in ("", {}, None))
         access_log.info(summary, extra=fields)
+
+
+def printable(text: str) -> str:
+    """Client-chosen text as one log line: control characters escaped, so it cannot forge lines."""
+    return text.encode("unicode_escape").decode("ascii")[:200]

@@ -34,7 +34,7 @@ from .errors import (
     prediction_failed,
     shutting_down,
 )
-from .logs import CallRecord
+from .logs import CallRecord, printable
 from .messages import CAPTION_MODES, Limits, encode_response, model_info
 
 log = logging.getLogger("enrich.servicer")
@@ -268,8 +268,3 @@ class StreamCall:
             log.exception("stream item %s failed", printable(request_id))
             response = failed_response(request_id, internal_error())
         await self.answers.put(response)
-
-
-def printable(text: str) -> str:
-    """Client-chosen text as one log line: control characters escaped, so it cannot forge lines."""
-    return text.encode("unicode_escape").decode("ascii")[:200]
