@@ -131,7 +131,7 @@ def test_150_megapixel_jpeg_is_enriched_and_bombs_are_refused_fast(served: Serve
             assert "100.0 MP" in raised.value.message
             print(f"{name} ({len(data) / MB:.1f} MB): refused in {took * 1000:.0f} ms, RSS {before:.0f} -> "
                   f"{served.rss_mb():.0f} MB: {raised.value.message}")
-            assert took < 0.5 and served.rss_mb() - before < 20
+            assert took < 2.0 and served.rss_mb() - before < 20  # decoding it would take tens of seconds
 
         with pytest.raises(EnrichError) as raised:  # over the byte limit, but under gRPC's message limit
             client.enrich(b"\xff\xd8\xff" + bytes(64 * MB))
