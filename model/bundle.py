@@ -55,6 +55,7 @@ class Bundle:
     vocabs: dict[str, LabelVocab]
     taxonomy: Taxonomy
     config: BundleConfig  # the whole enrich.json
+    path: Path | None = None  # where it was loaded from (exports are cached beside it)
 
     @property
     def model_version(self) -> str:
@@ -147,4 +148,4 @@ def load_bundle(path: Path | str, device: str = "cpu") -> Bundle:
     heads.load_state_dict(safetensors.torch.load_file(path / HEADS_FILE))
     model = EnrichModel(captioner, heads, colour).to(device).eval()
     return Bundle(model=model, tokenizer=tokenizer, preprocessing=preprocessing, vocabs=vocabs,
-                  taxonomy=Taxonomy.from_json(config.taxonomy), config=config)
+                  taxonomy=Taxonomy.from_json(config.taxonomy), config=config, path=path)

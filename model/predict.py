@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from .backends import EncoderBackend
 from .bundle import Bundle
 from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
 
@@ -68,7 +69,8 @@ class BatchTimings:
     encoder_ms: float = 0.0
     heads_ms: float = 0.0
     caption_ms: float = 0.0
-    batch_size: int = 0
+    batch_size: int = 0  # images in the encoder batch
+    caption_batch_size: int = 0  # captions generated together (the caption stage batches on its own)
 
 
 @dataclass
@@ -76,13 +78,31 @@ class BatchResult:
     items: list[ItemPrediction]
     timings: BatchTimings = field(default_factory=BatchTimings)
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # raw, per classified attribute (evaluation)
+    tokens: torch.Tensor | None = None  # (B, h*w, C): the encoder's tokens, for the caption stage
+
+
+@dataclass
+class CaptionJob:
+    """One image's caption to generate: its encoder tokens, the labels the caption must agree with."""
+
+    tokens: torch.Tensor  # (h*w, C)
+    labels: dict[str, str]
+    mode: CaptionMode
+
+
+def needs_decoder(mode: CaptionMode) -> bool:
+    return mode in (CaptionMode.GENERATE, CaptionMode.BEAM_SEARCH)
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, caption_beams: int = 3) -> None:
+    """Two stages over one encoder pass: `classify` (encoder, heads, template captions) and `caption`
+    (the autoregressive decoder, batched on its own). `predict` runs both, for callers without a pipeline."""
+
+    def __init__(self, bundle: Bundle, caption_beams: int = 3, encoder: EncoderBackend | None = None) -> None:
         self.bundle = bundle
         self.model = bundle.model.eval()
         self.device = next(self.model.parameters()).device
+        self.encoder = encoder
         self.caption_beams = caption_beams
         self.lexicon = bundle.lexicon
         self.abstain = bundle.abstain_thresholds
@@ -99,21 +119,54 @@ class Predictor:
 
     def predict(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> BatchResult:
         """pixels: (B, 3, H, W) from `bundle.preprocessing`; one options entry per image."""
+        result = self.classify(pixels, options)
+        rows = [i for i, opt in enumerate(options) if needs_decoder(opt.caption)]
+        if rows:
+            start = time.perf_counter()
+            jobs = [self.caption_job(result, i, options[i]) for i in rows]
+            for i, caption in zip(rows, self.caption(jobs), strict=True):
+                result.items[i].caption = caption
+            result.timings.caption_ms += (time.perf_counter() - start) * 1000
+            result.timings.caption_batch_size = len(rows)
+        return result
+
+    def classify(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> BatchResult:
+        """Encoder pass, heads and template captions; decoder captions are left for `caption`."""
         timings = BatchTimings(batch_size=len(options))
         start = time.perf_counter()
-        batch = torch.as_tensor(pixels, device=self.device)
-        pooled, tokens, colour = self.model.encode(batch)
+        batch = torch.as_tensor(pixels)
+        if self.encoder is not None:
+            pooled, tokens, colour = self.encoder.encode(batch)
+        else:
+            pooled, tokens, colour = self.model.encode(batch.to(self.device))
         timings.encoder_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        logits = self.model.logits(pooled, colour)
+        logits = self.model.logits(pooled.to(self.device), None if colour is None else colour.to(self.device))
         probabilities = self.model.heads.probabilities(logits)
         items = [self._attributes(probabilities, i, opt.top_k) for i, opt in enumerate(options)]
+        results = [ItemPrediction(attrs, self._template_caption(attrs) if opt.caption is CaptionMode.TEMPLATE
+                                  else None) for attrs, opt in zip(items, options, strict=True)]
         timings.heads_ms = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        captions = self._captions(tokens, items, options)
-        timings.caption_ms = (time.perf_counter() - start) * 1000
-        results = [ItemPrediction(attrs, caption) for attrs, caption in zip(items, captions, strict=True)]
-        return BatchResult(results, timings, logits)
+        return BatchResult(results, timings, logits, tokens)
+
+    def caption_job(self, result: BatchResult, row: int, options: ItemOptions) -> CaptionJob:
+        attributes = result.items[row].attributes
+        return CaptionJob(result.tokens[row], {a: attributes[a].label for a in CAPTION_LABELS}, options.caption)
+
+    def caption(self, jobs: list[CaptionJob]) -> list[CaptionPrediction]:
+        """Decoder captions for a batch of jobs (any mix of greedy and beam search)."""
+        captions: list[CaptionPrediction | None] = [None] * len(jobs)
+        for mode, beams in ((CaptionMode.GENERATE, 1), (CaptionMode.BEAM_SEARCH, self.caption_beams)):
+            rows = [i for i, job in enumerate(jobs) if job.mode is mode]
+            if not rows:
+                continue
+            tokens = torch.stack([jobs[i].tokens for i in rows]).to(self.device)
+            generated = self.model.caption(tokens, self.bundle.tokenizer, num_beams=beams)
+            for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
+                # The heads are the better judges of these three; the caption is made to agree with them.
+                agreed = self.lexicon.harmonise(text, jobs[i].labels) if self.lexicon else text
+                captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
+        return captions
 
     def _attributes(self, probabilities: dict[str, torch.Tensor], row: int, top_k: int) -> dict:
         top_k = max(1, min(top_k, MAX_TOP_K))
@@ -136,28 +189,12 @@ class Predictor:
             out[attribute] = ranked
         return out
 
-    def _captions(self, tokens: torch.Tensor, items: list[dict], options: list[ItemOptions]) -> list:
-        captions: list[CaptionPrediction | None] = [None] * len(options)
-        for i, opt in enumerate(options):
-            if opt.caption is CaptionMode.TEMPLATE:
-                attrs = items[i]
-                # The product noun names use ("T-shirt"), where the training names taught one.
-                noun = self.lexicon.nouns.get(attrs["articleType"].label) if self.lexicon else None
-                text = " ".join([attrs["gender"].label, attrs["baseColour"].label,
-                                 noun or attrs["articleType"].label])
-                confidence = float(np.prod([attrs[a].confidence for a in CAPTION_LABELS]))
-                captions[i] = CaptionPrediction(text, CaptionMode.TEMPLATE, confidence)
-        for mode, beams in ((CaptionMode.GENERATE, 1), (CaptionMode.BEAM_SEARCH, self.caption_beams)):
-            rows = [i for i, opt in enumerate(options) if opt.caption is mode]
-            if not rows:
-                continue
-            generated = self.model.caption(tokens[rows], self.bundle.tokenizer, num_beams=beams)
-            for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
-                # The heads are the better judges of these three; the caption is made to agree with them.
-                labels = {a: items[i][a].label for a in CAPTION_LABELS}
-                agreed = self.lexicon.harmonise(text, labels) if self.lexicon else text
-                captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
-        return captions
+    def _template_caption(self, attrs: dict[str, AttributePrediction]) -> CaptionPrediction:
+        # The product noun names use ("T-shirt"), where the training names taught one.
+        noun = self.lexicon.nouns.get(attrs["articleType"].label) if self.lexicon else None
+        text = " ".join([attrs["gender"].label, attrs["baseColour"].label, noun or attrs["articleType"].label])
+        confidence = float(np.prod([attrs[a].confidence for a in CAPTION_LABELS]))
+        return CaptionPrediction(text, CaptionMode.TEMPLATE, confidence)
 
 
 def _ranked(probs: torch.Tensor, labels: list[str], top_k: int) -> AttributePrediction:
