@@ -9,9 +9,12 @@ from pathlib import Path
 
 
 def start_server(bundle: Path, log_path: Path, *options: str, echo: bool = False) -> tuple[subprocess.Popen, int]:
-    """Start the server and return once it reports SERVING; its stderr goes to `log_path`."""
+    """Start the server and return once it reports SERVING; its stderr goes to `log_path`.
+
+    Its metrics endpoint takes a free port too, unless `options` name one."""
+    metrics = () if "--metrics-port" in options else ("--metrics-port", "0")
     command = [sys.executable, "-m", "enrich_cli.main", "serve", "--model", str(bundle), "--port", "0",
-               "--host", "127.0.0.1", *options]
+               "--host", "127.0.0.1", *metrics, *options]
     if echo:
         print(f"$ {' '.join(command)}  (log: {log_path})", flush=True)
     log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server

@@ -9,6 +9,7 @@ half the grace period (later ones are answered SHUTTING_DOWN) and answers every 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -21,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
-from .batcher import DynamicBatcher
 from .health import EnrichHealth
 from .logs import configure_logging
 from .messages import Limits
+from .metrics import Metrics
+from .pipeline import Pipeline
 from .security import BearerTokenAuth, accepted_tokens, server_credentials
 from .servicer import EnrichServicer, ModelSlot
 from .settings import ServerSettings, parse_args
@@ -40,9 +42,12 @@ class EnrichServer:
         self.settings = settings
         self.slot = ModelSlot()
         self.health = EnrichHealth()
-        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="enrich-decode")
+        self.model_threads, self.decode_threads = settings.thread_budget
+        self.decode_pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="enrich-decode")
         limits = Limits(settings.decode_limits, settings.max_image_bytes, settings.max_message_bytes,
                         settings.max_batch_size, settings.stream_in_flight, settings.max_queue)
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None
         self.credentials = server_credentials(settings)  # read now: a bad path fails before anything starts
         tokens = accepted_tokens(settings)
         if tokens and self.credentials is None:
@@ -52,7 +57,8 @@ class EnrichServer:
                      ("grpc.max_send_message_length", settings.max_message_bytes)],
             interceptors=[BearerTokenAuth(tokens)] if tokens else None,
         )
-        self.servicer = EnrichServicer(self.slot, limits, self.decode_pool)
+        self.servicer = EnrichServicer(self.slot, limits, self.decode_pool, self.metrics,
+                                       int(settings.cache_mb * 1024 * 1024))
         enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -77,17 +83,30 @@ class EnrichServer:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
         log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        if self.settings.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         return self.port
 
     async def load_model(self) -> None:
         """Load and warm the bundle off the event loop, then report SERVING."""
         loop = asyncio.get_running_loop()
-        predictor = await loop.run_in_executor(None, load_predictor, self.settings)
-        batcher = DynamicBatcher(predictor.predict, self.settings.max_batch_size, self.settings.max_delay_ms)
-        batcher.start()
-        self.slot.bundle, self.slot.batcher = predictor.bundle, batcher
+        settings = self.settings
+        predictor, device = await loop.run_in_executor(None, load_predictor, settings, self.model_threads)
+        pipeline = Pipeline(predictor, settings.max_batch_size, settings.max_delay_ms, settings.caption_batch_size,
+                            on_batch=self.metrics.observe_batch)
+        pipeline.start()
+        choice = predictor.encoder.choice
+        runtime = enrich_pb2.Runtime(
+            backend=choice.name, precision=choice.precision.value, device=device, model_threads=self.model_threads,
+            decode_threads=self.decode_threads, max_caption_batch_size=settings.caption_batch_size,
+            cache_max_bytes=self.servicer.cache.max_bytes)
+        self.metrics.describe_runtime(runtime.backend, runtime.precision, device, predictor.bundle.model_version)
+        self.metrics.watch({stage.name: stage.queue.qsize for stage in pipeline.stages},
+                           lambda: self.servicer.admission.in_flight, self.servicer.admission.capacity)
+        self.slot.bundle, self.slot.pipeline, self.slot.runtime = predictor.bundle, pipeline, runtime
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("model %s loaded and warmed: SERVING", predictor.bundle.model_version)
+        log.info("model %s loaded and warmed on %s (%s/%s, %d model threads): SERVING",
+                 predictor.bundle.model_version, device, runtime.backend, runtime.precision, self.model_threads)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls.
@@ -103,40 +122,53 @@ class EnrichServer:
         await asyncio.sleep(min(0.5, grace))  # watchers hear NOT_SERVING before their stream ends
         self.health.close_watches()
         await stopping
-        if self.slot.batcher:
-            await self.slot.batcher.stop()
+        if self.slot.pipeline:
+            await self.slot.pipeline.stop()
         self.decode_pool.shutdown(wait=False)
+        self.metrics.close()
 
 
-def load_predictor(settings: ServerSettings):
+def load_predictor(settings: ServerSettings, threads: int):
+    """Load the bundle, build its encoder backend (exported once, cached beside the bundle) and warm it."""
     import torch
     from transformers.utils import logging as hf_logging
 
+    from enrich_model.backends import BackendError, build_encoder_backend, choose_backend
     from enrich_model.bundle import load_bundle
     from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 
     hf_logging.disable_progress_bar()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(threads)
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    choice = choose_backend(settings.backend, settings.precision, device.split(":")[0])
     bundle = load_bundle(settings.model, device=device)
-    predictor = Predictor(bundle, caption_beams=settings.caption_beams)
+    if settings.compile and choice.name != "torch":
+        raise BackendError(f"--compile applies to the torch backend, not {choice.name}: add --backend torch")
+    encoder = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
+                                    bundle.path, threads, settings.compile)
+    predictor = Predictor(bundle, caption_beams=settings.caption_beams, encoder=encoder)
     # Warm-up: the first pass allocates and picks kernels; do it before reporting SERVING.
     height, width = bundle.preprocessing.input_size
-    blank = np.zeros((2, 3, height, width), dtype=np.float32)
-    predictor.predict(blank, [ItemOptions(caption=CaptionMode.GENERATE), ItemOptions(caption=CaptionMode.TEMPLATE)])
-    return predictor
+    for size in (1, settings.max_batch_size):
+        blank = np.zeros((size, 3, height, width), dtype=np.float32)
+        predictor.predict(blank, [ItemOptions(caption=CaptionMode.GENERATE)] * size)
+    return predictor, device
 
 
 async def serve(settings: ServerSettings) -> None:
     from enrich_model.bundle_config import BundleConfig
 
     BundleConfig.read(settings.model)  # a wrong path fails now, not after the port is bound
+    # torch's import runs a subprocess (ldconfig): done before gRPC's threads exist, it does not trip
+    # gRPC's fork handlers, whose log line would break JSON logs.
+    await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "torch")
     server = EnrichServer(settings)
     port = await server.start()
     print(f"enrich server listening on port {port}", flush=True)
+    if server.metrics_port is not None:
+        print(f"enrich metrics on http://{settings.host}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,13 +188,14 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from enrich_model.backends import BackendError
     from enrich_model.bundle import BundleError
 
     settings = parse_args(argv)
     configure_logging(settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except (BundleError, OSError) as error:  # a wrong --model path or a taken port: no traceback needed
+    except (BundleError, BackendError, OSError) as error:  # a wrong path, backend or a taken port: no traceback
         print(f"enrich serve: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,9 +1,10 @@
-"""Dynamic batching: one queue shared by every caller (unary and streaming), one model pass per batch.
+"""Dynamic batching: one queue shared by every caller, one `process(list) -> list` call per batch.
 
 A batch closes when it holds `max_batch_size` items or `max_delay_ms` has passed since its first item,
-whichever is first; the model runs in one dedicated thread so the event loop keeps serving meanwhile.
-Items whose caller went away or whose deadline passed while queued are dropped when the batch forms:
-they never reach the model. The queue itself is unbounded; admission (admission.py) bounds it.
+whichever is first; `process` runs in the batcher's own thread so the event loop keeps serving
+meanwhile, and two batchers (the encoder and the caption stage) overlap. Items whose caller went away
+or whose deadline passed while queued are dropped when the batch forms: they never reach `process`.
+A batch that raises fails its own callers only. The queue itself is unbounded; admission bounds it.
 """
 
 from __future__ import annotations
@@ -14,29 +15,28 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
-
-from enrich_model.predict import BatchResult, BatchTimings, ItemOptions, ItemPrediction
+from typing import Generic, TypeVar
 
 log = logging.getLogger("enrich.batcher")
 
-
-@dataclass
-class BatchedAnswer:
-    prediction: ItemPrediction
-    timings: BatchTimings
-    queue_ms: float
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class DeadlineExpired(Exception):
-    """The item's deadline passed while it waited for the model."""
+    """The item's deadline passed while it waited for its batch."""
 
 
 @dataclass
-class _Job:
-    pixels: np.ndarray
-    options: ItemOptions
+class Batched(Generic[Result]):
+    result: Result
+    queue_ms: float  # from submit to its batch starting
+    batch_size: int
+
+
+@dataclass
+class _Job(Generic[Item]):
+    item: Item
     future: asyncio.Future
     enqueued: float
     deadline: float | None  # time.perf_counter() seconds
@@ -45,47 +45,67 @@ class _Job:
         return self.deadline is not None and now >= self.deadline
 
 
-class DynamicBatcher:
-    def __init__(self, predict: Callable[[np.ndarray, list[ItemOptions]], BatchResult],
-                 max_batch_size: int = 8, max_delay_ms: float = 5.0) -> None:
-        self.predict = predict
+class DynamicBatcher(Generic[Item, Result]):
+    def __init__(self, process: Callable[[list[Item]], list[Result]], max_batch_size: int = 8,
+                 max_delay_ms: float = 5.0, name: str = "model",
+                 on_batch: Callable[[int, float], None] | None = None,
+                 more_coming: Callable[[], bool] | None = None, max_wait_ms: float = 500.0) -> None:
+        self.process = process
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="enrich-model")
+        self.name = name
+        self.on_batch = on_batch  # (batch size, seconds in process): for metrics
+        # A later stage fed by an earlier one: while `more_coming()` (the earlier stage is busy), a partial
+        # batch waits for what it is about to deliver, up to `max_wait_ms`; when it is idle, nothing waits.
+        self.more_coming = more_coming
+        self.max_wait = max_wait_ms / 1000
+        self.busy = False  # a batch is in process
+        self.queue: asyncio.Queue[_Job[Item]] = asyncio.Queue()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"enrich-{name}")
         self.batches = 0
-        self.items = 0  # reached the model
-        self.skipped = 0  # cancelled or expired before the model
-        self.item_seconds = 0.0  # moving average of model time per item, for retry hints
+        self.items = 0  # reached process
+        self.skipped = 0  # cancelled or expired before process
+        self.item_seconds = 0.0  # moving average of process time per item, for retry hints
         self._worker: asyncio.Task | None = None
 
+    @property
+    def working(self) -> bool:
+        """Items queued or in process."""
+        return self.busy or not self.queue.empty()
+
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="enrich-batcher")
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"enrich-{self.name}-batcher")
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         await self.queue.join()
         if self._worker:
             self._worker.cancel()
-        self.model_thread.shutdown(wait=True)
+        self.thread.shutdown(wait=True)
 
-    async def submit(self, pixels: np.ndarray, options: ItemOptions, deadline: float | None = None) -> BatchedAnswer:
-        """The item's answer; DeadlineExpired when `deadline` (perf_counter seconds) passes before the model."""
+    async def submit(self, item: Item, deadline: float | None = None) -> Batched[Result]:
+        """The item's result; DeadlineExpired when `deadline` (perf_counter seconds) passes first."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Job(pixels, options, future, time.perf_counter(), deadline))
+        self.queue.put_nowait(_Job(item, future, time.perf_counter(), deadline))
         return await future
 
-    async def _next_batch(self) -> list[_Job]:
+    async def _next_batch(self) -> list[_Job[Item]]:
         batch = [await self.queue.get()]
-        deadline = time.perf_counter() + self.max_delay
+        started = time.perf_counter()
+        deadline = started + self.max_delay
         while len(batch) < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
+            now = time.perf_counter()
+            if now >= deadline and self.more_coming and self.more_coming() and now < started + self.max_wait:
+                deadline = min(now + self.max_delay, started + self.max_wait)
+            remaining = deadline - now
             if remaining <= 0 and self.queue.empty():
                 break
             try:
                 batch.append(self.queue.get_nowait() if remaining <= 0 else
                              await asyncio.wait_for(self.queue.get(), remaining))
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+            except asyncio.TimeoutError:
+                continue  # the delay ran out: close the batch, unless more is coming
+            except asyncio.QueueEmpty:
                 break
         return batch
 
@@ -97,28 +117,31 @@ class DynamicBatcher:
             live = self._still_wanted(batch, started)
             try:
                 if live:
-                    pixels = np.stack([job.pixels for job in live])
-                    result = await loop.run_in_executor(
-                        self.model_thread, self.predict, pixels, [job.options for job in live]
-                    )
-                    for job, prediction in zip(live, result.items, strict=True):
+                    self.busy = True
+                    results = await loop.run_in_executor(self.thread, self.process, [job.item for job in live])
+                    if len(results) != len(live):
+                        raise RuntimeError(f"{self.name}: {len(results)} results for a batch of {len(live)}")
+                    seconds = time.perf_counter() - started
+                    for job, result in zip(live, results, strict=True):
                         if not job.future.done():
-                            queue_ms = (started - job.enqueued) * 1000
-                            job.future.set_result(BatchedAnswer(prediction, result.timings, queue_ms))
+                            job.future.set_result(Batched(result, (started - job.enqueued) * 1000, len(live)))
                     self.batches += 1
                     self.items += len(live)
-                    per_item = (time.perf_counter() - started) / len(live)
+                    per_item = seconds / len(live)
                     self.item_seconds = per_item if not self.item_seconds else 0.8 * self.item_seconds + 0.2 * per_item
-            except Exception as error:  # the whole batch failed: every caller hears about it
-                log.exception("batch of %d failed", len(live))
+                    if self.on_batch:
+                        self.on_batch(len(live), seconds)
+            except Exception as error:  # the whole batch failed: its callers hear about it, nobody else
+                log.exception("%s batch of %d failed", self.name, len(live))
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(error)
             finally:
+                self.busy = False
                 for _ in batch:
                     self.queue.task_done()
 
-    def _still_wanted(self, batch: list[_Job], now: float) -> list[_Job]:
+    def _still_wanted(self, batch: list[_Job[Item]], now: float) -> list[_Job[Item]]:
         live = []
         for job in batch:
             if job.future.done():  # cancelled: the caller went away

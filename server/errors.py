@@ -113,3 +113,11 @@ def token_invalid(present: bool) -> EnrichFailure:
     words = "the bearer token is not one this server accepts" if present else (
         "this server requires a bearer token: send `authorization: Bearer <token>` metadata")
     return EnrichFailure(grpc.StatusCode.UNAUTHENTICATED, enrich_pb2.TOKEN_INVALID, words)
+
+
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def code_name(code: int) -> str:
+    """A status code number as its name ("INVALID_ARGUMENT"), as stream items carry numbers."""
+    return CODE_NAMES.get(code, str(code))

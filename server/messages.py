@@ -1,4 +1,4 @@
-"""Predictions -> typed protobuf messages: the response for one image and the served model's description."""
+"""The proto codec: requests -> options, predictions -> typed messages, and the served model's description."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from enrich.v1 import enrich_pb2
 from enrich_model.bundle import Bundle
 from enrich_model.decode import DecodedImage, DecodeLimits
-from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemPrediction
+from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemOptions, ItemPrediction
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
-from .batcher import BatchedAnswer
+from .pipeline import StagedAnswer
+
+DEFAULT_TOP_K = 3
 
 CAPTION_MODES = {
     enrich_pb2.CAPTION_MODE_UNSPECIFIED: CaptionMode.GENERATE,
@@ -32,6 +34,11 @@ class Limits:
     max_queue: int
 
 
+def item_options(request: enrich_pb2.EnrichRequest) -> ItemOptions:
+    return ItemOptions(top_k=min(request.top_k or DEFAULT_TOP_K, MAX_TOP_K),
+                       caption=CAPTION_MODES.get(request.caption_mode, CaptionMode.GENERATE))
+
+
 def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int) -> enrich_pb2.Metadata:
     metadata = enrich_pb2.Metadata(image=enrich_pb2.ImageInfo(
         width=decoded.width, height=decoded.height, format=decoded.format, size_bytes=size_bytes))
@@ -47,7 +54,7 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
     return metadata
 
 
-def encode_response(request_id: str, answer: BatchedAnswer, decoded: DecodedImage, size_bytes: int,
+def encode_response(request_id: str, answer: StagedAnswer, decoded: DecodedImage, size_bytes: int,
                     decode_ms: float, total_ms: float, model_version: str) -> enrich_pb2.EnrichResponse:
     timings = answer.timings
     return enrich_pb2.EnrichResponse(
@@ -58,11 +65,21 @@ def encode_response(request_id: str, answer: BatchedAnswer, decoded: DecodedImag
         timings=enrich_pb2.Timings(
             decode_ms=decode_ms, queue_ms=answer.queue_ms, encoder_ms=timings.encoder_ms,
             heads_ms=timings.heads_ms, caption_ms=timings.caption_ms, total_ms=total_ms,
-            batch_size=timings.batch_size),
+            batch_size=timings.batch_size, caption_batch_size=timings.caption_batch_size),
     )
 
 
-def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad) -> enrich_pb2.ModelInfo:
+def cached_response(request_id: str, metadata: enrich_pb2.Metadata, model_version: str,
+                    total_ms: float) -> enrich_pb2.EnrichResponse:
+    response = enrich_pb2.EnrichResponse(
+        request_id=request_id, status=enrich_pb2.ItemStatus(code=0, message="OK"), model_version=model_version,
+        timings=enrich_pb2.Timings(total_ms=total_ms, cache_hit=True))
+    response.metadata.CopyFrom(metadata)  # a copy: the cached message is shared by later hits
+    return response
+
+
+def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
+               runtime: enrich_pb2.Runtime) -> enrich_pb2.ModelInfo:
     config = bundle.config
     height, width = bundle.preprocessing.input_size
     attributes = []
@@ -88,6 +105,7 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad) -> e
             max_stream_in_flight=limits.max_stream_in_flight, max_image_bytes=limits.max_image_bytes,
             max_jpeg_pixels=limits.decode.max_jpeg_pixels, max_queue=limits.max_queue),
         load=load,
+        runtime=runtime,
         caption_decoder=config.caption.decoder,
         test_metrics=flatten_metrics(config.test_metrics),
         created=config.created,

@@ -20,12 +20,13 @@ import numpy as np
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_model.bundle import Bundle
 from enrich_model.decode import DecodedImage, ImageDecodeError, decode_image
-from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemOptions
 
 from .admission import Admission
-from .batcher import DeadlineExpired, DynamicBatcher
+from .batcher import DeadlineExpired
+from .cache import CacheKey, ResponseCache
 from .errors import (
     EnrichFailure,
+    code_name,
     deadline_expired,
     image_too_many_bytes,
     internal_error,
@@ -35,11 +36,11 @@ from .errors import (
     shutting_down,
 )
 from .logs import CallRecord, printable
-from .messages import CAPTION_MODES, Limits, encode_response, model_info
+from .messages import Limits, cached_response, encode_response, item_options, model_info
+from .metrics import Metrics
+from .pipeline import Pipeline
 
 log = logging.getLogger("enrich.servicer")
-
-DEFAULT_TOP_K = 3
 
 
 class ModelSlot:
@@ -50,11 +51,12 @@ class ModelSlot:
 
     def __init__(self) -> None:
         self.bundle: Bundle | None = None
-        self.batcher: DynamicBatcher | None = None
+        self.pipeline: Pipeline | None = None
+        self.runtime: enrich_pb2.Runtime | None = None  # what load_model chose
 
     @property
     def ready(self) -> bool:
-        return self.bundle is not None and self.batcher is not None
+        return self.bundle is not None and self.pipeline is not None
 
 
 def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -68,8 +70,11 @@ def failed_response(request_id: str, failure: EnrichFailure) -> enrich_pb2.Enric
 
 
 class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
-    def __init__(self, slot: ModelSlot, limits: Limits, decode_pool: ThreadPoolExecutor) -> None:
+    def __init__(self, slot: ModelSlot, limits: Limits, decode_pool: ThreadPoolExecutor,
+                 metrics: Metrics | None = None, cache_bytes: int = 0) -> None:
         self.slot, self.limits, self.decode_pool = slot, limits, decode_pool
+        self.metrics = metrics or Metrics()
+        self.cache = ResponseCache(cache_bytes)
         self.admission = Admission(limits.max_queue)
         self.drain_cutoff: float | None = None  # perf_counter time after which stream items are refused
         self.active_calls = 0
@@ -111,17 +116,21 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             finally:
                 self.admission.release()
             record.add_timings(response.timings)
+            self.metrics.count_item("Enrich", "OK")
             return response
         except EnrichFailure as failure:
             record.fail(failure.code.name, failure.reason_name)
+            self.metrics.count_item("Enrich", failure.code.name, failure.reason_name)
             await failure.abort(context)
         except asyncio.CancelledError:
             record.fail("CANCELLED", "")
+            self.metrics.count_item("Enrich", "CANCELLED")
             raise
         except Exception:  # a bug: a clear status for the caller, the traceback for us
             log.exception("Enrich %s failed", printable(request.request_id) or "(no request id)")
             failure = internal_error()
             record.fail(failure.code.name, failure.reason_name)
+            self.metrics.count_item("Enrich", failure.code.name, failure.reason_name)
             await failure.abort(context)
         finally:
             record.write()
@@ -136,10 +145,11 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     async def GetModelInfo(self, request: enrich_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         if not self.slot.ready:
             await model_loading().abort(context)
-        batcher = self.slot.batcher
+        pipeline = self.slot.pipeline
         load = enrich_pb2.ServerLoad(in_flight=self.admission.in_flight, capacity=self.admission.capacity,
-                                     predicted=batcher.items, skipped=batcher.skipped)
-        return model_info(self.slot.bundle, self.limits, load)
+                                     predicted=pipeline.predicted, skipped=pipeline.skipped,
+                                     cache_hits=self.cache.hits, cache_misses=self.cache.misses)
+        return model_info(self.slot.bundle, self.limits, load, self.slot.runtime)
 
     # --- one item -------------------------------------------------------------------------------------
     def _precheck(self, request: enrich_pb2.EnrichRequest) -> None:
@@ -153,18 +163,26 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
 
     def _retry_after(self) -> float:
         """About how long until the queue has room: the work ahead at the recent model speed."""
-        per_item = self.slot.batcher.item_seconds if self.slot.batcher else 0.05
+        per_item = self.slot.pipeline.item_seconds if self.slot.pipeline else 0.05
         return min(5.0, max(0.1, self.admission.in_flight * per_item / 2))
 
     async def _process(self, request: enrich_pb2.EnrichRequest, request_id: str,
                        deadline: float | None) -> enrich_pb2.EnrichResponse:
-        """decode -> batch -> predict -> encode for one admitted image."""
+        """cache -> decode -> pipeline (encoder stage, caption stage) -> encode for one admitted image."""
         received = time.perf_counter()
-        bundle, batcher = self.slot.bundle, self.slot.batcher
-        options = ItemOptions(top_k=min(request.top_k or DEFAULT_TOP_K, MAX_TOP_K),
-                              caption=CAPTION_MODES.get(request.caption_mode, CaptionMode.GENERATE))
+        bundle, pipeline = self.slot.bundle, self.slot.pipeline
+        options = item_options(request)
         if deadline is not None and received >= deadline:
             raise deadline_expired()
+        key = None
+        if self.cache.enabled:
+            key = CacheKey.of(request.image, options.top_k, options.caption.value, bundle.model_version)
+            cached = self.cache.get(key)
+            self.metrics.count_cache(cached is not None)
+            if cached is not None:
+                total_ms = (time.perf_counter() - received) * 1000
+                self.metrics.observe_stage("total", total_ms)
+                return cached_response(request_id, cached, bundle.model_version, total_ms)
         loop = asyncio.get_running_loop()
         try:
             decoded, pixels = await loop.run_in_executor(self.decode_pool, self._decode, bundle, request.image)
@@ -172,7 +190,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             raise EnrichFailure.from_decode(error) from error
         decode_ms = (time.perf_counter() - received) * 1000
         try:
-            submitted = batcher.submit(pixels, options, deadline)
+            submitted = pipeline.run(pixels, options, deadline)
             answer = await (submitted if deadline is None else
                             asyncio.wait_for(submitted, max(0.0, deadline - time.perf_counter())))
         except (DeadlineExpired, asyncio.TimeoutError) as error:
@@ -180,8 +198,18 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
         except Exception as error:  # the model failed on this batch (e.g. out of memory): say so
             log.exception("prediction failed for %s", printable(request_id) or "unary request")
             raise prediction_failed(error) from error
-        return encode_response(request_id, answer, decoded, len(request.image), decode_ms,
-                               (time.perf_counter() - received) * 1000, bundle.model_version)
+        response = encode_response(request_id, answer, decoded, len(request.image), decode_ms,
+                                   (time.perf_counter() - received) * 1000, bundle.model_version)
+        if key is not None:
+            self.cache.put(key, response.metadata)
+        self._observe(response.timings)
+        return response
+
+    def _observe(self, timings: enrich_pb2.Timings) -> None:
+        for stage in ("decode", "queue", "encoder", "heads", "total"):
+            self.metrics.observe_stage(stage, getattr(timings, f"{stage}_ms"))
+        if timings.caption_batch_size:
+            self.metrics.observe_stage("caption", timings.caption_ms)
 
     def _decode(self, bundle: Bundle, data: bytes) -> tuple[DecodedImage, np.ndarray]:
         decoded = decode_image(data, self.limits.decode, target=bundle.preprocessing.decode_target)
@@ -212,7 +240,9 @@ class StreamCall:
         reader = asyncio.create_task(self.read())
         try:
             while (item := await self.answers.get()) is not None:
-                self.record.count_item(enrich_pb2.ErrorReason.Name(item.status.reason) if item.status.code else "")
+                reason = enrich_pb2.ErrorReason.Name(item.status.reason) if item.status.code else ""
+                self.record.count_item(reason)
+                self.servicer.metrics.count_item("EnrichStream", code_name(item.status.code), reason)
                 self.record.add_timings(item.timings)
                 await self.context.write(item)
                 self.slots.release()

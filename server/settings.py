@@ -23,11 +23,18 @@ class ServerSettings:
     max_batch_size: int = 8
     max_delay_ms: float = 5.0
     max_queue: int = 128
-    decode_workers: int = 2
+    caption_batch_size: int = 32
     stream_in_flight: int = 32
-    torch_threads: int = 0  # 0 = torch's default
+    threads: int = 0  # CPU budget; 0 = this process's CPU limit (cgroup quota, affinity)
+    model_threads: int = 0  # 0 = the whole budget
+    decode_threads: int = 0  # 0 = the whole budget
     caption_beams: int = 3
     device: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    cache_mb: float = 64.0
+    metrics_port: int = 9464  # -1 = no metrics endpoint; 0 = a free port
     grace_seconds: float = 20.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -49,6 +56,16 @@ class ServerSettings:
     @property
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_image_pixels, self.max_jpeg_pixels)
+
+    @property
+    def thread_budget(self) -> tuple[int, int]:
+        """(model threads, decode threads). Both default to the whole budget: decoding (Pillow, GIL
+        released) and the model are rarely busy at once on small images, and on camera originals the model
+        is idle most of the time; `enrich bench` measures the split."""
+        from enrich_model.backends import cpu_budget
+
+        budget = self.threads or cpu_budget()
+        return self.model_threads or budget, self.decode_threads or budget
 
 
 def env(name: str, default: object = None) -> object:
@@ -84,12 +101,33 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     model.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     model.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
                        help="how long a batch waits to fill up")
-    model.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
-    model.add_argument("--torch-threads", type=int, default=int(env("TORCH_THREADS", defaults.torch_threads)),
-                       help="[env ENRICH_TORCH_THREADS]")
+    model.add_argument("--caption-batch-size", type=int, default=defaults.caption_batch_size,
+                       help="most captions generated together (the caption stage batches on its own)")
     model.add_argument("--caption-beams", type=int, default=defaults.caption_beams)
     model.add_argument("--device", default=env("DEVICE", defaults.device),
                        help="auto, cpu, cuda, cuda:1, ... [env ENRICH_DEVICE]")
+    model.add_argument("--backend", choices=("auto", "torch", "openvino"), default=env("BACKEND", defaults.backend),
+                       help="the encoder's inference backend; auto = OpenVINO on CPU when installed, else "
+                            "torch [env ENRICH_BACKEND]")
+    model.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                       default=env("PRECISION", defaults.precision),
+                       help="auto = bf16/fp16 where the hardware has it, else fp32 (exact) [env ENRICH_PRECISION]")
+    model.add_argument("--compile", action="store_true",
+                       default=str(env("COMPILE", "0")).lower() in ("1", "true", "yes", "on"),
+                       help="torch backend: torch.compile the encoder (for GPUs; minutes at start-up) "
+                            "[env ENRICH_COMPILE=1]")
+    model.add_argument("--threads", type=int, default=int(env("THREADS", defaults.threads)),
+                       help="CPU threads budget; 0 = the process's CPU limit (cgroup quota), not the host's "
+                            "count [env ENRICH_THREADS]")
+    model.add_argument("--model-threads", type=int, default=defaults.model_threads,
+                       help="threads for the model (0 = the budget)")
+    model.add_argument("--decode-threads", type=int, default=defaults.decode_threads,
+                       help="threads decoding images (0 = the budget)")
+    model.add_argument("--cache-mb", type=float, default=float(env("CACHE_MB", defaults.cache_mb)),
+                       help="response cache, keyed by image bytes, options and model (0 = off) [env ENRICH_CACHE_MB]")
+    parser.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)),
+                        help="Prometheus /metrics over plain HTTP (-1 = off, 0 = a free port) "
+                             "[env ENRICH_METRICS_PORT]")
 
     security = parser.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, default=env("TLS_CERT"),

@@ -75,8 +75,8 @@ class LoopbackServer:
         self.thread.start()
 
         async def create() -> EnrichServer:
-            return EnrichServer(ServerSettings(model=bundle, host="127.0.0.1", port=0, grace_seconds=2,
-                                               **settings))
+            return EnrichServer(ServerSettings(**{"model": bundle, "host": "127.0.0.1", "port": 0,
+                                                  "grace_seconds": 2, "metrics_port": 0, **settings}))
 
         self.server = self.call(create())
         self.port = self.call(self.server.start())
@@ -96,7 +96,9 @@ class LoopbackServer:
 
 @pytest.fixture(scope="session")
 def server(bundle_dir: Path) -> Iterator[LoopbackServer]:
-    running = LoopbackServer(bundle_dir, max_batch_size=4, max_delay_ms=10)
+    # Without the response cache: tests that send the same image expect the model to answer it
+    # (test_serving checks the cache on its own server).
+    running = LoopbackServer(bundle_dir, max_batch_size=4, max_delay_ms=10, cache_mb=0)
     running.load()
     yield running
     running.close()

@@ -24,15 +24,15 @@ from .conftest import LoopbackServer
 
 class GatedModel:
     def __init__(self, server: LoopbackServer) -> None:
-        self.batcher = server.server.slot.batcher
-        self.predict = self.batcher.predict
+        self.batcher = server.server.slot.pipeline.encoder_stage
+        self.process = self.batcher.process
         self.entered, self.gate = threading.Event(), threading.Event()
-        self.batcher.predict = self
+        self.batcher.process = self
 
-    def __call__(self, pixels, options):
+    def __call__(self, items):
         self.entered.set()
         self.gate.wait(60)
-        return self.predict(pixels, options)
+        return self.process(items)
 
 
 def wait_for(condition, timeout: float = 20.0) -> None:

@@ -164,7 +164,7 @@ class ImageInfo(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("decode_ms", "queue_ms", "encoder_ms", "heads_ms", "caption_ms", "total_ms", "batch_size")
+    __slots__ = ("decode_ms", "queue_ms", "encoder_ms", "heads_ms", "caption_ms", "total_ms", "batch_size", "caption_batch_size", "cache_hit")
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     ENCODER_MS_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,8 @@ class Timings(_message.Message):
     CAPTION_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     decode_ms: float
     queue_ms: float
     encoder_ms: float
@@ -179,14 +181,16 @@ class Timings(_message.Message):
     caption_ms: float
     total_ms: float
     batch_size: int
-    def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., encoder_ms: _Optional[float] = ..., heads_ms: _Optional[float] = ..., caption_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    caption_batch_size: int
+    cache_hit: bool
+    def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., encoder_ms: _Optional[float] = ..., heads_ms: _Optional[float] = ..., caption_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., caption_batch_size: _Optional[int] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load")
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load", "runtime")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +212,7 @@ class ModelInfo(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     bundle_format: str
     backbone: str
@@ -222,19 +227,42 @@ class ModelInfo(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     backbone_weights: str
     load: ServerLoad
-    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ...) -> None: ...
+    runtime: Runtime
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ...) -> None: ...
+
+class Runtime(_message.Message):
+    __slots__ = ("backend", "precision", "device", "model_threads", "decode_threads", "max_caption_batch_size", "cache_max_bytes")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_THREADS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_THREADS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CAPTION_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    precision: str
+    device: str
+    model_threads: int
+    decode_threads: int
+    max_caption_batch_size: int
+    cache_max_bytes: int
+    def __init__(self, backend: _Optional[str] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ..., model_threads: _Optional[int] = ..., decode_threads: _Optional[int] = ..., max_caption_batch_size: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ...) -> None: ...
 
 class ServerLoad(_message.Message):
-    __slots__ = ("in_flight", "capacity", "predicted", "skipped")
+    __slots__ = ("in_flight", "capacity", "predicted", "skipped", "cache_hits", "cache_misses")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     in_flight: int
     capacity: int
     predicted: int
     skipped: int
-    def __init__(self, in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., predicted: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+    cache_hits: int
+    cache_misses: int
+    def __init__(self, in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., predicted: _Optional[int] = ..., skipped: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
 
 class AttributeInfo(_message.Message):
     __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold")

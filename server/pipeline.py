@@ -1,0 +1,113 @@
+"""The model behind the server, as two batched stages that overlap:
+
+    pixels -> [encoder stage: one encoder pass, heads, template captions] -> prediction
+                                         `-> tokens -> [caption stage: the decoder] -> caption
+
+Captions are the slow, autoregressive part: they batch on their own (larger batches amortise each
+decoding step) while the next images go through the encoder, and a request that skips them never waits
+for them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from enrich_model.predict import (
+    BatchTimings,
+    CaptionJob,
+    CaptionPrediction,
+    ItemOptions,
+    ItemPrediction,
+    Predictor,
+    needs_decoder,
+)
+
+from .batcher import DynamicBatcher
+
+
+@dataclass
+class StagedAnswer:
+    prediction: ItemPrediction
+    timings: BatchTimings  # this item's: its encoder batch, and its caption batch if it had one
+    queue_ms: float  # waiting in both stages' queues
+
+
+@dataclass
+class _Classified:
+    prediction: ItemPrediction
+    timings: BatchTimings
+    caption_job: CaptionJob | None
+
+
+@dataclass
+class _Captioned:
+    caption: CaptionPrediction
+    caption_ms: float
+
+
+class Pipeline:
+    def __init__(self, predictor: Predictor, max_batch_size: int = 8, max_delay_ms: float = 5.0,
+                 caption_batch_size: int = 32,
+                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+        self.predictor = predictor
+        observe = (lambda stage: (lambda size, seconds: on_batch(stage, size, seconds))) if on_batch else \
+            (lambda stage: None)
+        self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
+            self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"))
+        # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage is
+        # still working a partial caption batch waits for the images it is about to deliver.
+        self.caption_stage: DynamicBatcher[CaptionJob, _Captioned] = DynamicBatcher(
+            self._caption, caption_batch_size, max_delay_ms, "caption", observe("caption"),
+            more_coming=lambda: self.encoder_stage.working, max_wait_ms=250)
+
+    @property
+    def stages(self) -> tuple[DynamicBatcher, DynamicBatcher]:
+        return self.encoder_stage, self.caption_stage
+
+    def start(self) -> None:
+        for stage in self.stages:
+            stage.start()
+
+    async def stop(self) -> None:
+        for stage in self.stages:  # in order: the encoder stage may still hand work to the caption stage
+            await stage.stop()
+
+    @property
+    def predicted(self) -> int:
+        return self.encoder_stage.items
+
+    @property
+    def skipped(self) -> int:
+        return self.encoder_stage.skipped + self.caption_stage.skipped
+
+    @property
+    def item_seconds(self) -> float:
+        return self.encoder_stage.item_seconds + self.caption_stage.item_seconds
+
+    async def run(self, pixels: np.ndarray, options: ItemOptions, deadline: float | None = None) -> StagedAnswer:
+        first = await self.encoder_stage.submit((pixels, options), deadline)
+        classified = first.result
+        timings, queue_ms = classified.timings, first.queue_ms
+        if classified.caption_job is not None:
+            second = await self.caption_stage.submit(classified.caption_job, deadline)
+            classified.prediction.caption = second.result.caption
+            timings = replace(timings, caption_ms=second.result.caption_ms, caption_batch_size=second.batch_size)
+            queue_ms += second.queue_ms
+        return StagedAnswer(classified.prediction, timings, queue_ms)
+
+    def _classify(self, items: list[tuple[np.ndarray, ItemOptions]]) -> list[_Classified]:
+        options = [opt for _, opt in items]
+        result = self.predictor.classify(np.stack([pixels for pixels, _ in items]), options)
+        return [_Classified(prediction, result.timings,
+                            self.predictor.caption_job(result, row, opt) if needs_decoder(opt.caption) else None)
+                for row, (prediction, opt) in enumerate(zip(result.items, options, strict=True))]
+
+    def _caption(self, jobs: list[CaptionJob]) -> list[_Captioned]:
+        started = time.perf_counter()
+        captions = self.predictor.caption(jobs)
+        caption_ms = (time.perf_counter() - started) * 1000
+        return [_Captioned(caption, caption_ms) for caption in captions]

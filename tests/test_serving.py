@@ -1,0 +1,173 @@
+"""Serving speed features on a tiny bundle: backend parity, the OpenVINO export cache, the response cache and
+the Prometheus endpoint, through real gRPC where a server is involved."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enrich_client import EnrichClient
+from enrich_model.backends import (
+    BackendChoice,
+    BackendError,
+    Precision,
+    available_backends,
+    build_encoder_backend,
+    choose_backend,
+    fast_precisions,
+)
+
+from .conftest import LoopbackServer
+
+VARIANTS = [BackendChoice(name, precision) for name in available_backends("cpu")
+            for precision in (Precision.FP32, *fast_precisions("cpu"))]
+
+
+def catalogue_pixels(bundle, catalogue_dir: Path, count: int = 48) -> np.ndarray:
+    from enrich_model.decode import decode_image
+
+    paths = sorted((catalogue_dir / "images").glob("*.jpg"))[:count]
+    return np.stack([bundle.preprocessing(decode_image(p.read_bytes()).image) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def pixels_and_reference(bundle_dir: Path, catalogue_dir: Path):
+    from enrich_model.bundle import load_bundle
+    from enrich_model.predict import ItemOptions, Predictor
+
+    bundle = load_bundle(bundle_dir)
+    pixels = catalogue_pixels(bundle, catalogue_dir)
+    reference = Predictor(bundle).classify(pixels, [ItemOptions()] * len(pixels))  # plain eager, as trained
+    return pixels, reference
+
+
+def labels(result) -> list[tuple[str, ...]]:
+    return [tuple(item.attributes[a].label for a in sorted(item.attributes)) for item in result.items]
+
+
+@pytest.mark.parametrize("choice", VARIANTS, ids=str)
+def test_every_available_backend_gives_the_labels_of_eager_torch(choice, bundle_dir: Path, tmp_path: Path,
+                                                                  pixels_and_reference):
+    from enrich_model.bundle import load_bundle
+    from enrich_model.predict import ItemOptions, Predictor
+
+    pixels, reference = pixels_and_reference
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)  # the OpenVINO export is cached beside the bundle
+    bundle = load_bundle(copy)
+    encoder = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
+                                    copy)
+    result = Predictor(bundle, encoder=encoder).classify(pixels, [ItemOptions()] * len(pixels))
+    agreement = np.mean([a == b for a, b in zip(labels(result), labels(reference), strict=True)])
+    logit_error = max(float((result.logits[a] - reference.logits[a]).abs().max()) for a in reference.logits)
+    print(f"\n{choice}: label agreement {agreement:.3f}, largest logit difference {logit_error:.2e}")
+    if choice.precision is Precision.FP32:
+        assert agreement == 1.0 and logit_error < 1e-3
+    else:  # reduced precision moves near-ties only
+        assert agreement >= 0.9
+
+
+@pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
+def test_the_openvino_export_is_made_once_and_reused(bundle_dir: Path, tmp_path: Path, monkeypatch):
+    import openvino
+
+    from enrich_model.bundle import load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    bundle = load_bundle(copy)
+    choice = BackendChoice("openvino", Precision.FP32)
+    build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version, copy)
+    assert (copy / "openvino" / "encoder.xml").exists() and (copy / "openvino" / "export.json").exists()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although the export was cached")
+
+    monkeypatch.setattr(openvino, "convert_model", no_conversion)
+    build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version, copy)
+    with pytest.raises(AssertionError, match="converted again"):  # another model version: not reused
+        build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, "other-version", copy)
+
+
+def test_backend_choice_refuses_what_the_machine_cannot_do():
+    assert choose_backend("torch", "fp32", "cpu") == BackendChoice("torch", Precision.FP32)
+    auto = choose_backend("auto", "auto", "cpu")
+    assert auto.name == ("openvino" if "openvino" in available_backends("cpu") else "torch")
+    assert auto.precision is (fast_precisions("cpu") or [Precision.FP32])[0]
+    with pytest.raises(BackendError, match="fp16"):
+        choose_backend("torch", "fp16", "cpu")
+    if not fast_precisions("cpu"):
+        with pytest.raises(BackendError, match="no hardware support"):
+            choose_backend("torch", "bf16", "cpu")
+
+
+def test_a_repeated_image_is_answered_from_the_cache_without_the_model(bundle_dir: Path, catalogue_dir: Path):
+    server = LoopbackServer(bundle_dir, cache_mb=1)
+    server.load()
+    try:
+        pipeline = server.server.slot.pipeline
+        data = sorted((catalogue_dir / "images").glob("*.jpg"))[0].read_bytes()
+        with EnrichClient(server.target, timeout=60) as client:
+            first = client.enrich(data, "first", 3, "generate")
+            predicted = pipeline.predicted
+            again = client.enrich(data, "again", 3, "generate")
+            assert pipeline.predicted == predicted  # the model did not run
+            assert again.timings.cache_hit and not first.timings.cache_hit
+            assert again.request_id == "again" and again.metadata == first.metadata
+            other_options = client.enrich(data, "other", 5, "generate")  # options are part of the key
+            assert not other_options.timings.cache_hit and pipeline.predicted == predicted + 1
+            info = client.model_info()
+            assert (info.load.cache_hits, info.load.cache_misses) == (1, 2)
+            assert info.runtime.cache_max_bytes == 1024 * 1024
+            assert str(choose_backend("auto", "auto", "cpu")) == f"{info.runtime.backend}/{info.runtime.precision}"
+            assert info.runtime.model_threads >= 1 and info.runtime.decode_threads >= 1
+    finally:
+        server.close()
+
+
+def test_the_metrics_endpoint_shows_stage_histograms_after_traffic(bundle_dir: Path, catalogue_dir: Path):
+    server = LoopbackServer(bundle_dir, cache_mb=0)
+    server.load()
+    try:
+        images = [p.read_bytes() for p in sorted((catalogue_dir / "images").glob("*.jpg"))[:6]]
+        with EnrichClient(server.target, timeout=60) as client:
+            answers = list(client.enrich_stream(((str(n), d) for n, d in enumerate([*images, b"junk"])),
+                                                caption="generate"))
+            client.enrich(images[0], caption="skip")
+        assert sum(1 for a in answers if a.status.code == 0) == 6
+        port = server.server.metrics_port
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        server.close()
+    runtime = server.server.slot.runtime
+    scraped = samples(text)
+    where = {"backend": runtime.backend, "precision": runtime.precision}
+    for stage in ("decode", "queue", "encoder", "heads", "caption", "total"):
+        count = scraped["enrich_stage_seconds_count", frozenset({"stage": stage, **where}.items())]
+        assert count == (6 if stage == "caption" else 7), stage
+    assert scraped["enrich_batch_size_count", frozenset({"stage": "encoder", **where}.items())] >= 1
+    items = {labels: value for (name, labels), value in scraped.items() if name == "enrich_items_total"}
+    assert items == {
+        frozenset({"method": "EnrichStream", "code": "OK", "reason": ""}.items()): 6,
+        frozenset({"method": "EnrichStream", "code": "INVALID_ARGUMENT", "reason": "IMAGE_UNDECODABLE"}.items()): 1,
+        frozenset({"method": "Enrich", "code": "OK", "reason": ""}.items()): 1,
+    }
+    assert scraped["enrich_queue_depth", frozenset({"stage": "encoder"}.items())] == 0
+    assert scraped["enrich_in_flight", frozenset()] == 0
+    assert scraped["enrich_runtime_info", frozenset({**where, "device": "cpu",
+                                                     "model_version": runtime_version(server)}.items())] == 1
+
+
+def runtime_version(server: LoopbackServer) -> str:
+    return server.server.slot.bundle.model_version
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
