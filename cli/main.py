@@ -14,6 +14,7 @@ commands:
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
   evaluate score a bundle on a labelled catalogue (--model BUNDLE --data DIR), as it serves
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
+  export   write the OpenVINO export beside a bundle now (e.g. while building an image), not at first start
   info     print a bundle's version, vocabulary sizes and test metrics
   bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT)
 
@@ -73,6 +74,25 @@ def info(argv: list[str]) -> int:
     return 0
 
 
+def export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="enrich export", description="Write BUNDLE/openvino/ (the encoder "
+                                     "as OpenVINO IR, fp32 weights), which `enrich serve` reads instead of "
+                                     "converting at start-up.")
+    parser.add_argument("bundle", type=Path)
+    args = parser.parse_args(argv)
+    from enrich_model.backends import BackendChoice, Precision, build_encoder_backend, openvino_installed
+    from enrich_model.bundle import load_bundle
+
+    if not openvino_installed():
+        print("enrich export: openvino is not installed (pip install openvino)", file=sys.stderr)
+        return 2
+    bundle = load_bundle(args.bundle)
+    build_encoder_backend(bundle.model, BackendChoice("openvino", Precision.FP32), bundle.preprocessing.input_size,
+                          bundle.model_version, args.bundle)
+    print(f"wrote {args.bundle / 'openvino'} for {bundle.model_version}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -103,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return synth(rest)
     if command == "info":
         return info(rest)
+    if command == "export":
+        return export(rest)
     print(f"enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +43,23 @@ def test_demo_end_to_end(tmp_path: Path):
 
 def test_bench_prints_latency_and_throughput(server):
     result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "bench", "--target", server.target,
-                             "--count", "6", "--image-size", "120x160", "--concurrency", "2"],
+                             "--count", "8", "--image-size", "120x160", "--camera", "2", "--json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "p50" in result.stdout and result.stdout.count("img/s") == 4
+    assert "p99" in result.stdout and result.stdout.count("img/s") == 7
+    figures = json.loads(result.stdout.splitlines()[-1])
+    measured = figures["grpc"]["target"]
+    assert measured["catalogue/stream/generate"]["images_per_second"] > 0
+    assert figures["ratios"]["caption_cost"] < 1
+
+
+def test_export_writes_the_openvino_files_that_serve_reads(bundle_dir: Path, tmp_path: Path):
+    pytest.importorskip("openvino")
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    shutil.rmtree(copy / "openvino", ignore_errors=True)
+    result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "export", str(copy)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stamp = json.loads((copy / "openvino" / "export.json").read_text())
+    assert stamp["model_version"] in result.stdout and (copy / "openvino" / "encoder.bin").stat().st_size > 0

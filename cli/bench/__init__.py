@@ -1,0 +1,240 @@
+"""`enrich bench`: how fast a bundle serves on this machine, and how close that is to the machine's limit.
+
+    enrich bench --model BUNDLE            # everything below, in one run, side by side
+    enrich bench --model BUNDLE --json     # ... and one machine-readable line at the end
+    enrich bench --target HOST:PORT        # only the gRPC figures, against a running server
+
+With --model it measures, in this order: the machine (CPU flags, fp32/bf16 matmul GFLOP/s); each encoder
+backend and precision (img/s, label agreement with eager fp32); the seed's design (one backbone pass per
+attribute and one for the caption) against the shared pass; decoding camera JPEGs; the serving pipeline
+in process; then real gRPC against two server processes started side by side, the default settings and
+eager torch fp32, measured alternately. Every number is printed; none is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import signal
+import tempfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from enrich_client import EnrichClient, image_files
+
+from ..server_process import start_server
+from . import served
+from .images import camera_images, catalogue_images
+
+EAGER = ("--backend", "torch", "--precision", "fp32")
+TARGETS = {  # issue 7's targets, as ratios of figures from the same run
+    "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
+    "grpc_vs_eager_serving_caption": 2.5, "camera_grpc_vs_decode": 0.8, "stream_vs_in_process": 0.95,
+    "caption_cost": 0.30, "shared_vs_seed_design": 5.0,
+}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@contextmanager
+def server_process(bundle: Path, name: str, *options: str):
+    log_path = Path(tempfile.gettempdir()) / f"enrich-bench-{name}.log"
+    process, port = start_server(bundle, log_path, "--cache-mb", "0", *options)
+    try:
+        with EnrichClient(f"127.0.0.1:{port}", timeout=600) as client:
+            yield client
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
+    import torch
+
+    from enrich_model.backends import fast_precisions
+    from enrich_model.bundle import load_bundle
+    from enrich_model.predict import CaptionMode
+    from enrich_server.settings import ServerSettings
+
+    from . import decoding, inprocess, machine
+
+    settings = ServerSettings(model=args.model)
+    model_threads, decode_threads = settings.thread_budget
+    torch.set_num_threads(model_threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    figures["machine"] = {**machine.machine_flags(), "device": device}
+    if device == "cuda":
+        figures["machine"]["gpu"] = torch.cuda.get_device_name()
+    figures["matmul_gflops"] = {"fp32": machine.matmul_gflops(torch.float32, device=device)}
+    for precision in fast_precisions(device):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision.value]
+        figures["matmul_gflops"][precision.value] = machine.matmul_gflops(dtype, device=device)
+    say(f"machine: {figures['machine']}, matmul GFLOP/s {rounded(figures['matmul_gflops'])}")
+
+    bundle = load_bundle(args.model, device=device)
+    gflop = machine.encoder_gflop(bundle.model, bundle.preprocessing.input_size)
+    figures["encoder"] = {"backbone": bundle.config.backbone.name, "input": list(bundle.preprocessing.input_size),
+                          "gflop_per_image": gflop}
+    pixels = inprocess.preprocess_all(bundle, catalogue[:64])
+    agreement = inprocess.preprocess_all(bundle, (catalogue * 4)[: args.agreement_images] if len(catalogue) <
+                                         args.agreement_images else catalogue[: args.agreement_images])
+    del bundle
+    say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image")
+    runs = inprocess.encoder_variants(args.model, pixels, agreement, model_threads, device, say)
+    figures["encoders"] = {run.name: vars(run) for run in runs}
+    for run in runs:
+        run_gflops = run.images_per_second * gflop
+        figures["encoders"][run.name]["share_of_fp32_matmul"] = run_gflops / figures["matmul_gflops"]["fp32"]
+    del agreement
+    gc.collect()
+
+    figures["seed_design"] = {}
+    for caption in (CaptionMode.GENERATE, CaptionMode.SKIP):
+        shared, seed = inprocess.seed_design_ratio(args.model, pixels, caption, device)
+        figures["seed_design"][caption.value] = {"shared": shared, "seed": seed, "ratio": shared / seed}
+        say(f"  shared encoder {shared:.1f} img/s vs the seed's design {seed:.1f} img/s (caption={caption.value})")
+
+    figures["decode_camera"] = decoding.decode_speeds(camera, load_bundle(args.model).preprocessing, decode_threads)
+    say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: {rounded(figures['decode_camera'])}")
+
+    figures["in_process"] = {}
+    for caption in (CaptionMode.GENERATE, CaptionMode.SKIP):
+        figures["in_process"][caption.value] = inprocess.pipeline_ceiling(settings, catalogue, caption)
+        gc.collect()
+    say(f"in-process pipeline (no RPC), catalogue images, img/s: {rounded(figures['in_process'])}")
+
+
+def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
+    """Alternates the servers within each measurement, so drifts of a shared machine hit both alike."""
+    for client in clients.values():
+        served.warm(client, catalogue)
+    plan = [("catalogue", catalogue, "stream", "generate"), ("catalogue", catalogue, "stream", "skip"),
+            ("catalogue", catalogue, "unary", "generate"), ("catalogue", catalogue, "unary", "skip"),
+            ("camera", camera, "stream", "generate"), ("camera", camera, "unary", "generate"),
+            ("camera", camera, "stream", "skip")]
+    for images_name, images, kind, caption in plan:
+        for server_name, client in clients.items():
+            result = (served.stream if kind == "stream" else served.unary)(client, images, caption)
+            key = f"{images_name}/{kind}/{caption}"
+            figures.setdefault("grpc", {}).setdefault(server_name, {})[key] = vars(result)
+            say(f"  {server_name:<8} {key:<28} {result.describe()}")
+
+
+def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
+    log_path = Path(tempfile.gettempdir()) / "enrich-bench-cache.log"
+    process, port = start_server(bundle, log_path)  # the default: cache on
+    try:
+        with EnrichClient(f"127.0.0.1:{port}", timeout=600) as client:
+            client.wait_until_serving()
+            first = served.stream(client, catalogue, "generate")
+            again = served.stream(client, catalogue, "generate")
+            load = client.model_info().load
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    figures["cache"] = {"first_pass": first.images_per_second, "repeat_pass": again.images_per_second,
+                        "hits": load.cache_hits, "misses": load.cache_misses}
+    say(f"cache: first pass {first.images_per_second:.1f} img/s, repeat {again.images_per_second:.1f} img/s "
+        f"({load.cache_hits} hits, {load.cache_misses} misses)")
+
+
+def ratios(figures: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    encoders = figures.get("encoders", {})
+    eager = encoders.get("torch/fp32 (contiguous)", {}).get("images_per_second")
+    fp32 = [e for name, e in encoders.items() if name.endswith("/fp32") and e["max_feature_error"] < 1e-4]
+    if fp32:
+        out["encoder_fp32_share_of_matmul"] = max(e["share_of_fp32_matmul"] for e in fp32)
+    reduced = [e for name, e in encoders.items() if not name.endswith(("/fp32", "(contiguous)"))]
+    if reduced and eager:
+        best = max(reduced, key=lambda e: e["images_per_second"])
+        out["reduced_precision_vs_eager_fp32"] = best["images_per_second"] / eager
+        out["reduced_precision_agreement"] = best["label_agreement"]
+    grpc = figures.get("grpc", {})
+    default, eager_served = grpc.get("default") or grpc.get("target", {}), grpc.get("eager", {})
+    if default and eager_served:
+        out["grpc_vs_eager_serving_caption"] = (default["catalogue/stream/generate"]["images_per_second"] /
+                                                eager_served["catalogue/stream/generate"]["images_per_second"])
+        out["grpc_unary_vs_eager_serving_caption"] = (
+            default["catalogue/unary/generate"]["images_per_second"] /
+            eager_served["catalogue/unary/generate"]["images_per_second"])
+    if default.get("camera/stream/generate") and "decode_camera" in figures:
+        out["camera_grpc_vs_decode"] = (default["camera/stream/generate"]["images_per_second"] /
+                                        figures["decode_camera"]["server_path"])
+    if default and "in_process" in figures:
+        out["stream_vs_in_process"] = (default["catalogue/stream/generate"]["images_per_second"] /
+                                       figures["in_process"]["generate"])
+    if default:
+        out["caption_cost"] = 1 - (default["catalogue/stream/generate"]["images_per_second"] /
+                                   default["catalogue/stream/skip"]["images_per_second"])
+    if "seed_design" in figures:
+        out["shared_vs_seed_design"] = figures["seed_design"]["generate"]["ratio"]
+        out["shared_vs_seed_design_no_caption"] = figures["seed_design"]["skip"]["ratio"]
+    return out
+
+
+def rounded(value: object, digits: int = 4) -> object:
+    """Significant digits, so that a feature error of 1e-6 stays 1e-6 and 2834.2 img/s stays readable."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="enrich bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", type=Path, help="bundle to measure (serves it on loopback for the gRPC part)")
+    where.add_argument("--target", help="a running server, host:port (gRPC figures only)")
+    parser.add_argument("--images", type=Path, help="folder of images instead of synthetic catalogue shots")
+    parser.add_argument("--count", type=int, default=256, help="catalogue-size images")
+    parser.add_argument("--camera", type=int, default=48, help="camera-size (4000x3000) JPEGs; 0 = none")
+    parser.add_argument("--image-size", default="240x320", help="WIDTHxHEIGHT of synthetic catalogue images")
+    parser.add_argument("--agreement-images", type=int, default=512,
+                        help="images on which each backend's labels are compared with eager fp32")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure and ratio")
+    args = parser.parse_args(argv)
+
+    if args.images:
+        catalogue = [p.read_bytes() for p in image_files(args.images)[: args.count]]
+    else:
+        width, height = (int(v) for v in args.image_size.lower().split("x"))
+        catalogue = catalogue_images(args.count, (width, height))
+    camera = camera_images(min(args.camera, 16)) if args.camera else []
+    camera = (camera * (args.camera // max(1, len(camera)) + 1))[: args.camera]
+    figures: dict = {"catalogue_images": len(catalogue), "camera_images": len(camera)}
+
+    if args.target:
+        with EnrichClient(args.target, timeout=600) as client:
+            measure_grpc({"target": client}, catalogue, camera or catalogue[:16], figures)
+    else:
+        measure_model(args, catalogue, camera, figures)
+        say("gRPC, two server processes side by side (response cache off):")
+        with ExitStack() as stack:
+            clients = {"default": stack.enter_context(server_process(args.model, "default")),
+                       "eager": stack.enter_context(server_process(args.model, "eager", *EAGER))}
+            measure_grpc(clients, catalogue, camera, figures)
+        measure_cache(args.model, catalogue, figures)
+    figures["ratios"] = ratios(figures)
+    figures["targets"] = {k: v for k, v in TARGETS.items() if k in figures["ratios"]}
+    say("ratios (target):")
+    for name, value in figures["ratios"].items():
+        target = TARGETS.get(name)
+        verdict = "" if target is None else (" ok" if (value <= target if name == "caption_cost" else
+                                                       value >= target) else " MISSED")
+        say(f"  {name:<38}{value:8.3f}" + (f"  ({'<=' if name == 'caption_cost' else '>='} {target}){verdict}"
+                                            if target is not None else ""))
+    if args.json:
+        print(json.dumps(rounded(figures), separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
