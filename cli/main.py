@@ -81,15 +81,23 @@ def export(argv: list[str]) -> int:
     parser.add_argument("bundle", type=Path)
     args = parser.parse_args(argv)
     from enrich_model.backends import BackendChoice, Precision, build_encoder_backend, openvino_installed
-    from enrich_model.bundle import load_bundle
+    from enrich_model.bundle import BundleError, load_bundle
 
     if not openvino_installed():
         print("enrich export: openvino is not installed (pip install openvino)", file=sys.stderr)
         return 2
-    bundle = load_bundle(args.bundle)
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as error:
+        print(f"enrich export: {error}", file=sys.stderr)
+        return 2
     build_encoder_backend(bundle.model, BackendChoice("openvino", Precision.FP32), bundle.preprocessing.input_size,
                           bundle.model_version, args.bundle)
-    print(f"wrote {args.bundle / 'openvino'} for {bundle.model_version}")
+    written = args.bundle / "openvino" / "export.json"
+    if not written.exists() or bundle.model_version not in written.read_text():
+        print(f"enrich export: could not write {written.parent} (see the warning above)", file=sys.stderr)
+        return 1
+    print(f"wrote {written.parent} for {bundle.model_version}")
     return 0
 
 

@@ -17,7 +17,9 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -61,17 +63,25 @@ def cpu_flags() -> set[str]:
 def cpu_budget() -> int:
     """CPUs this process may use: the cgroup quota (a container's CPU limit) and affinity, not the host's count."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
         if quota != "max":
             count = min(count, max(1, int(float(quota) / float(period))))
+    with contextlib.suppress(OSError, ValueError):  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            count = min(count, max(1, quota // period))
     return max(1, count)
 
 
 def fast_precisions(device: str) -> list[Precision]:
     """Reduced precisions this device runs in hardware, fastest first."""
     if device.startswith("cuda"):
-        return [Precision.BF16, Precision.FP16] if torch.cuda.is_bf16_supported() else [Precision.FP16]
+        index = torch.device(device).index or 0
+        with torch.cuda.device(index):  # bf16 in hardware (Ampere and later), not emulated
+            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return [Precision.BF16, Precision.FP16] if native_bf16 else [Precision.FP16]
     return [Precision.BF16] if cpu_flags() & set(BF16_CPU_FLAGS) else []
 
 
@@ -168,6 +178,21 @@ def import_openvino():
     return openvino
 
 
+def save_export(ov, graph, stamp: dict, cache_dir: Path) -> None:
+    """Written beside the final folder and renamed into place, stamp last: servers sharing a bundle never
+    read a half-written export."""
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".openvino-", dir=cache_dir.parent))
+    try:
+        ov.save_model(graph, staging / "encoder.xml", compress_to_fp16=False)  # fp32 weights: `fp32` stays exact
+        (staging / "export.json").write_text(json.dumps(stamp, indent=2) + "\n")
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        os.replace(staging, cache_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class OpenVinoEncoder(EncoderBackend):
     """The backbone compiled by OpenVINO for this CPU; bf16 via its inference precision hint."""
 
@@ -188,13 +213,17 @@ class OpenVinoEncoder(EncoderBackend):
     @staticmethod
     def _exported(ov, core, model: EnrichModel, input_size: tuple[int, int], model_version: str,
                   cache_dir: Path | None):
-        stamp = {"model_version": model_version, "openvino": ov.__version__, "input_size": list(input_size)}
-        xml = cache_dir / "encoder.xml" if cache_dir else None
-        if xml and xml.exists():
-            with contextlib.suppress(OSError, ValueError):
+        from enrich_model import __version__ as code_version
+
+        stamp = {"model_version": model_version, "openvino": ov.__version__, "input_size": list(input_size),
+                 "enrich": code_version}
+        if cache_dir and (cache_dir / "export.json").exists():
+            try:
                 if json.loads((cache_dir / "export.json").read_text()) == stamp:
-                    return core.read_model(xml)
-            log.info("OpenVINO export in %s is for another model or OpenVINO version: exporting again", cache_dir)
+                    return core.read_model(cache_dir / "encoder.xml")
+                log.info("the OpenVINO export in %s is for another model or version: exporting again", cache_dir)
+            except Exception as error:  # unreadable or torn files: make them again
+                log.warning("the OpenVINO export in %s cannot be read (%s): exporting again", cache_dir, error)
         started = time.perf_counter()
         height, width = input_size
         example = torch.zeros(2, 3, height, width)
@@ -207,12 +236,10 @@ class OpenVinoEncoder(EncoderBackend):
         log.info("exported the encoder to OpenVINO in %.1f s", time.perf_counter() - started)
         if cache_dir:
             try:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                ov.save_model(graph, xml, compress_to_fp16=False)  # fp32 weights: `fp32` must stay exact
-                (cache_dir / "export.json").write_text(json.dumps(stamp, indent=2) + "\n")
+                save_export(ov, graph, stamp, cache_dir)
             except OSError as error:  # a read-only bundle still serves; it just converts at each start
-                log.warning("cannot cache the OpenVINO export in %s (%s): it will be made again next start",
-                            cache_dir, error.strerror or error)
+                log.warning("cannot cache the OpenVINO export in %s (%s): it will be made again next start "
+                            "(`enrich export` writes it ahead of time)", cache_dir, error.strerror or error)
         return graph
 
     @torch.inference_mode()

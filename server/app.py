@@ -74,17 +74,18 @@ class EnrichServer:
 
     async def start(self) -> int:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.metrics_port >= 0:  # first: if its port is taken, nothing has started yet
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         address = f"{self.settings.host}:{self.settings.port}"
         if self.credentials is None:
             self.port = self.server.add_insecure_port(address)
         else:
             self.port = self.server.add_secure_port(address, self.credentials)
         if not self.port:
+            self.metrics.close()
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
         log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
-        if self.settings.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         return self.port
 
     async def load_model(self) -> None:

@@ -55,11 +55,10 @@ class DynamicBatcher(Generic[Item, Result]):
         self.max_delay = max_delay_ms / 1000
         self.name = name
         self.on_batch = on_batch  # (batch size, seconds in process): for metrics
-        # A later stage fed by an earlier one: while `more_coming()` (the earlier stage is busy), a partial
-        # batch waits for what it is about to deliver, up to `max_wait_ms`; when it is idle, nothing waits.
+        # A later stage fed by an earlier one: while `more_coming()` (the earlier stage holds work for this
+        # one), a partial batch waits for it, up to `max_wait_ms`; otherwise nothing waits.
         self.more_coming = more_coming
         self.max_wait = max_wait_ms / 1000
-        self.busy = False  # a batch is in process
         self.queue: asyncio.Queue[_Job[Item]] = asyncio.Queue()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"enrich-{name}")
         self.batches = 0
@@ -67,11 +66,6 @@ class DynamicBatcher(Generic[Item, Result]):
         self.skipped = 0  # cancelled or expired before process
         self.item_seconds = 0.0  # moving average of process time per item, for retry hints
         self._worker: asyncio.Task | None = None
-
-    @property
-    def working(self) -> bool:
-        """Items queued or in process."""
-        return self.busy or not self.queue.empty()
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"enrich-{self.name}-batcher")
@@ -117,7 +111,6 @@ class DynamicBatcher(Generic[Item, Result]):
             live = self._still_wanted(batch, started)
             try:
                 if live:
-                    self.busy = True
                     results = await loop.run_in_executor(self.thread, self.process, [job.item for job in live])
                     if len(results) != len(live):
                         raise RuntimeError(f"{self.name}: {len(results)} results for a batch of {len(live)}")
@@ -137,7 +130,6 @@ class DynamicBatcher(Generic[Item, Result]):
                     if not job.future.done():
                         job.future.set_exception(error)
             finally:
-                self.busy = False
                 for _ in batch:
                     self.queue.task_done()
 

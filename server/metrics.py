@@ -73,8 +73,18 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics endpoint (port 0 picks a free one); returns the bound port."""
-        address = host.strip("[]") if host not in ("[::]", "::") else "::"
-        self._http, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        address = host.strip("[]")
+        try:
+            try:
+                self._http, self._thread = start_http_server(port, addr=address, registry=self.registry)
+            except OSError:
+                if address != "::":
+                    raise
+                # The IPv6 wildcard on a host without IPv6: every IPv4 interface instead, as gRPC does.
+                self._http, self._thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
+        except OSError as error:
+            raise OSError(f"cannot serve metrics on {host}:{port} ({error.strerror or error}); choose another "
+                          f"--metrics-port, or -1 for none") from error
         bound = self._http.server_port
         log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
         return bound

@@ -58,11 +58,12 @@ class Pipeline:
             (lambda stage: None)
         self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
             self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"))
-        # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage is
-        # still working a partial caption batch waits for the images it is about to deliver.
+        # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage holds
+        # images that want a caption, a partial caption batch waits for them (images that skip it don't count).
         self.caption_stage: DynamicBatcher[CaptionJob, _Captioned] = DynamicBatcher(
             self._caption, caption_batch_size, max_delay_ms, "caption", observe("caption"),
-            more_coming=lambda: self.encoder_stage.working, max_wait_ms=250)
+            more_coming=lambda: self.captions_coming > 0, max_wait_ms=250)
+        self.captions_coming = 0  # images in the encoder stage whose caption the decoder will write
 
     @property
     def stages(self) -> tuple[DynamicBatcher, DynamicBatcher]:
@@ -89,7 +90,12 @@ class Pipeline:
         return self.encoder_stage.item_seconds + self.caption_stage.item_seconds
 
     async def run(self, pixels: np.ndarray, options: ItemOptions, deadline: float | None = None) -> StagedAnswer:
-        first = await self.encoder_stage.submit((pixels, options), deadline)
+        captioned = int(needs_decoder(options.caption))
+        self.captions_coming += captioned
+        try:
+            first = await self.encoder_stage.submit((pixels, options), deadline)
+        finally:  # in the same step as the caption stage's submit below: it never misses one coming
+            self.captions_coming -= captioned
         classified = first.result
         timings, queue_ms = classified.timings, first.queue_ms
         if classified.caption_job is not None:

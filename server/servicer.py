@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,8 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 
 log = logging.getLogger("enrich.servicer")
+
+HASH_INLINE_BYTES = 256 * 1024  # larger images are hashed for the cache in the decode pool
 
 
 class ModelSlot:
@@ -175,15 +178,19 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
         if deadline is not None and received >= deadline:
             raise deadline_expired()
         key = None
+        loop = asyncio.get_running_loop()
         if self.cache.enabled:
-            key = CacheKey.of(request.image, options.top_k, options.caption.value, bundle.model_version)
+            key_of = functools.partial(CacheKey.of, request.image, options.top_k, options.caption.value,
+                                       bundle.model_version)
+            # Hashing a camera original takes milliseconds: off the event loop (hashlib releases the GIL).
+            key = key_of() if len(request.image) < HASH_INLINE_BYTES else \
+                await loop.run_in_executor(self.decode_pool, key_of)
             cached = self.cache.get(key)
             self.metrics.count_cache(cached is not None)
             if cached is not None:
                 total_ms = (time.perf_counter() - received) * 1000
                 self.metrics.observe_stage("total", total_ms)
                 return cached_response(request_id, cached, bundle.model_version, total_ms)
-        loop = asyncio.get_running_loop()
         try:
             decoded, pixels = await loop.run_in_executor(self.decode_pool, self._decode, bundle, request.image)
         except ImageDecodeError as error:

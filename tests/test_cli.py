@@ -43,7 +43,7 @@ def test_demo_end_to_end(tmp_path: Path):
 
 def test_bench_prints_latency_and_throughput(server):
     result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "bench", "--target", server.target,
-                             "--count", "8", "--image-size", "120x160", "--camera", "2", "--json"],
+                             "--count", "16", "--image-size", "120x160", "--camera", "2", "--json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "p99" in result.stdout and result.stdout.count("img/s") == 7

@@ -61,8 +61,14 @@ def test_every_available_backend_gives_the_labels_of_eager_torch(choice, bundle_
     bundle = load_bundle(copy)
     encoder = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
                                     copy)
-    result = Predictor(bundle, encoder=encoder).classify(pixels, [ItemOptions()] * len(pixels))
+    predictor = Predictor(bundle, encoder=encoder)
+    result = predictor.classify(pixels, [ItemOptions()] * len(pixels))
     agreement = np.mean([a == b for a, b in zip(labels(result), labels(reference), strict=True)])
+    # Serving sends batches of any size up to --max-batch-size: the same answers at 1 and 5.
+    by_parts = [label for part in (pixels[:1], pixels[1:6])
+                for label in labels(predictor.classify(part, [ItemOptions()] * len(part)))]
+    same = sum(a == b for a, b in zip(by_parts, labels(result)[:6], strict=True))
+    assert same == 6 if choice.precision is Precision.FP32 else same >= 5
     logit_error = max(float((result.logits[a] - reference.logits[a]).abs().max()) for a in reference.logits)
     print(f"\n{choice}: label agreement {agreement:.3f}, largest logit difference {logit_error:.2e}")
     if choice.precision is Precision.FP32:

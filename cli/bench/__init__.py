@@ -97,8 +97,11 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
         figures["seed_design"][caption.value] = {"shared": shared, "seed": seed, "ratio": shared / seed}
         say(f"  shared encoder {shared:.1f} img/s vs the seed's design {seed:.1f} img/s (caption={caption.value})")
 
-    figures["decode_camera"] = decoding.decode_speeds(camera, load_bundle(args.model).preprocessing, decode_threads)
-    say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: {rounded(figures['decode_camera'])}")
+    if camera:
+        figures["decode_camera"] = decoding.decode_speeds(camera, load_bundle(args.model).preprocessing,
+                                                          decode_threads)
+        say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: "
+            f"{rounded(figures['decode_camera'])}")
 
     figures["in_process"] = {}
     for caption in (CaptionMode.GENERATE, CaptionMode.SKIP):
@@ -112,9 +115,10 @@ def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camer
     for client in clients.values():
         served.warm(client, catalogue)
     plan = [("catalogue", catalogue, "stream", "generate"), ("catalogue", catalogue, "stream", "skip"),
-            ("catalogue", catalogue, "unary", "generate"), ("catalogue", catalogue, "unary", "skip"),
-            ("camera", camera, "stream", "generate"), ("camera", camera, "unary", "generate"),
-            ("camera", camera, "stream", "skip")]
+            ("catalogue", catalogue, "unary", "generate"), ("catalogue", catalogue, "unary", "skip")]
+    if camera:
+        plan += [("camera", camera, "stream", "generate"), ("camera", camera, "unary", "generate"),
+                 ("camera", camera, "stream", "skip")]
     for images_name, images, kind, caption in plan:
         for server_name, client in clients.items():
             result = (served.stream if kind == "stream" else served.unary)(client, images, caption)
@@ -201,9 +205,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="images on which each backend's labels are compared with eager fp32")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure and ratio")
     args = parser.parse_args(argv)
+    if args.count < 16:
+        parser.error("--count must be at least 16 (two batches of 8, and a warm-up)")
 
     if args.images:
         catalogue = [p.read_bytes() for p in image_files(args.images)[: args.count]]
+        if len(catalogue) < 16:
+            parser.error(f"--images {args.images}: {len(catalogue)} images; the bench needs at least 16")
     else:
         width, height = (int(v) for v in args.image_size.lower().split("x"))
         catalogue = catalogue_images(args.count, (width, height))
@@ -213,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.target:
         with EnrichClient(args.target, timeout=600) as client:
-            measure_grpc({"target": client}, catalogue, camera or catalogue[:16], figures)
+            measure_grpc({"target": client}, catalogue, camera, figures)
     else:
         measure_model(args, catalogue, camera, figures)
         say("gRPC, two server processes side by side (response cache off):")
