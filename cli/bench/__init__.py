@@ -17,6 +17,7 @@ import argparse
 import gc
 import json
 import signal
+import statistics
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -53,6 +54,7 @@ def server_process(bundle: Path, name: str, *options: str):
 
 def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
     import torch
+    from transformers.utils import logging as hf_logging
 
     from enrich_model.backends import fast_precisions
     from enrich_model.bundle import load_bundle
@@ -61,6 +63,7 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
 
     from . import decoding, inprocess, machine
 
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per backend says nothing here
     settings = ServerSettings(model=args.model)
     model_threads, decode_threads = settings.thread_budget
     torch.set_num_threads(model_threads)
@@ -68,26 +71,33 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
     figures["machine"] = {**machine.machine_flags(), "device": device}
     if device == "cuda":
         figures["machine"]["gpu"] = torch.cuda.get_device_name()
-    figures["matmul_gflops"] = {"fp32": machine.matmul_gflops(torch.float32, device=device)}
+    fp32_rates: list[float] = []
+
+    def matmul_fp32() -> float:
+        fp32_rates.append(machine.matmul_gflops(torch.float32, seconds=1.0, device=device))
+        return fp32_rates[-1]
+
+    figures["matmul_gflops"] = {}
     for precision in fast_precisions(device):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision.value]
+        machine.matmul_gflops(dtype, seconds=0.5, device=device)  # the first calls pick kernels
         figures["matmul_gflops"][precision.value] = machine.matmul_gflops(dtype, device=device)
-    say(f"machine: {figures['machine']}, matmul GFLOP/s {rounded(figures['matmul_gflops'])}")
 
     bundle = load_bundle(args.model, device=device)
     gflop = machine.encoder_gflop(bundle.model, bundle.preprocessing.input_size)
     figures["encoder"] = {"backbone": bundle.config.backbone.name, "input": list(bundle.preprocessing.input_size),
                           "gflop_per_image": gflop}
     pixels = inprocess.preprocess_all(bundle, catalogue[:64])
-    agreement = inprocess.preprocess_all(bundle, (catalogue * 4)[: args.agreement_images] if len(catalogue) <
-                                         args.agreement_images else catalogue[: args.agreement_images])
+    agreement = inprocess.preprocess_all(bundle, (catalogue * (args.agreement_images // len(catalogue) + 1))
+                                         [: args.agreement_images])
     del bundle
-    say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image")
-    runs = inprocess.encoder_variants(args.model, pixels, agreement, model_threads, device, say)
+    say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image; "
+        f"each backend timed in {3} alternating rounds with the fp32 matmul rate")
+    runs = inprocess.encoder_variants(args.model, pixels, agreement, model_threads, gflop, matmul_fp32, device,
+                                      progress=say)
     figures["encoders"] = {run.name: vars(run) for run in runs}
-    for run in runs:
-        run_gflops = run.images_per_second * gflop
-        figures["encoders"][run.name]["share_of_fp32_matmul"] = run_gflops / figures["matmul_gflops"]["fp32"]
+    figures["matmul_gflops"]["fp32"] = statistics.median(fp32_rates)
+    say(f"machine: {figures['machine']}, matmul GFLOP/s {rounded(figures['matmul_gflops'])}")
     del agreement
     gc.collect()
 
@@ -103,28 +113,36 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
         say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: "
             f"{rounded(figures['decode_camera'])}")
 
-    figures["in_process"] = {}
-    for caption in (CaptionMode.GENERATE, CaptionMode.SKIP):
-        figures["in_process"][caption.value] = inprocess.pipeline_ceiling(settings, catalogue, caption)
-        gc.collect()
-    say(f"in-process pipeline (no RPC), catalogue images, img/s: {rounded(figures['in_process'])}")
 
+def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camera: list[bytes], figures: dict,
+                 in_process=None, rounds: int = 2) -> None:
+    """Alternates the servers (and the in-process pipeline) within each measurement, so drifts of a shared
+    machine hit them alike; the headline catalogue streams take the median of `rounds`."""
+    from enrich_model.predict import CaptionMode
 
-def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
-    """Alternates the servers within each measurement, so drifts of a shared machine hit both alike."""
     for client in clients.values():
         served.warm(client, catalogue)
-    plan = [("catalogue", catalogue, "stream", "generate"), ("catalogue", catalogue, "stream", "skip"),
-            ("catalogue", catalogue, "unary", "generate"), ("catalogue", catalogue, "unary", "skip")]
+    plan = [("catalogue", catalogue, "stream", "generate", rounds), ("catalogue", catalogue, "stream", "skip", rounds),
+            ("catalogue", catalogue, "unary", "generate", 1), ("catalogue", catalogue, "unary", "skip", 1)]
     if camera:
-        plan += [("camera", camera, "stream", "generate"), ("camera", camera, "unary", "generate"),
-                 ("camera", camera, "stream", "skip")]
-    for images_name, images, kind, caption in plan:
-        for server_name, client in clients.items():
-            result = (served.stream if kind == "stream" else served.unary)(client, images, caption)
-            key = f"{images_name}/{kind}/{caption}"
-            figures.setdefault("grpc", {}).setdefault(server_name, {})[key] = vars(result)
-            say(f"  {server_name:<8} {key:<28} {result.describe()}")
+        plan += [("camera", camera, "stream", "generate", 1), ("camera", camera, "unary", "generate", 1),
+                 ("camera", camera, "stream", "skip", 1)]
+    for images_name, images, kind, caption, repeats in plan:
+        key = f"{images_name}/{kind}/{caption}"
+        results: dict[str, list] = {}
+        for _ in range(repeats):
+            for server_name, client in clients.items():
+                results.setdefault(server_name, []).append(
+                    (served.stream if kind == "stream" else served.unary)(client, images, caption))
+            if in_process is not None and images_name == "catalogue" and kind == "stream":
+                results.setdefault("in_process", []).append(
+                    served.Served(in_process.images_per_second(images, CaptionMode(caption))))
+        for name, measured in results.items():
+            result = sorted(measured, key=lambda r: r.images_per_second)[len(measured) // 2]
+            figures.setdefault("grpc" if name != "in_process" else "in_process", {}).setdefault(
+                name, {})[key] = vars(result)
+            say(f"  {name:<10} {key:<28} {result.describe()}"
+                + (f"  (median of {len(measured)})" if len(measured) > 1 else ""))
 
 
 def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
@@ -149,7 +167,7 @@ def ratios(figures: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     encoders = figures.get("encoders", {})
     eager = encoders.get("torch/fp32 (contiguous)", {}).get("images_per_second")
-    fp32 = [e for name, e in encoders.items() if name.endswith("/fp32") and e["max_feature_error"] < 1e-4]
+    fp32 = [e for name, e in encoders.items() if "fp32" in name and e["max_feature_error"] < 1e-4]
     if fp32:
         out["encoder_fp32_share_of_matmul"] = max(e["share_of_fp32_matmul"] for e in fp32)
     reduced = [e for name, e in encoders.items() if not name.endswith(("/fp32", "(contiguous)"))]
@@ -168,9 +186,10 @@ def ratios(figures: dict) -> dict[str, float]:
     if default.get("camera/stream/generate") and "decode_camera" in figures:
         out["camera_grpc_vs_decode"] = (default["camera/stream/generate"]["images_per_second"] /
                                         figures["decode_camera"]["server_path"])
-    if default and "in_process" in figures:
+    in_process = figures.get("in_process", {}).get("in_process", {})
+    if default and in_process:
         out["stream_vs_in_process"] = (default["catalogue/stream/generate"]["images_per_second"] /
-                                       figures["in_process"]["generate"])
+                                       in_process["catalogue/stream/generate"]["images_per_second"])
     if default:
         out["caption_cost"] = 1 - (default["catalogue/stream/generate"]["images_per_second"] /
                                    default["catalogue/stream/skip"]["images_per_second"])
@@ -223,12 +242,19 @@ def main(argv: list[str] | None = None) -> int:
         with EnrichClient(args.target, timeout=600) as client:
             measure_grpc({"target": client}, catalogue, camera, figures)
     else:
+        from enrich_server.settings import ServerSettings
+
+        from .inprocess import InProcessPipeline
+
         measure_model(args, catalogue, camera, figures)
-        say("gRPC, two server processes side by side (response cache off):")
+        say("gRPC, two server processes side by side (response cache off), and the same pipeline in process:")
         with ExitStack() as stack:
             clients = {"default": stack.enter_context(server_process(args.model, "default")),
                        "eager": stack.enter_context(server_process(args.model, "eager", *EAGER))}
-            measure_grpc(clients, catalogue, camera, figures)
+            in_process = InProcessPipeline(ServerSettings(model=args.model))
+            measure_grpc(clients, catalogue, camera, figures, in_process)
+            del in_process
+            gc.collect()
         measure_cache(args.model, catalogue, figures)
     figures["ratios"] = ratios(figures)
     figures["targets"] = {k: v for k, v in TARGETS.items() if k in figures["ratios"]}
