@@ -17,15 +17,20 @@ from grpc_tools import protoc
 
 PROTOS = Path(__file__).resolve().parent
 OUTPUT = PROTOS / "python"
-GENERATED = ("enrich_pb2.py", "enrich_pb2.pyi", "enrich_pb2_grpc.py")
+DESCRIPTOR_SET = "enrich_descriptor_set.binpb"
+GENERATED = ("enrich_pb2.py", "enrich_pb2.pyi", "enrich_pb2_grpc.py", DESCRIPTOR_SET)
 
 
 def generate(out: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.glob("enrich/**/*.proto"))
     well_known = Path(protoc.__file__).parent / "_proto"
+    (out / "enrich/v1").mkdir(parents=True, exist_ok=True)
     code = protoc.main([
         "protoc", f"-I{PROTOS}", f"-I{well_known}", f"--python_out={out}", f"--pyi_out={out}",
-        f"--grpc_python_out={out}", *sources,
+        f"--grpc_python_out={out}",
+        # The descriptors with their comments, for server reflection: `grpcurl describe` then shows the
+        # proto's documentation (the generated Python modules carry descriptors without it).
+        f"--descriptor_set_out={out / 'enrich/v1' / DESCRIPTOR_SET}", "--include_source_info", *sources,
     ])
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
@@ -27,6 +26,7 @@ from .logs import configure_logging
 from .messages import Limits
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .reflection import enable_reflection
 from .security import BearerTokenAuth, accepted_tokens, server_credentials
 from .servicer import EnrichServicer, ModelSlot
 from .settings import ServerSettings, parse_args
@@ -62,10 +62,8 @@ class EnrichServer:
         enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-                self.server,
-            )
+            enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                              self.server)
         self.port = 0
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:

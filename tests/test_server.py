@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import os
 import random
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -171,13 +174,37 @@ GRPCURL = shutil.which("grpcurl") or shutil.which("grpcurl", path=str(Path(sys.e
 
 
 @pytest.mark.skipif(GRPCURL is None and not os.environ.get("CI"), reason="grpcurl not installed (.[dev] has it)")
-def test_grpcurl_list_and_describe(server: LoopbackServer):
-    listed = subprocess.run([GRPCURL, "-plaintext", server.target, "list"], capture_output=True, text=True,
-                            timeout=30, check=True)
-    assert "enrich.v1.Enrich" in listed.stdout.split()
-    info = subprocess.run([GRPCURL, "-plaintext", server.target, "enrich.v1.Enrich/GetModelInfo"],
-                          capture_output=True, text=True, timeout=30, check=True)
-    assert '"model_version"' in info.stdout
+def test_grpcurl_list_describe_and_call(server: LoopbackServer, catalogue_dir: Path):
+    def grpcurl(*args: str) -> str:
+        return subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout
+
+    assert "enrich.v1.Enrich" in grpcurl(server.target, "list").split()
+    described = grpcurl(server.target, "describe", "enrich.v1.Enrich")
+    assert "// Enrich one image." in described  # the proto's comments travel with reflection
+    assert '"modelVersion"' in grpcurl(server.target, "enrich.v1.Enrich/GetModelInfo")  # proto3 JSON names
+    image = base64.b64encode(next((catalogue_dir / "images").glob("*.jpg")).read_bytes()).decode()
+    request = {"request_id": "curl", "image": image, "caption_mode": "CAPTION_MODE_SKIP"}
+    answer = json.loads(grpcurl("-d", json.dumps(request), server.target, "enrich.v1.Enrich/Enrich"))
+    assert answer["requestId"] == "curl" and answer["metadata"]["articleType"]["label"]
+
+
+def test_reflection_answers_v1_as_well_as_v1alpha(server: LoopbackServer):
+    with grpc.insecure_channel(server.target) as channel:
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="enrich.v1.Enrich")]
+        listed, files = list(v1(iter(requests), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"enrich.v1.Enrich", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    protos = [descriptor_pb2.FileDescriptorProto.FromString(f)
+              for f in files.file_descriptor_response.file_descriptor_proto]
+    enrich = next(p for p in protos if p.name == "enrich/v1/enrich.proto")
+    assert enrich.options.go_package and enrich.options.java_package == "dev.enrich.v1"
+    assert any("Enrich one image." in location.leading_comments for location in enrich.source_code_info.location)
 
 
 def test_health_goes_not_serving_to_serving(bundle_dir: Path):
