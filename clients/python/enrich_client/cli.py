@@ -2,6 +2,7 @@
 
     enrich-client photo.jpg
     enrich-client enrich images/ --out results.jsonl
+    enrich-client bulk images/ 'more/**/*.png' manifest.csv --out results.csv --streams 4   # resumable
     enrich-client info
     enrich-client health
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
+from .bulk import bulk_main
 from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
 
-COMMANDS = ("enrich", "info", "health")
+COMMANDS = ("enrich", "bulk", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
                              "--server-name")
 
@@ -95,12 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
     enrich.add_argument("--top-k", type=int, default=3)
     enrich.add_argument("--caption", choices=sorted(CAPTION_MODES), default="generate")
     enrich.add_argument("--quiet", action="store_true", help="no progress bar")
+    bulk = commands.add_parser("bulk", help="a whole catalogue: folders, globs, CSV/JSONL manifests of paths or "
+                               "URLs -> JSON lines or CSV, several streams, resumable")
+    bulk.add_argument("inputs", nargs="+", help="folders (recursive), globs (quote them), files, or manifests "
+                      "(.csv with a path or url column, .jsonl with a path or url key)")
+    bulk.add_argument("--out", required=True, help="results file; a rerun skips what it already holds")
+    bulk.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's extension (.csv or JSON lines)")
+    bulk.add_argument("--streams", type=int, default=4, help="concurrent streams")
+    bulk.add_argument("--top-k", type=int, default=3)
+    bulk.add_argument("--caption", choices=sorted(CAPTION_MODES), default="generate")
+    bulk.add_argument("--sidecars", action="store_true", help="also write IMAGE.json beside each local image")
+    bulk.add_argument("--retry-seconds", type=float, default=120.0,
+                      help="how long to keep retrying an unavailable or overloaded server")
+    bulk.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_parser("info", help="the served model: version, vocabularies, limits, metrics")
     commands.add_parser("health", help="print SERVING / NOT_SERVING; exit 0 only when SERVING")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except BrokenPipeError:  # `enrich-client ... | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `enrich-client photo.jpg` means `enrich-client enrich photo.jpg`.
     positional = [i for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in
@@ -122,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(error, file=sys.stderr)
                 return 1
             return 0
+        if args.command == "bulk":
+            return bulk_main(client, args)
         if args.path.is_dir():
             return enrich_folder(client, args.path, args)
         if not args.path.is_file():
