@@ -1,7 +1,10 @@
 """Generate the Python gRPC code from protos/ (run after editing a .proto; a test fails when stale).
 
-    python protos/generate.py          # rewrite protos/python/
-    python protos/generate.py --check  # exit 1 if protos/python/ differs from a fresh generation
+    python protos/generate.py          # rewrite clients/python/enrich/v1/
+    python protos/generate.py --check  # exit 1 if it differs from a fresh generation
+
+The generated package lives in the client distribution (clients/python), which installs on its own; the
+whole project installs the same folder, so there is one copy.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTOS = Path(__file__).resolve().parent
-OUTPUT = PROTOS / "python"
+OUTPUT = PROTOS.parent / "clients" / "python"
 DESCRIPTOR_SET = "enrich_descriptor_set.binpb"
 GENERATED = ("enrich_pb2.py", "enrich_pb2.pyi", "enrich_pb2_grpc.py", DESCRIPTOR_SET)
 

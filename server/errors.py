@@ -61,7 +61,14 @@ class EnrichFailure(Exception):
 
     async def abort(self, context: grpc.aio.ServicerContext) -> None:
         status = self.rich_status()
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        trailing = tuple(status.trailing_metadata)
+        # gRPC's own retry policy (clients' service config) honours this: retry after our hint, and never
+        # an image over a limit (RESOURCE_EXHAUSTED like OVERLOADED, but retrying cannot fix it).
+        if self.retry_after is not None:
+            trailing += (("grpc-retry-pushback-ms", str(round(self.retry_after * 1000))),)
+        elif self.reason == enrich_pb2.IMAGE_TOO_LARGE:
+            trailing += (("grpc-retry-pushback-ms", "-1"),)
+        await context.abort(status.code, status.details, trailing)
 
 
 def pack(message) -> any_pb2.Any:

@@ -24,7 +24,7 @@ from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, im
 
 COMMANDS = ("enrich", "bulk", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
-                             "--server-name")
+                             "--server-name", "--retries")
 
 
 def to_json(message) -> dict:
@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-message-mb", type=float, default=66.0)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per unary call")
     parser.add_argument("--round-robin", action="store_true",
-                        help="spread calls over all addresses of the target (headless Service)")
+                        help="spread calls over all addresses of the target (dns:///HEADLESS-SERVICE:50051)")
+    parser.add_argument("--retries", type=int, default=4,
+                        help="retries of a unary call on UNAVAILABLE or OVERLOADED, with backoff (0: none)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls", action="store_true", help="connect with TLS, verifying with the system roots")
     security.add_argument("--ca", type=Path, help="PEM CA that signed the server's certificate (implies --tls)")
@@ -137,7 +139,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with EnrichClient(args.target, args.max_message_mb, args.timeout, args.round_robin, tls=args.tls, ca=args.ca,
                       cert=args.cert, key=args.key, token=os.environ.get("ENRICH_TOKEN") or None,
-                      server_name=args.server_name) as client:
+                      server_name=args.server_name, retries=args.retries) as client:
         if args.command == "health":
             status = client.health()
             print(status)

@@ -8,9 +8,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
@@ -22,6 +21,17 @@ CAPTION_MODES = {
     "template": enrich_pb2.CAPTION_MODE_TEMPLATE,
     "skip": enrich_pb2.CAPTION_MODE_SKIP,
 }
+
+
+def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status a server attached (the `grpc-status-details-bin` trailer), for sync and
+    asyncio errors alike; None when absent, or when it disagrees with the call's code (a proxy rewrote it)."""
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            return status if status.code == error.code().value[0] else None
+    return None
 
 
 class EnrichError(RuntimeError):
@@ -40,10 +50,7 @@ class EnrichError(RuntimeError):
     def from_rpc_error(cls, error: grpc.RpcError) -> EnrichError:
         """Reads the rich status details (google.rpc.ErrorInfo, RetryInfo) the server attaches."""
         reason, metadata, retry_after = "", {}, None
-        try:
-            status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-        except ValueError:  # details that disagree with the call's status (a proxy rewrote it): ignore them
-            status = None
+        status = rich_status(error)
         for detail in status.details if status else ():
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -56,6 +63,45 @@ class EnrichError(RuntimeError):
         return cls(error.code(), error.details() or "", reason, metadata, retry_after)
 
 
+def service_config(round_robin: bool = False, retries: int = 4) -> dict:
+    """gRPC's service config: load balancing and its built-in retry policy for the unary methods.
+
+    The server marks what retrying cannot fix (an image over a limit) with `grpc-retry-pushback-ms: -1`,
+    and what can wait (OVERLOADED, MODEL_LOADING) with its delay; INVALID_ARGUMENT is never retried."""
+    config: dict = {}
+    if round_robin:  # spread calls over every address a headless Service resolves to
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    if retries > 0:
+        config["methodConfig"] = [{
+            "name": [{"service": "enrich.v1.Enrich", "method": "Enrich"},
+                     {"service": "enrich.v1.Enrich", "method": "GetModelInfo"}],
+            "retryPolicy": {"maxAttempts": retries + 1, "initialBackoff": "0.2s", "maxBackoff": "5s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]},
+        }]
+    return config
+
+
+def channel_settings(max_message_mb: float = 66.0, round_robin: bool = False, retries: int = 4, tls: bool = False,
+                     ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+                     server_name: str | None = None) -> tuple[list[tuple[str, object]], grpc.ChannelCredentials | None]:
+    """Channel options and credentials (None: plaintext), shared by the sync and asyncio clients."""
+    limit = int(max_message_mb * 1024 * 1024)
+    options: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
+        ("grpc.service_config", json.dumps(service_config(round_robin, retries))),
+        ("grpc.per_rpc_retry_buffer_size", limit),  # gRPC retries only requests that fit (default 256 KiB)
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    credentials = None
+    if tls or ca or cert:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca).read_bytes() if ca else None,
+            private_key=Path(key).read_bytes() if key else None,
+            certificate_chain=Path(cert).read_bytes() if cert else None)
+    return options, credentials
+
+
 class EnrichClient:
     """    client = EnrichClient("localhost:50051")
            response = client.enrich(Path("shirt.jpg").read_bytes())
@@ -65,25 +111,17 @@ class EnrichClient:
     def __init__(self, target: str = "localhost:50051", max_message_mb: float = 66.0,
                  timeout: float | None = 60.0, round_robin: bool = False, *, tls: bool = False,
                  ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
-                 token: str | None = None, server_name: str | None = None) -> None:
+                 token: str | None = None, server_name: str | None = None, retries: int = 4) -> None:
         """`tls` (implied by `ca`, `cert`): verify the server against `ca`, or the system roots;
         `cert` + `key`: present a client certificate (mutual TLS); `token`: bearer token sent with
         every Enrich call; `server_name`: the name the server's certificate must carry, when the target
-        is an address."""
-        limit = int(max_message_mb * 1024 * 1024)
-        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-        if round_robin:  # spread calls over every address a headless Service resolves to
-            options.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
-        if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        if tls or ca or cert:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=Path(ca).read_bytes() if ca else None,
-                private_key=Path(key).read_bytes() if key else None,
-                certificate_chain=Path(cert).read_bytes() if cert else None)
-            self.channel = grpc.secure_channel(target, credentials, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
+        is an address; `round_robin`: spread calls over every address the target resolves to (e.g.
+        `dns:///enrich-headless:50051`); `retries`: unary calls retried on UNAVAILABLE and OVERLOADED
+        with exponential backoff, by gRPC itself, after the server's hint when it gives one (0: none)."""
+        options, credentials = channel_settings(max_message_mb, round_robin, retries, tls, ca, cert, key,
+                                                server_name)
+        self.channel = grpc.secure_channel(target, credentials, options=options) if credentials else \
+            grpc.insecure_channel(target, options=options)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = enrich_pb2_grpc.EnrichStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
