@@ -11,8 +11,9 @@ from pathlib import Path
 def start_server(bundle: Path, log_path: Path, *options: str, echo: bool = False) -> tuple[subprocess.Popen, int]:
     """Start the server and return once it reports SERVING; its stderr goes to `log_path`.
 
-    Its metrics endpoint takes a free port too, unless `options` name one."""
+    Its metrics and HTTP ports are free ones too, unless `options` name them."""
     metrics = () if "--metrics-port" in options else ("--metrics-port", "0")
+    metrics += () if "--http-port" in options else ("--http-port", "0")
     command = [sys.executable, "-m", "enrich_cli.main", "serve", "--model", str(bundle), "--port", "0",
                "--host", "127.0.0.1", *metrics, *options]
     if echo:

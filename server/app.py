@@ -22,12 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
 from .health import EnrichHealth
+from .http_api import HttpApi
 from .logs import configure_logging
 from .messages import Limits
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .reflection import enable_reflection
-from .security import BearerTokenAuth, accepted_tokens, server_credentials
+from .security import BearerTokenAuth, accepted_tokens, http_ssl_context, server_credentials
 from .servicer import EnrichServicer, ModelSlot
 from .settings import ServerSettings, parse_args
 
@@ -52,13 +53,17 @@ class EnrichServer:
         tokens = accepted_tokens(settings)
         if tokens and self.credentials is None:
             log.warning("bearer tokens are required but TLS is off: tokens cross the network in clear text")
+        auth = BearerTokenAuth(tokens) if tokens else None
         self.server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                      ("grpc.max_send_message_length", settings.max_message_bytes)],
-            interceptors=[BearerTokenAuth(tokens)] if tokens else None,
+            interceptors=[auth] if auth else None,
         )
         self.servicer = EnrichServicer(self.slot, limits, self.decode_pool, self.metrics,
                                        int(settings.cache_mb * 1024 * 1024))
+        self.http = HttpApi(self.servicer, lambda: self.slot.ready and self.servicer.drain_cutoff is None, auth,
+                            settings.max_message_bytes, http_ssl_context(settings))
+        self.http_port: int | None = None
         enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -84,6 +89,15 @@ class EnrichServer:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
         log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        if self.settings.http_port >= 0:
+            try:
+                self.http_port = await self.http.start(self.settings.host, self.settings.http_port)
+            except OSError as error:
+                await self.server.stop(0)
+                self.metrics.close()
+                raise OSError(f"cannot serve HTTP on {self.settings.host}:{self.settings.http_port} "
+                              f"({error.strerror or error}); choose another --http-port, or -1 for none") from error
+            log.info("HTTP/JSON on port %d", self.http_port)
         return self.port
 
     async def load_model(self) -> None:
@@ -118,6 +132,7 @@ class EnrichServer:
         self.servicer.begin_drain(grace / 2)
         stopping = asyncio.create_task(self.server.stop(grace))
         await self.servicer.wait_until_idle(grace)
+        await self.http.stop()
         await asyncio.sleep(min(0.5, grace))  # watchers hear NOT_SERVING before their stream ends
         self.health.close_watches()
         await stopping
@@ -166,6 +181,8 @@ async def serve(settings: ServerSettings) -> None:
     server = EnrichServer(settings)
     port = await server.start()
     print(f"enrich server listening on port {port}", flush=True)
+    if server.http_port is not None:
+        print(f"enrich HTTP/JSON on port {server.http_port}", flush=True)
     if server.metrics_port is not None:
         print(f"enrich metrics on http://{settings.host}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()

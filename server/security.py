@@ -7,6 +7,7 @@ attacker how close a guess was) and are never logged.
 from __future__ import annotations
 
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     pair = (read_pem(settings.tls_key, "--tls-key"), read_pem(settings.tls_cert, "--tls-cert"))
     client_ca = read_pem(settings.tls_client_ca, "--tls-client-ca") if settings.tls_client_ca else None
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def http_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The HTTP port's TLS, from the same files as gRPC's: a client CA means client certificates required."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca:
+        context.load_verify_locations(settings.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def read_pem(path: Path, flag: str) -> bytes:

@@ -111,13 +111,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     async def _enrich(self, request: enrich_pb2.EnrichRequest, context: grpc.aio.ServicerContext):
         record = CallRecord("Enrich", request.request_id, bytes_in=len(request.image), items=1)
         try:
-            self._precheck(request)
-            if not self.admission.try_admit():
-                raise overloaded(self.admission.in_flight, self.admission.capacity, self._retry_after())
-            try:
-                response = await self._process(request, request.request_id, call_deadline(context))
-            finally:
-                self.admission.release()
+            response = await self.enrich_one(request, call_deadline(context))
             record.add_timings(response.timings)
             self.metrics.count_item("Enrich", "OK")
             return response
@@ -148,6 +142,10 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
     async def GetModelInfo(self, request: enrich_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         if not self.slot.ready:
             await model_loading().abort(context)
+        return self.model_info()
+
+    def model_info(self) -> enrich_pb2.ModelInfo:
+        """What GetModelInfo answers; the model must be loaded (slot.ready)."""
         pipeline = self.slot.pipeline
         load = enrich_pb2.ServerLoad(in_flight=self.admission.in_flight, capacity=self.admission.capacity,
                                      predicted=pipeline.predicted, skipped=pipeline.skipped,
@@ -155,6 +153,17 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
         return model_info(self.slot.bundle, self.limits, load, self.slot.runtime)
 
     # --- one item -------------------------------------------------------------------------------------
+    async def enrich_one(self, request: enrich_pb2.EnrichRequest, deadline: float | None) -> enrich_pb2.EnrichResponse:
+        """One image outside a stream (a unary call, an HTTP request): refused at once when the server is
+        full; raises EnrichFailure."""
+        self._precheck(request)
+        if not self.admission.try_admit():
+            raise overloaded(self.admission.in_flight, self.admission.capacity, self._retry_after())
+        try:
+            return await self._process(request, request.request_id, deadline)
+        finally:
+            self.admission.release()
+
     def _precheck(self, request: enrich_pb2.EnrichRequest) -> None:
         """Refusals that cost nothing, before the item takes a place in the queue."""
         if not self.slot.ready:

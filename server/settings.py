@@ -35,6 +35,7 @@ class ServerSettings:
     compile: bool = False
     cache_mb: float = 64.0
     metrics_port: int = 9464  # -1 = no metrics endpoint; 0 = a free port
+    http_port: int = 8080  # HTTP/JSON beside gRPC; -1 = none; 0 = a free port
     grace_seconds: float = 20.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -126,6 +127,9 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
                        help="threads decoding images (0 = the budget)")
     model.add_argument("--cache-mb", type=float, default=float(env("CACHE_MB", defaults.cache_mb)),
                        help="response cache, keyed by image bytes, options and model (0 = off) [env ENRICH_CACHE_MB]")
+    parser.add_argument("--http-port", type=int, default=int(env("HTTP_PORT", defaults.http_port)),
+                        help="HTTP/JSON API beside gRPC: curl -T photo.jpg http://HOST:PORT/v1/enrich "
+                             "(-1 = off, 0 = a free port) [env ENRICH_HTTP_PORT]")
     parser.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)),
                         help="Prometheus /metrics over plain HTTP (-1 = off, 0 = a free port) "
                              "[env ENRICH_METRICS_PORT]")

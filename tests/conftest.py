@@ -76,7 +76,8 @@ class LoopbackServer:
 
         async def create() -> EnrichServer:
             return EnrichServer(ServerSettings(**{"model": bundle, "host": "127.0.0.1", "port": 0,
-                                                  "grace_seconds": 2, "metrics_port": 0, **settings}))
+                                                  "grace_seconds": 2, "metrics_port": 0, "http_port": 0,
+                                                  **settings}))
 
         self.server = self.call(create())
         self.port = self.call(self.server.start())

@@ -143,3 +143,29 @@ def test_sidecars_and_a_closed_pipe(server: LoopbackServer, photos: Path, tmp_pa
                            f"{photos} | head -1", shell=True, capture_output=True, text=True, timeout=120)
     assert json.loads(piped.stdout)["request_id"]
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+
+
+def test_manifests_of_paths_and_urls(server: LoopbackServer, photos: Path, tmp_path: Path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos / "shoot2"))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{web.server_address[1]}"
+        (tmp_path / "images.csv").write_text("path,note\nphotos/shoot0/000.jpg,a\nphotos/shoot1/001.jpg,b\n"
+                                             f"{base}/002.jpg,c\n{base}/missing.jpg,d\n")
+        (tmp_path / "more.jsonl").write_text(json.dumps({"path": str(photos / "shoot0" / "003.jpg")}) + "\n")
+        out = tmp_path / "manifest.csv"
+        result = subprocess.run(bulk_command(server.target, str(tmp_path / "images.csv"), str(tmp_path / "more.jsonl"),
+                                             "--out", str(out), "--caption", "skip"),
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        web.shutdown()
+    assert result.returncode == 1 and "4 enriched, 1 failed" in result.stderr, result.stderr
+    written = {r["request_id"]: r for r in rows(out)}
+    assert written[f"{base}/002.jpg"]["status"] == "OK"
+    missing = written[f"{base}/missing.jpg"]
+    assert missing["status"] == "NOT_FOUND" and "cannot read" in missing["message"] and "404" in missing["message"]

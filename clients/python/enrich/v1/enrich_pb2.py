@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65nrich/v1/enrich.proto\x12\tenrich.v1\x1a\x1egoogle/protobuf/duration.proto\"o\n\rEnrichRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\r\x12,\n\x0c\x63\x61ption_mode\x18\x04 \x01(\x0e\x32\x16.enrich.v1.CaptionMode\"\xae\x01\n\x0e\x45nrichResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.enrich.v1.ItemStatus\x12%\n\x08metadata\x18\x03 \x01(\x0b\x32\x13.enrich.v1.Metadata\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.enrich.v1.Timings\"\xeb\x01\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12&\n\x06reason\x18\x03 \x01(\x0e\x32\x16.enrich.v1.ErrorReason\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.enrich.v1.ItemStatus.MetadataEntry\x12.\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x03\n\x08Metadata\x12%\n\x06gender\x18\x01 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12*\n\x0b\x62\x61se_colour\x18\x02 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12%\n\x06season\x18\x03 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12+\n\x0c\x61rticle_type\x18\x05 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12+\n\x0csub_category\x18\x06 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12.\n\x0fmaster_category\x18\x07 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12\x30\n\x14product_display_name\x18\x08 \x01(\x0b\x32\x12.enrich.v1.Caption\x12#\n\x05image\x18\t \x01(\x0b\x32\x14.enrich.v1.ImageInfo\"}\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12+\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32\x15.enrich.v1.LabelScore\x12\x0f\n\x07\x64\x65rived\x18\x04 \x01(\x08\x12\x0e\n\x06unsure\x18\x05 \x01(\x08\"/\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"i\n\x07\x43\x61ption\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06method\x18\x02 \x01(\x0e\x32\x16.enrich.v1.CaptionMode\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x14\n\x0c\x64\x65\x63oded_text\x18\x04 \x01(\t\"N\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\xbd\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x10\n\x08queue_ms\x18\x02 \x01(\x02\x12\x12\n\nencoder_ms\x18\x03 \x01(\x02\x12\x10\n\x08heads_ms\x18\x04 \x01(\x02\x12\x12\n\ncaption_ms\x18\x05 \x01(\x02\x12\x10\n\x08total_ms\x18\x06 \x01(\x02\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x1a\n\x12\x63\x61ption_batch_size\x18\x08 \x01(\r\x12\x11\n\tcache_hit\x18\t \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\x84\x04\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x15\n\rbundle_format\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x13\n\x0binput_width\x18\x05 \x01(\r\x12,\n\nattributes\x18\x06 \x03(\x0b\x32\x18.enrich.v1.AttributeInfo\x12*\n\x08taxonomy\x18\x07 \x03(\x0b\x32\x18.enrich.v1.TaxonomyEntry\x12!\n\x06limits\x18\x08 \x01(\x0b\x32\x11.enrich.v1.Limits\x12\x17\n\x0f\x63\x61ption_decoder\x18\t \x01(\t\x12;\n\x0ctest_metrics\x18\n \x03(\x0b\x32%.enrich.v1.ModelInfo.TestMetricsEntry\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\x12\x10\n\x08warnings\x18\x0c \x03(\t\x12\x18\n\x10\x62\x61\x63kbone_weights\x18\r \x01(\t\x12#\n\x04load\x18\x0e \x01(\x0b\x32\x15.enrich.v1.ServerLoad\x12#\n\x07runtime\x18\x0f \x01(\x0b\x32\x12.enrich.v1.Runtime\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa5\x01\n\x07Runtime\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rmodel_threads\x18\x04 \x01(\r\x12\x16\n\x0e\x64\x65\x63ode_threads\x18\x05 \x01(\r\x12\x1e\n\x16max_caption_batch_size\x18\x06 \x01(\r\x12\x17\n\x0f\x63\x61\x63he_max_bytes\x18\x07 \x01(\x04\"\x7f\n\nServerLoad\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x11\n\tpredicted\x18\x03 \x01(\x04\x12\x0f\n\x07skipped\x18\x04 \x01(\x04\x12\x12\n\ncache_hits\x18\x05 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x06 \x01(\x04\"m\n\rAttributeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x14\n\x0c\x64\x65rived_from\x18\x04 \x01(\t\x12\x19\n\x11\x61\x62stain_threshold\x18\x05 \x01(\x02\"T\n\rTaxonomyEntry\x12\x14\n\x0c\x61rticle_type\x18\x01 \x01(\t\x12\x14\n\x0csub_category\x18\x02 \x01(\t\x12\x17\n\x0fmaster_category\x18\x03 \x01(\t\"\xcb\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x11\n\tmax_top_k\x18\x03 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\x12\x1c\n\x14max_stream_in_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x06 \x01(\x04\x12\x17\n\x0fmax_jpeg_pixels\x18\x07 \x01(\x04\x12\x11\n\tmax_queue\x18\x08 \x01(\r*\x96\x01\n\x0b\x43\x61ptionMode\x12\x1c\n\x18\x43\x41PTION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41PTION_MODE_GENERATE\x10\x01\x12\x1c\n\x18\x43\x41PTION_MODE_BEAM_SEARCH\x10\x02\x12\x19\n\x15\x43\x41PTION_MODE_TEMPLATE\x10\x03\x12\x15\n\x11\x43\x41PTION_MODE_SKIP\x10\x04*\xf2\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bIMAGE_EMPTY\x10\x01\x12\x15\n\x11IMAGE_UNDECODABLE\x10\x02\x12\x13\n\x0fIMAGE_TOO_LARGE\x10\x03\x12\x0e\n\nOVERLOADED\x10\x04\x12\x11\n\rMODEL_LOADING\x10\x05\x12\x11\n\rSHUTTING_DOWN\x10\x06\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x07\x12\x11\n\rTOKEN_INVALID\x10\x08\x12\x15\n\x11PREDICTION_FAILED\x10\t\x12\x12\n\x0eINTERNAL_ERROR\x10\n2\xd6\x01\n\x06\x45nrich\x12=\n\x06\x45nrich\x12\x18.enrich.v1.EnrichRequest\x1a\x19.enrich.v1.EnrichResponse\x12G\n\x0c\x45nrichStream\x12\x18.enrich.v1.EnrichRequest\x1a\x19.enrich.v1.EnrichResponse(\x01\x30\x01\x12\x44\n\x0cGetModelInfo\x12\x1e.enrich.v1.GetModelInfoRequest\x1a\x14.enrich.v1.ModelInfoB\x85\x01\n\rdev.enrich.v1B\x0b\x45nrichProtoP\x01Z:github.com/enrich-project/enrich/gen/go/enrich/v1;enrichv1\xa2\x02\x03\x45NR\xaa\x02\tEnrich.V1\xca\x02\tEnrich\\V1\xea\x02\nEnrich::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65nrich/v1/enrich.proto\x12\tenrich.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\"o\n\rEnrichRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\r\x12,\n\x0c\x63\x61ption_mode\x18\x04 \x01(\x0e\x32\x16.enrich.v1.CaptionMode\"\xae\x01\n\x0e\x45nrichResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.enrich.v1.ItemStatus\x12%\n\x08metadata\x18\x03 \x01(\x0b\x32\x13.enrich.v1.Metadata\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.enrich.v1.Timings\"\xeb\x01\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12&\n\x06reason\x18\x03 \x01(\x0e\x32\x16.enrich.v1.ErrorReason\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.enrich.v1.ItemStatus.MetadataEntry\x12.\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x03\n\x08Metadata\x12%\n\x06gender\x18\x01 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12*\n\x0b\x62\x61se_colour\x18\x02 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12%\n\x06season\x18\x03 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12+\n\x0c\x61rticle_type\x18\x05 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12+\n\x0csub_category\x18\x06 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12.\n\x0fmaster_category\x18\x07 \x01(\x0b\x32\x15.enrich.v1.Prediction\x12\x30\n\x14product_display_name\x18\x08 \x01(\x0b\x32\x12.enrich.v1.Caption\x12#\n\x05image\x18\t \x01(\x0b\x32\x14.enrich.v1.ImageInfo\"}\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12+\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32\x15.enrich.v1.LabelScore\x12\x0f\n\x07\x64\x65rived\x18\x04 \x01(\x08\x12\x0e\n\x06unsure\x18\x05 \x01(\x08\"/\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"i\n\x07\x43\x61ption\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06method\x18\x02 \x01(\x0e\x32\x16.enrich.v1.CaptionMode\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x14\n\x0c\x64\x65\x63oded_text\x18\x04 \x01(\t\"N\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\xbd\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x10\n\x08queue_ms\x18\x02 \x01(\x02\x12\x12\n\nencoder_ms\x18\x03 \x01(\x02\x12\x10\n\x08heads_ms\x18\x04 \x01(\x02\x12\x12\n\ncaption_ms\x18\x05 \x01(\x02\x12\x10\n\x08total_ms\x18\x06 \x01(\x02\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x1a\n\x12\x63\x61ption_batch_size\x18\x08 \x01(\r\x12\x11\n\tcache_hit\x18\t \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\x84\x04\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x15\n\rbundle_format\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x13\n\x0binput_width\x18\x05 \x01(\r\x12,\n\nattributes\x18\x06 \x03(\x0b\x32\x18.enrich.v1.AttributeInfo\x12*\n\x08taxonomy\x18\x07 \x03(\x0b\x32\x18.enrich.v1.TaxonomyEntry\x12!\n\x06limits\x18\x08 \x01(\x0b\x32\x11.enrich.v1.Limits\x12\x17\n\x0f\x63\x61ption_decoder\x18\t \x01(\t\x12;\n\x0ctest_metrics\x18\n \x03(\x0b\x32%.enrich.v1.ModelInfo.TestMetricsEntry\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\x12\x10\n\x08warnings\x18\x0c \x03(\t\x12\x18\n\x10\x62\x61\x63kbone_weights\x18\r \x01(\t\x12#\n\x04load\x18\x0e \x01(\x0b\x32\x15.enrich.v1.ServerLoad\x12#\n\x07runtime\x18\x0f \x01(\x0b\x32\x12.enrich.v1.Runtime\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa5\x01\n\x07Runtime\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rmodel_threads\x18\x04 \x01(\r\x12\x16\n\x0e\x64\x65\x63ode_threads\x18\x05 \x01(\r\x12\x1e\n\x16max_caption_batch_size\x18\x06 \x01(\r\x12\x17\n\x0f\x63\x61\x63he_max_bytes\x18\x07 \x01(\x04\"\x7f\n\nServerLoad\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x11\n\tpredicted\x18\x03 \x01(\x04\x12\x0f\n\x07skipped\x18\x04 \x01(\x04\x12\x12\n\ncache_hits\x18\x05 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x06 \x01(\x04\"m\n\rAttributeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x14\n\x0c\x64\x65rived_from\x18\x04 \x01(\t\x12\x19\n\x11\x61\x62stain_threshold\x18\x05 \x01(\x02\"T\n\rTaxonomyEntry\x12\x14\n\x0c\x61rticle_type\x18\x01 \x01(\t\x12\x14\n\x0csub_category\x18\x02 \x01(\t\x12\x17\n\x0fmaster_category\x18\x03 \x01(\t\"\xcb\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x11\n\tmax_top_k\x18\x03 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\x12\x1c\n\x14max_stream_in_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x06 \x01(\x04\x12\x17\n\x0fmax_jpeg_pixels\x18\x07 \x01(\x04\x12\x11\n\tmax_queue\x18\x08 \x01(\r*\x96\x01\n\x0b\x43\x61ptionMode\x12\x1c\n\x18\x43\x41PTION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41PTION_MODE_GENERATE\x10\x01\x12\x1c\n\x18\x43\x41PTION_MODE_BEAM_SEARCH\x10\x02\x12\x19\n\x15\x43\x41PTION_MODE_TEMPLATE\x10\x03\x12\x15\n\x11\x43\x41PTION_MODE_SKIP\x10\x04*\xf2\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bIMAGE_EMPTY\x10\x01\x12\x15\n\x11IMAGE_UNDECODABLE\x10\x02\x12\x13\n\x0fIMAGE_TOO_LARGE\x10\x03\x12\x0e\n\nOVERLOADED\x10\x04\x12\x11\n\rMODEL_LOADING\x10\x05\x12\x11\n\rSHUTTING_DOWN\x10\x06\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x07\x12\x11\n\rTOKEN_INVALID\x10\x08\x12\x15\n\x11PREDICTION_FAILED\x10\t\x12\x12\n\x0eINTERNAL_ERROR\x10\n2\x91\x02\n\x06\x45nrich\x12\x65\n\x06\x45nrich\x12\x18.enrich.v1.EnrichRequest\x1a\x19.enrich.v1.EnrichResponse\"&\x82\xd3\xe4\x93\x02 \"\n/v1/enrich:\x01*Z\x0f\x1a\n/v1/enrich:\x01*\x12G\n\x0c\x45nrichStream\x12\x18.enrich.v1.EnrichRequest\x1a\x19.enrich.v1.EnrichResponse(\x01\x30\x01\x12W\n\x0cGetModelInfo\x12\x1e.enrich.v1.GetModelInfoRequest\x1a\x14.enrich.v1.ModelInfo\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/modelB\x85\x01\n\rdev.enrich.v1B\x0b\x45nrichProtoP\x01Z:github.com/enrich-project/enrich/gen/go/enrich/v1;enrichv1\xa2\x02\x03\x45NR\xaa\x02\tEnrich.V1\xca\x02\tEnrich\\V1\xea\x02\nEnrich::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +38,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMSTATUS_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_TESTMETRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_CAPTIONMODE']._serialized_start=2793
-  _globals['_CAPTIONMODE']._serialized_end=2943
-  _globals['_ERRORREASON']._serialized_start=2946
-  _globals['_ERRORREASON']._serialized_end=3188
-  _globals['_ENRICHREQUEST']._serialized_start=69
-  _globals['_ENRICHREQUEST']._serialized_end=180
-  _globals['_ENRICHRESPONSE']._serialized_start=183
-  _globals['_ENRICHRESPONSE']._serialized_end=357
-  _globals['_ITEMSTATUS']._serialized_start=360
-  _globals['_ITEMSTATUS']._serialized_end=595
-  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_start=548
-  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_end=595
-  _globals['_METADATA']._serialized_start=598
-  _globals['_METADATA']._serialized_end=993
-  _globals['_PREDICTION']._serialized_start=995
-  _globals['_PREDICTION']._serialized_end=1120
-  _globals['_LABELSCORE']._serialized_start=1122
-  _globals['_LABELSCORE']._serialized_end=1169
-  _globals['_CAPTION']._serialized_start=1171
-  _globals['_CAPTION']._serialized_end=1276
-  _globals['_IMAGEINFO']._serialized_start=1278
-  _globals['_IMAGEINFO']._serialized_end=1356
-  _globals['_TIMINGS']._serialized_start=1359
-  _globals['_TIMINGS']._serialized_end=1548
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1550
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1571
-  _globals['_MODELINFO']._serialized_start=1574
-  _globals['_MODELINFO']._serialized_end=2090
-  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_start=2040
-  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_end=2090
-  _globals['_RUNTIME']._serialized_start=2093
-  _globals['_RUNTIME']._serialized_end=2258
-  _globals['_SERVERLOAD']._serialized_start=2260
-  _globals['_SERVERLOAD']._serialized_end=2387
-  _globals['_ATTRIBUTEINFO']._serialized_start=2389
-  _globals['_ATTRIBUTEINFO']._serialized_end=2498
-  _globals['_TAXONOMYENTRY']._serialized_start=2500
-  _globals['_TAXONOMYENTRY']._serialized_end=2584
-  _globals['_LIMITS']._serialized_start=2587
-  _globals['_LIMITS']._serialized_end=2790
-  _globals['_ENRICH']._serialized_start=3191
-  _globals['_ENRICH']._serialized_end=3405
+  _globals['_ENRICH'].methods_by_name['Enrich']._loaded_options = None
+  _globals['_ENRICH'].methods_by_name['Enrich']._serialized_options = b'\202\323\344\223\002 \"\n/v1/enrich:\001*Z\017\032\n/v1/enrich:\001*'
+  _globals['_ENRICH'].methods_by_name['GetModelInfo']._loaded_options = None
+  _globals['_ENRICH'].methods_by_name['GetModelInfo']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/model'
+  _globals['_CAPTIONMODE']._serialized_start=2823
+  _globals['_CAPTIONMODE']._serialized_end=2973
+  _globals['_ERRORREASON']._serialized_start=2976
+  _globals['_ERRORREASON']._serialized_end=3218
+  _globals['_ENRICHREQUEST']._serialized_start=99
+  _globals['_ENRICHREQUEST']._serialized_end=210
+  _globals['_ENRICHRESPONSE']._serialized_start=213
+  _globals['_ENRICHRESPONSE']._serialized_end=387
+  _globals['_ITEMSTATUS']._serialized_start=390
+  _globals['_ITEMSTATUS']._serialized_end=625
+  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_start=578
+  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_end=625
+  _globals['_METADATA']._serialized_start=628
+  _globals['_METADATA']._serialized_end=1023
+  _globals['_PREDICTION']._serialized_start=1025
+  _globals['_PREDICTION']._serialized_end=1150
+  _globals['_LABELSCORE']._serialized_start=1152
+  _globals['_LABELSCORE']._serialized_end=1199
+  _globals['_CAPTION']._serialized_start=1201
+  _globals['_CAPTION']._serialized_end=1306
+  _globals['_IMAGEINFO']._serialized_start=1308
+  _globals['_IMAGEINFO']._serialized_end=1386
+  _globals['_TIMINGS']._serialized_start=1389
+  _globals['_TIMINGS']._serialized_end=1578
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1580
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1601
+  _globals['_MODELINFO']._serialized_start=1604
+  _globals['_MODELINFO']._serialized_end=2120
+  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_start=2070
+  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_end=2120
+  _globals['_RUNTIME']._serialized_start=2123
+  _globals['_RUNTIME']._serialized_end=2288
+  _globals['_SERVERLOAD']._serialized_start=2290
+  _globals['_SERVERLOAD']._serialized_end=2417
+  _globals['_ATTRIBUTEINFO']._serialized_start=2419
+  _globals['_ATTRIBUTEINFO']._serialized_end=2528
+  _globals['_TAXONOMYENTRY']._serialized_start=2530
+  _globals['_TAXONOMYENTRY']._serialized_end=2614
+  _globals['_LIMITS']._serialized_start=2617
+  _globals['_LIMITS']._serialized_end=2820
+  _globals['_ENRICH']._serialized_start=3221
+  _globals['_ENRICH']._serialized_end=3494
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,11 @@ class EnrichServicer:
         calls through gRPC itself, without a reason);
         UNAUTHENTICATED     TOKEN_INVALID: the server requires a bearer token and none or a wrong one came;
         INTERNAL            PREDICTION_FAILED (retrying may work), INTERNAL_ERROR.
+
+        Over HTTP (the server's own HTTP port, or any gRPC-JSON transcoder such as Envoy's or
+        grpc-gateway): POST or PUT /v1/enrich with this message as JSON (`image` in base64). The server's
+        own port also takes the raw image bytes as the body (`curl -T photo.jpg`), with `top_k`,
+        `caption_mode` and `request_id` as query parameters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,6 +95,7 @@ class EnrichServicer:
 
     def GetModelInfo(self, request, context):
         """What the served model is and can do: version, backbone, label vocabularies, taxonomy, limits.
+        Over HTTP: GET /v1/model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
