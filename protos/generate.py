@@ -3,6 +3,9 @@
     python protos/generate.py          # rewrite clients/python/enrich/v1/
     python protos/generate.py --check  # exit 1 if it differs from a fresh generation
 
+protos/google/api/ holds googleapis' annotations.proto and http.proto (the HTTP mapping), unchanged,
+so that protoc and other languages' loaders (Node's proto-loader) find them beside ours.
+
 The generated package lives in the client distribution (clients/python), which installs on its own; the
 whole project installs the same folder, so there is one copy.
 """
@@ -16,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from google.api import annotations_pb2
 from grpc_tools import protoc
 
 PROTOS = Path(__file__).resolve().parent
@@ -27,12 +29,10 @@ GENERATED = ("enrich_pb2.py", "enrich_pb2.pyi", "enrich_pb2_grpc.py", DESCRIPTOR
 
 def generate(out: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.glob("enrich/**/*.proto"))
-    well_known = Path(protoc.__file__).parent / "_proto"
-    # google/api/annotations.proto (the HTTP mapping), as googleapis-common-protos ships it.
-    googleapis = Path(annotations_pb2.__file__).parents[2]
+    well_known = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
     (out / "enrich/v1").mkdir(parents=True, exist_ok=True)
     code = protoc.main([
-        "protoc", f"-I{PROTOS}", f"-I{well_known}", f"-I{googleapis}", f"--python_out={out}", f"--pyi_out={out}",
+        "protoc", f"-I{PROTOS}", f"-I{well_known}", f"--python_out={out}", f"--pyi_out={out}",
         f"--grpc_python_out={out}",
         # The descriptors with their comments, for server reflection: `grpcurl describe` then shows the
         # proto's documentation (the generated Python modules carry descriptors without it).
