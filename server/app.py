@@ -62,7 +62,7 @@ class EnrichServer:
         self.servicer = EnrichServicer(self.slot, limits, self.decode_pool, self.metrics,
                                        int(settings.cache_mb * 1024 * 1024))
         self.http = HttpApi(self.servicer, lambda: self.slot.ready and self.servicer.drain_cutoff is None, auth,
-                            settings.max_message_bytes, http_ssl_context(settings))
+                            settings.max_image_bytes, http_ssl_context(settings), settings.grace_seconds / 2)
         self.http_port: int | None = None
         enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable
 
 import grpc
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
 
-from .errors import EnrichFailure, internal_error, model_loading, token_invalid
+from .errors import EnrichFailure, image_too_many_bytes, internal_error, model_loading, token_invalid
 from .logs import printable
 from .security import BearerTokenAuth
 from .servicer import EnrichServicer
@@ -66,17 +66,20 @@ def bad_request(message: str) -> web.Response:
 
 class HttpApi:
     def __init__(self, servicer: EnrichServicer, serving: Callable[[], bool], auth: BearerTokenAuth | None,
-                 max_body_bytes: int, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_image_bytes: int, ssl_context: ssl.SSLContext | None = None,
+                 shutdown_seconds: float = 10.0) -> None:
         self.servicer, self.serving, self.auth = servicer, serving, auth
-        self.ssl_context = ssl_context
-        self.app = web.Application(client_max_size=max_body_bytes)
+        self.ssl_context, self.shutdown_seconds = ssl_context, shutdown_seconds
+        self.max_image_bytes = max_image_bytes
+        # A JSON body carries the image in base64 (4/3 larger); larger bodies get IMAGE_TOO_LARGE as JSON.
+        self.app = web.Application(client_max_size=max_image_bytes * 4 // 3 + 1024 * 1024)
         self.app.add_routes([web.post("/v1/enrich", self.enrich), web.put("/v1/enrich", self.enrich),
                              web.get("/v1/model", self.model), web.get("/healthz", self.health)])
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.shutdown_seconds)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]") if host not in ("[::]", "::") else None, port,
                            ssl_context=self.ssl_context)
@@ -102,9 +105,12 @@ class HttpApi:
             message = await self._request_message(request)
         except ValueError as error:
             return bad_request(str(error))
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(image_too_many_bytes(request.content_length or 0, self.max_image_bytes))
         started = time.perf_counter()
         try:
-            response = await self.servicer.enrich_one(message, None)
+            with self.servicer.active():  # counted like a gRPC call: shutdown waits for it
+                response = await self.servicer.enrich_one(message, None)
         except EnrichFailure as failure:
             self.servicer.metrics.count_item("HTTP", failure.code.name, failure.reason_name)
             return error_response(failure)
@@ -128,7 +134,7 @@ class HttpApi:
         if content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
-                if part.filename is not None or part.name in ("image", "file"):
+                if isinstance(part, BodyPartReader) and (part.filename is not None or part.name in ("image", "file")):
                     image = bytes(await part.read())
                     break
             else:

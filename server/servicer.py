@@ -93,7 +93,8 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             await asyncio.wait_for(self.idle.wait(), timeout)
 
     @contextlib.contextmanager
-    def _active(self) -> Iterator[None]:
+    def active(self) -> Iterator[None]:
+        """While an Enrich call (gRPC or HTTP) runs: shutdown waits until none does."""
         self.active_calls += 1
         self.idle.clear()
         try:
@@ -105,7 +106,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
 
     # --- RPCs ---------------------------------------------------------------------------------------
     async def Enrich(self, request: enrich_pb2.EnrichRequest, context: grpc.aio.ServicerContext):
-        with self._active():
+        with self.active():
             return await self._enrich(request, context)
 
     async def _enrich(self, request: enrich_pb2.EnrichRequest, context: grpc.aio.ServicerContext):
@@ -136,7 +137,7 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                            context: grpc.aio.ServicerContext) -> None:
         # A coroutine that writes (not an async generator): grpc cancels it like any task, so the
         # clean-up below always runs, whatever ends the call.
-        with self._active():
+        with self.active():
             await StreamCall(self, requests, context).run()
 
     async def GetModelInfo(self, request: enrich_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):

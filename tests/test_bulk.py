@@ -169,3 +169,18 @@ def test_manifests_of_paths_and_urls(server: LoopbackServer, photos: Path, tmp_p
     assert written[f"{base}/002.jpg"]["status"] == "OK"
     missing = written[f"{base}/missing.jpg"]
     assert missing["status"] == "NOT_FOUND" and "cannot read" in missing["message"] and "404" in missing["message"]
+
+
+def test_a_half_written_last_line_is_cut_on_resume(server: LoopbackServer, photos: Path, tmp_path: Path):
+    out = tmp_path / "results.jsonl"
+    command = bulk_command(server.target, str(photos / "shoot2"), "--out", str(out), "--caption", "skip")
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
+    complete = rows(out)
+    first = complete[0]["request_id"]
+    out.write_text("".join(line + "\n" for line in out.read_text().split("\n")
+                           if line and first not in line))  # one row lost: it must be redone
+    with out.open("a", encoding="utf-8") as handle:  # what a kill in the middle of a write leaves
+        handle.write('{"request_id": "photos/shoot2/0')
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "1 enriched" in rerun.stderr, rerun.stderr
+    assert sorted(r["request_id"] for r in rows(out)) == sorted(r["request_id"] for r in complete)

@@ -99,3 +99,15 @@ def test_http_needs_the_token_when_grpc_does(bundle_dir: Path, image: Path):
         assert http(guarded, "/healthz")[0] == 200  # health stays open, as over gRPC
     finally:
         guarded.close()
+
+
+def test_a_body_over_the_limit_gets_the_json_reason(bundle_dir: Path, image: Path):
+    small = LoopbackServer(bundle_dir, max_image_mb=0.001)  # ~1 KB images; bodies up to ~1 MiB are read
+    small.load()
+    try:
+        status, _, error = http(small, "/v1/enrich", image.read_bytes() * 2000, "PUT")  # refused by aiohttp
+        assert status == 413 and error["details"][0]["reason"] == "IMAGE_TOO_LARGE"
+        status, _, error = http(small, "/v1/enrich", image.read_bytes() + bytes(2048), "PUT")  # read, then refused
+        assert status == 413 and error["details"][0]["reason"] == "IMAGE_TOO_LARGE"
+    finally:
+        small.close()

@@ -11,10 +11,12 @@ backoff. A bad image is a row with its reason, never the end of the run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
 import json
+import os
 import queue
 import random
 import sys
@@ -39,7 +41,9 @@ CSV_COLUMNS = ["request_id", "status", "reason", "message",
                *[c for a in ATTRIBUTES for c in (a, f"{a}_confidence")],
                "product_display_name", "product_display_name_confidence", "width", "height", "format",
                "model_version"]
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+# A stream fails as a whole only when the server goes away or drains (a full server slows streams down
+# instead); a message over gRPC's size limit is RESOURCE_EXHAUSTED, which bulk prevents by checking sizes.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 # Item answers that mean "not now", never "not this image": the item is sent again.
 RETRY_LATER = {enrich_pb2.SHUTTING_DOWN, enrich_pb2.MODEL_LOADING, enrich_pb2.OVERLOADED, enrich_pb2.DEADLINE_EXPIRED}
 
@@ -49,6 +53,12 @@ RETRY_LATER = {enrich_pb2.SHUTTING_DOWN, enrich_pb2.MODEL_LOADING, enrich_pb2.OV
 class Source:
     key: str  # the request id and the output row's key: the path or URL as given
     location: str  # a local path or an http(s) URL
+
+    @classmethod
+    def of(cls, location: str) -> Source:
+        # A file name that is not UTF-8 (undecodable bytes kept as surrogates) gets a key that is.
+        key = location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return cls(key, location)
 
     @property
     def is_url(self) -> bool:
@@ -68,14 +78,15 @@ def collect(inputs: list[str]) -> list[Source]:
         path = Path(given)
         if path.is_dir():
             paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found.update((str(p), Source(str(p), str(p))) for p in paths)
+            found.update((source.key, source) for source in map(Source.of, map(str, paths)))
         elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
             found.update((s.key, s) for s in read_manifest(path))
         elif path.is_file():
-            found[given] = Source(given, given)
+            source = Source.of(given)
+            found[source.key] = source
         elif any(char in given for char in "*?["):
             paths = sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file())
-            found.update((p, Source(p, p)) for p in paths)
+            found.update((source.key, source) for source in map(Source.of, paths))
         else:
             raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
     return list(found.values())
@@ -92,7 +103,7 @@ def read_manifest(path: Path) -> Iterator[Source]:
             raise ValueError(f"{path}:{number}: no `path` or `url`")
         if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
             location = str(path.parent / location)
-        yield Source(location, location)
+        yield Source.of(location)
 
 
 # --- output ------------------------------------------------------------------------------------------
@@ -134,12 +145,12 @@ class Output:
             data = path.read_bytes()
             complete = data[: data.rfind(b"\n") + 1]
             if len(complete) != len(data):
-                path.write_bytes(complete)
+                os.truncate(path, len(complete))  # in place: an interruption now cannot lose earlier rows
             text = complete.decode("utf-8")
             if fmt == "csv":
                 self.done = {row["request_id"] for row in csv.DictReader(io.StringIO(text))}
             else:
-                self.done = {json.loads(line)["request_id"] for line in text.splitlines() if line.strip()}
+                self.done = {json.loads(line)["request_id"] for line in text.split("\n") if line.strip()}
         fresh = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
         self.csv = csv.DictWriter(self.file, CSV_COLUMNS) if fmt == "csv" else None
@@ -159,8 +170,17 @@ class Output:
         self.file.close()
 
 
+class _TooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the image is {size:,} bytes, over the server's limit of {limit:,} bytes")
+
+
 def unreadable(source: Source, error: Exception) -> enrich_pb2.EnrichResponse:
-    """A row for an input the client could not read (a missing file, a URL that failed)."""
+    """A row for an input not sent: one the client could not read (a missing file, a URL that failed), or
+    one over the server's size limit (checked here: gRPC would fail the whole stream for it)."""
+    if isinstance(error, _TooLarge):
+        return enrich_pb2.EnrichResponse(request_id=source.key, status=enrich_pb2.ItemStatus(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=str(error), reason=enrich_pb2.IMAGE_TOO_LARGE))
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return enrich_pb2.EnrichResponse(request_id=source.key, status=enrich_pb2.ItemStatus(
         code=grpc.StatusCode.NOT_FOUND.value[0], message=f"cannot read {source.location}: {reason}"))
@@ -212,6 +232,10 @@ class _StreamState:
         with self.lock:
             return self.in_flight.pop(key, None)
 
+    def stop_taking(self) -> None:
+        with self.lock:
+            self.closed = True
+
     def close(self) -> list[Source]:
         with self.lock:
             self.closed = True
@@ -236,6 +260,7 @@ class BulkRun:
         self.lock = threading.Lock()
         self.fatal: EnrichError | None = None
         self.on_answer = on_answer or (lambda response: None)
+        self.max_image_bytes = 0  # the server's limit, when known (bulk_main asks GetModelInfo)
 
     def run(self) -> Summary:
         workers = [threading.Thread(target=self._worker, name=f"bulk-stream-{n}", daemon=True)
@@ -262,20 +287,33 @@ class BulkRun:
                 call.cancel()
 
     def _worker(self) -> None:
-        failing_since: float | None = None
+        try:
+            self._work()
+        except Exception as error:  # e.g. the disk is full: stop the run rather than lose images quietly
+            self.fatal = self.fatal or EnrichError(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
+            self.cancel()
+
+    def _work(self) -> None:
+        failing_since: float | None = None  # since when nothing got through
         backoff = 0.5
         while not self.stop.is_set():
             stream = _StreamState()
-            answered_any = False
+            answered_any, not_now = False, None
             try:
                 for response in self._stream(stream):
-                    answered_any = True
                     source = stream.answered(response.request_id)
                     if response.status.reason in RETRY_LATER and source is not None:
-                        self.pending.put(source)  # the server could not take it now: send it again
+                        # The server cannot take it now (loading, draining, full): send it again after a pause,
+                        # and take nothing more on this stream.
+                        self.pending.put(source)
+                        stream.stop_taking()
+                        delay = response.status.retry_delay.ToTimedelta().total_seconds()
+                        not_now = EnrichError(grpc.StatusCode.UNAVAILABLE, response.status.message,
+                                              retry_after=delay or None)
                     else:
+                        answered_any = True
                         self._record(response, source)
-                error = None
+                error = not_now
             except EnrichError as failure:
                 error = failure
             for source in stream.close():  # taken but never answered: sent again
@@ -286,13 +324,9 @@ class BulkRun:
                 continue
             if self.stop.is_set():
                 return
-            if error.code not in RETRYABLE:
-                self.fatal = self.fatal or error
-                self.cancel()
-                return
             now = time.monotonic()
             failing_since = now if answered_any or failing_since is None else failing_since
-            if now - failing_since > self.retry_seconds:
+            if error.code not in RETRYABLE or now - failing_since > self.retry_seconds:
                 self.fatal = self.fatal or error
                 self.cancel()
                 return
@@ -310,11 +344,14 @@ class BulkRun:
                     return
                 try:
                     data = source.read()
+                    if self.max_image_bytes and len(data) > self.max_image_bytes:
+                        raise _TooLarge(len(data), self.max_image_bytes)
+                    request = self.client.request(data, source.key, self.top_k, self.caption)
                 except Exception as error:  # an unreadable input is a row, not the end of the run
-                    stream.answered(source.key)
-                    self._record(unreadable(source, error), None)
+                    if stream.answered(source.key) is not None:  # still ours: the stream may have ended
+                        self._record(unreadable(source, error), None)
                     continue
-                yield self.client.request(data, source.key, self.top_k, self.caption)
+                yield request
 
         call = self.client.stub.EnrichStream(requests(), metadata=self.client.metadata)
         with self.lock:
@@ -371,6 +408,8 @@ def bulk_main(client: EnrichClient, args) -> int:
 
     run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption, args.sidecars,
                   args.retry_seconds, answered)
+    with contextlib.suppress(EnrichError):  # not serving yet: the streams wait for it; gRPC checks sizes then
+        run.max_image_bytes = client.model_info().limits.max_image_bytes
     bar.update(run.summary.skipped)
     try:
         summary = run.run()
@@ -388,4 +427,4 @@ def bulk_main(client: EnrichClient, args) -> int:
     bar.close()
     output.close()
     print(summary.line(), file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.ok + summary.failed + summary.skipped < summary.total else 0
