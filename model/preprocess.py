@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from .decode import WHITE
+from .decode import WHITE, DecodedImage, DecodeLimits, decode_image
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ class Preprocessing:
             interpolation=data.get("interpolation", "bicubic"),
             resize_mode=data.get("resize_mode", "letterbox"),
         )
+
+    def from_bytes(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[DecodedImage, np.ndarray]:
+        """Image bytes -> (what was decoded, model input): the server's decode stage, at reduced JPEG scale."""
+        decoded = decode_image(data, limits or DecodeLimits(), target=self.decode_target)
+        return decoded, self(decoded.image)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """RGB image -> float32 array (3, H, W), normalized."""

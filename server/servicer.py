@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import numpy as np
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_model.bundle import Bundle
-from enrich_model.decode import DecodedImage, ImageDecodeError, decode_image
+from enrich_model.decode import ImageDecodeError
 
 from .admission import Admission
 from .batcher import DeadlineExpired
@@ -202,7 +201,8 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 self.metrics.observe_stage("total", total_ms)
                 return cached_response(request_id, cached, bundle.model_version, total_ms)
         try:
-            decoded, pixels = await loop.run_in_executor(self.decode_pool, self._decode, bundle, request.image)
+            decoded, pixels = await loop.run_in_executor(self.decode_pool, bundle.preprocessing.from_bytes,
+                                                         request.image, self.limits.decode)
         except ImageDecodeError as error:
             raise EnrichFailure.from_decode(error) from error
         decode_ms = (time.perf_counter() - received) * 1000
@@ -227,10 +227,6 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
             self.metrics.observe_stage(stage, getattr(timings, f"{stage}_ms"))
         if timings.caption_batch_size:
             self.metrics.observe_stage("caption", timings.caption_ms)
-
-    def _decode(self, bundle: Bundle, data: bytes) -> tuple[DecodedImage, np.ndarray]:
-        decoded = decode_image(data, self.limits.decode, target=bundle.preprocessing.decode_target)
-        return decoded, bundle.preprocessing(decoded.image)
 
 
 class StreamCall:

@@ -28,16 +28,12 @@ def images_per_second(decode: Callable[[bytes], object], images: list[bytes], th
 
 
 def decode_speeds(images: list[bytes], preprocessing, threads: int) -> dict[str, float]:
-    """img/s per decoder; `server_path` is decode_image + preprocessing, exactly the server's decode stage."""
+    """img/s per decoder; `server_path` is Preprocessing.from_bytes, exactly the server's decode stage."""
     target = preprocessing.decode_target
-
-    def server_path(data: bytes) -> object:
-        return preprocessing(decode_image(data, target=target).image)
-
     speeds = {
         "full": images_per_second(full_decode, images, threads),
         "draft": images_per_second(lambda data: decode_image(data, target=target), images, threads),
-        "server_path": images_per_second(server_path, images, threads),
+        "server_path": images_per_second(preprocessing.from_bytes, images, threads),
     }
     try:
         import simplejpeg

@@ -21,7 +21,6 @@ from enrich_model.backends import (
     fast_precisions,
 )
 from enrich_model.bundle import load_bundle
-from enrich_model.decode import decode_image
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 
 BATCH = 8
@@ -38,8 +37,7 @@ class EncoderRun:
 
 
 def preprocess_all(bundle, images: list[bytes]) -> np.ndarray:
-    target = bundle.preprocessing.decode_target
-    return np.stack([bundle.preprocessing(decode_image(d, target=target).image) for d in images])
+    return np.stack([bundle.preprocessing.from_bytes(data)[1] for data in images])
 
 
 def batches(pixels: np.ndarray) -> list[np.ndarray]:
@@ -163,9 +161,6 @@ class InProcessPipeline:
 
         settings, preprocessing = self.settings, self.predictor.bundle.preprocessing
 
-        def decode(data: bytes) -> np.ndarray:
-            return preprocessing(decode_image(data, target=preprocessing.decode_target).image)
-
         pipeline = Pipeline(self.predictor, settings.max_batch_size, settings.max_delay_ms,
                             settings.caption_batch_size)
         pipeline.start()
@@ -174,7 +169,7 @@ class InProcessPipeline:
         with ThreadPoolExecutor(self.decode_threads) as pool:
             async def one(data: bytes) -> None:
                 async with room:
-                    pixels = await loop.run_in_executor(pool, decode, data)
+                    _, pixels = await loop.run_in_executor(pool, preprocessing.from_bytes, data)
                     await pipeline.run(pixels, ItemOptions(caption=caption))
 
             await asyncio.gather(*(one(d) for d in images[:16]))  # warm
