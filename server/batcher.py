@@ -48,13 +48,13 @@ class _Job(Generic[Item]):
 class DynamicBatcher(Generic[Item, Result]):
     def __init__(self, process: Callable[[list[Item]], list[Result]], max_batch_size: int = 8,
                  max_delay_ms: float = 5.0, name: str = "model",
-                 on_batch: Callable[[int, float], None] | None = None,
+                 on_batch: Callable[[int], None] | None = None,
                  more_coming: Callable[[], bool] | None = None, max_wait_ms: float = 500.0) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000
         self.name = name
-        self.on_batch = on_batch  # (batch size, seconds in process): for metrics
+        self.on_batch = on_batch  # hears each batch's size: for metrics
         # A later stage fed by an earlier one: while `more_coming()` (the earlier stage holds work for this
         # one), a partial batch waits for it, up to `max_wait_ms`; otherwise nothing waits.
         self.more_coming = more_coming
@@ -123,7 +123,7 @@ class DynamicBatcher(Generic[Item, Result]):
                     per_item = seconds / len(live)
                     self.item_seconds = per_item if not self.item_seconds else 0.8 * self.item_seconds + 0.2 * per_item
                     if self.on_batch:
-                        self.on_batch(len(live), seconds)
+                        self.on_batch(len(live))
             except Exception as error:  # the whole batch failed: its callers hear about it, nobody else
                 log.exception("%s batch of %d failed", self.name, len(live))
                 for job in live:

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 log = logging.getLogger("enrich.metrics")
 
-STAGES = ("decode", "queue", "encoder", "heads", "caption", "total")
 # 1 ms .. ~30 s: a cache hit at the bottom, a camera original behind a full queue at the top.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -62,7 +61,7 @@ class Metrics:
     def observe_stage(self, stage: str, milliseconds: float) -> None:
         self.stage_seconds.labels(stage, self.backend, self.precision).observe(milliseconds / 1000)
 
-    def observe_batch(self, stage: str, size: int, seconds: float) -> None:
+    def observe_batch(self, stage: str, size: int) -> None:
         self.batch_size.labels(stage, self.backend, self.precision).observe(size)
 
     def count_item(self, method: str, code: str, reason: str = "") -> None:

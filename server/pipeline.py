@@ -10,6 +10,7 @@ for them.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -52,10 +53,13 @@ class _Captioned:
 class Pipeline:
     def __init__(self, predictor: Predictor, max_batch_size: int = 8, max_delay_ms: float = 5.0,
                  caption_batch_size: int = 32,
-                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
+        """`on_batch(stage, size)` hears of every batch (for metrics)."""
         self.predictor = predictor
-        observe = (lambda stage: (lambda size, seconds: on_batch(stage, size, seconds))) if on_batch else \
-            (lambda stage: None)
+
+        def observe(stage: str) -> Callable[[int], None] | None:
+            return functools.partial(on_batch, stage) if on_batch else None
+
         self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
             self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"))
         # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage holds
