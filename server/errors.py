@@ -53,11 +53,15 @@ class EnrichFailure(Exception):
         return enrich_pb2.ItemStatus(code=self.code.value[0], message=self.message, reason=self.reason,
                                      metadata=self.metadata, retry_delay=self.retry_delay())
 
-    def rich_status(self) -> grpc.Status:
+    def status(self) -> status_pb2.Status:
+        """As google.rpc.Status: the code, the words, ErrorInfo with the reason, and RetryInfo when given."""
         details = [pack(error_details_pb2.ErrorInfo(reason=self.reason_name, domain=DOMAIN, metadata=self.metadata))]
         if (delay := self.retry_delay()) is not None:
             details.append(pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=self.message, details=details))
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+    def rich_status(self) -> grpc.Status:
+        return rpc_status.to_status(self.status())
 
     async def abort(self, context: grpc.aio.ServicerContext) -> None:
         status = self.rich_status()

@@ -26,7 +26,6 @@ from collections.abc import Callable
 import grpc
 from aiohttp import BodyPartReader, web
 from google.protobuf import json_format
-from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
 
@@ -52,9 +51,7 @@ def to_json(message) -> dict:
 
 
 def error_response(failure: EnrichFailure) -> web.Response:
-    status = failure.rich_status()
-    details = dict(status.trailing_metadata)["grpc-status-details-bin"]
-    body = json_format.MessageToDict(status_pb2.Status.FromString(details))
+    body = json_format.MessageToDict(failure.status())
     http_status = 413 if failure.reason == enrich_pb2.IMAGE_TOO_LARGE else HTTP_STATUS.get(failure.code, 500)
     headers = {"Retry-After": str(math.ceil(failure.retry_after))} if failure.retry_after else {}
     return web.json_response(body, status=http_status, headers=headers)
