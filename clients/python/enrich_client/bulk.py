@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from enrich.v1 import enrich_pb2
 
-from .client import IMAGE_SUFFIXES, EnrichClient, EnrichError
+from .client import EnrichClient, EnrichError, image_files, to_json
 
 # The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each.
 ATTRIBUTES = [f.name for f in enrich_pb2.Metadata.DESCRIPTOR.fields
@@ -77,7 +76,7 @@ def collect(inputs: list[str]) -> list[Source]:
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            paths = image_files(path)
             found.update((source.key, source) for source in map(Source.of, map(str, paths)))
         elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
             found.update((s.key, s) for s in read_manifest(path))
@@ -107,10 +106,6 @@ def read_manifest(path: Path) -> Iterator[Source]:
 
 
 # --- output ------------------------------------------------------------------------------------------
-def to_json(message) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-
-
 def csv_row(response: enrich_pb2.EnrichResponse) -> dict[str, object]:
     status = response.status
     row: dict[str, object] = {"request_id": response.request_id,

@@ -16,19 +16,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
 from .bulk import bulk_main
-from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
+from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files, to_json
 
 COMMANDS = ("enrich", "bulk", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
                              "--server-name", "--retries")
-
-
-def to_json(message) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def enrich_file(client: EnrichClient, path: Path, args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
+from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -182,6 +183,12 @@ class EnrichClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not SERVING after {timeout:.0f} s (last status {status})")
             time.sleep(0.2)
+
+
+def to_json(message) -> dict:
+    """A message as JSON-ready dict, with the proto's field names and every field present."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
 
 
 def image_files(root: Path) -> list[Path]:
