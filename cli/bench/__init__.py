@@ -28,6 +28,7 @@ from ..server_process import start_server
 from . import served
 from .images import camera_images, catalogue_images
 
+NO_CACHE = ("--cache-mb", "0")  # throughput figures: every image reaches the model
 EAGER = ("--backend", "torch", "--precision", "fp32")
 TARGETS = {  # issue 7's targets, as ratios of figures from the same run
     "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
@@ -43,7 +44,7 @@ def say(text: str) -> None:
 @contextmanager
 def server_process(bundle: Path, name: str, *options: str):
     log_path = Path(tempfile.gettempdir()) / f"enrich-bench-{name}.log"
-    process, port = start_server(bundle, log_path, "--cache-mb", "0", *options)
+    process, port = start_server(bundle, log_path, *options)
     try:
         with EnrichClient(f"127.0.0.1:{port}", timeout=600) as client:
             yield client
@@ -146,17 +147,10 @@ def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camer
 
 
 def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
-    log_path = Path(tempfile.gettempdir()) / "enrich-bench-cache.log"
-    process, port = start_server(bundle, log_path)  # the default: cache on
-    try:
-        with EnrichClient(f"127.0.0.1:{port}", timeout=600) as client:
-            client.wait_until_serving()
-            first = served.stream(client, catalogue, "generate")
-            again = served.stream(client, catalogue, "generate")
-            load = client.model_info().load
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+    with server_process(bundle, "cache") as client:  # the default: cache on
+        first = served.stream(client, catalogue, "generate")
+        again = served.stream(client, catalogue, "generate")
+        load = client.model_info().load
     figures["cache"] = {"first_pass": first.images_per_second, "repeat_pass": again.images_per_second,
                         "hits": load.cache_hits, "misses": load.cache_misses}
     say(f"cache: first pass {first.images_per_second:.1f} img/s, repeat {again.images_per_second:.1f} img/s "
@@ -249,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_model(args, catalogue, camera, figures)
         say("gRPC, two server processes side by side (response cache off), and the same pipeline in process:")
         with ExitStack() as stack:
-            clients = {"default": stack.enter_context(server_process(args.model, "default")),
-                       "eager": stack.enter_context(server_process(args.model, "eager", *EAGER))}
+            clients = {"default": stack.enter_context(server_process(args.model, "default", *NO_CACHE)),
+                       "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
             in_process = InProcessPipeline(ServerSettings(model=args.model))
             measure_grpc(clients, catalogue, camera, figures, in_process)
             del in_process
