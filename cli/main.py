@@ -16,6 +16,8 @@ commands:
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
   export   write the OpenVINO export beside a bundle now (e.g. while building an image), not at first start
   info     print a bundle's version, vocabulary sizes and test metrics
+  fetch    copy a bundle from the hub, a URL or a path into a folder (an init container's job)
+  health   ask the local server for its grpc.health.v1 status (the image's HEALTHCHECK)
   bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT)
 
 `enrich COMMAND --help` describes each one.
@@ -101,6 +103,40 @@ def export(argv: list[str]) -> int:
     return 0
 
 
+def health(argv: list[str]) -> int:
+    """Torch-free and quick: docker runs it every few seconds inside the serving container."""
+    import os
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    parser = argparse.ArgumentParser(prog="enrich health", description="Ask `enrich serve` for its grpc.health.v1 "
+                                     "status; exit 0 only when SERVING. Without --address it reads the server's own "
+                                     "settings: 127.0.0.1 and ENRICH_HEALTH_PORT, else ENRICH_PORT (50051).")
+    parser.add_argument("--address", help="HOST:PORT of a plain-text gRPC port")
+    parser.add_argument("--service", default="", help="the service to ask about (default: the whole server)")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    address = args.address
+    if address is None:
+        health_port = int(os.environ.get("ENRICH_HEALTH_PORT", "-1"))
+        if health_port < 0 and os.environ.get("ENRICH_TLS_CERT"):
+            print("enrich health: the server speaks TLS (ENRICH_TLS_CERT); set ENRICH_HEALTH_PORT so that it also "
+                  "answers health in plain text", file=sys.stderr)
+            return 2
+        address = f"127.0.0.1:{health_port if health_port >= 0 else os.environ.get('ENRICH_PORT', '50051')}"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"{address}: {error.code().name} ({error.details()})", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(status)
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -133,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         return info(rest)
     if command == "export":
         return export(rest)
+    if command == "health":
+        return health(rest)
+    if command == "fetch":
+        from enrich_model.fetch import main as fetch_main
+
+        return fetch_main(rest)
     print(f"enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

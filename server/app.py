@@ -66,6 +66,12 @@ class EnrichServer:
         self.http_port: int | None = None
         enrich_pb2_grpc.add_EnrichServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # Kubelet's gRPC probe and docker's HEALTHCHECK speak no TLS: health alone may also listen in clear.
+        self.health_server: grpc.aio.Server | None = None
+        if settings.health_port >= 0:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port: int | None = None
         if settings.reflection:
             enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
                               self.server)
@@ -89,6 +95,14 @@ class EnrichServer:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
         log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        if self.health_server is not None:
+            self.health_port = self.health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
+            if not self.health_port:
+                await self.server.stop(0)
+                self.metrics.close()
+                raise OSError(f"cannot bind {self.settings.host}:{self.settings.health_port} for --health-port")
+            await self.health_server.start()
+            log.info("grpc.health.v1 in plain text on port %d", self.health_port)
         if self.settings.http_port >= 0:
             try:
                 self.http_port = await self.http.start(self.settings.host, self.settings.http_port)
@@ -136,6 +150,8 @@ class EnrichServer:
         await asyncio.sleep(min(0.5, grace))  # watchers hear NOT_SERVING before their stream ends
         self.health.close_watches()
         await stopping
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.slot.pipeline:
             await self.slot.pipeline.stop()
         self.decode_pool.shutdown(wait=False)
@@ -183,6 +199,8 @@ async def serve(settings: ServerSettings) -> None:
     print(f"enrich server listening on port {port}", flush=True)
     if server.http_port is not None:
         print(f"enrich HTTP/JSON on port {server.http_port}", flush=True)
+    if server.health_port is not None:
+        print(f"enrich health (plain text) on port {server.health_port}", flush=True)
     if server.metrics_port is not None:
         print(f"enrich metrics on http://{settings.host}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()

@@ -36,6 +36,7 @@ class ServerSettings:
     cache_mb: float = 64.0
     metrics_port: int = 9464  # -1 = no metrics endpoint; 0 = a free port
     http_port: int = 8080  # HTTP/JSON beside gRPC; -1 = none; 0 = a free port
+    health_port: int = -1  # plaintext grpc.health.v1 only, for probes when --port has TLS; -1 = none
     grace_seconds: float = 20.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -130,6 +131,9 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser.add_argument("--http-port", type=int, default=int(env("HTTP_PORT", defaults.http_port)),
                         help="HTTP/JSON API beside gRPC: curl -T photo.jpg http://HOST:PORT/v1/enrich "
                              "(-1 = off, 0 = a free port) [env ENRICH_HTTP_PORT]")
+    parser.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", defaults.health_port)),
+                        help="grpc.health.v1 alone on a plaintext port, for probes that cannot speak TLS "
+                             "(kubelet's gRPC probe, docker HEALTHCHECK); -1 = none [env ENRICH_HEALTH_PORT]")
     parser.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)),
                         help="Prometheus /metrics over plain HTTP (-1 = off, 0 = a free port) "
                              "[env ENRICH_METRICS_PORT]")

@@ -104,6 +104,33 @@ def test_tls_without_client_certificates(bundle_dir: Path, pki):
         server.close()
 
 
+def test_health_port_answers_probes_in_plain_text_beside_mutual_tls(bundle_dir: Path, pki, monkeypatch):
+    """Kubelet's gRPC probe and docker's HEALTHCHECK (`enrich health`) speak no TLS."""
+    from enrich_cli.main import main as enrich
+
+    trusted, _ = pki
+    server = LoopbackServer(bundle_dir, tls_cert=trusted["server_cert"], tls_key=trusted["server_key"],
+                            tls_client_ca=trusted["ca"], health_port=0)
+    health_address = f"127.0.0.1:{server.server.health_port}"
+    try:
+        assert enrich(["health", "--address", health_address]) == 1  # NOT_SERVING while loading
+        server.load()
+        monkeypatch.setenv("ENRICH_HEALTH_PORT", str(server.server.health_port))
+        assert enrich(["health"]) == 0
+        assert enrich(["health", "--service", "enrich.v1.Enrich"]) == 0
+        monkeypatch.delenv("ENRICH_HEALTH_PORT")
+        monkeypatch.setenv("ENRICH_TLS_CERT", str(trusted["server_cert"]))
+        assert enrich(["health"]) == 2  # TLS without a health port: says what to set
+        with grpc.insecure_channel(health_address) as channel:  # health only: the Enrich API stays behind mTLS
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary("/enrich.v1.Enrich/GetModelInfo")(b"", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.close()
+    with grpc.insecure_channel(health_address) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
 def test_bearer_tokens_guard_enrich_but_not_health(bundle_dir: Path, tmp_path: Path):
     tokens = tmp_path / "tokens"
     tokens.write_text("# one token per line\ns3cret-one\n\ns3cret-two\n")
