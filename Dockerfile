@@ -1,0 +1,106 @@
+# syntax=docker/dockerfile:1.7
+# Enrich images:
+#   docker build -t enrich:0.1.0-cpu .                           torch's CPU wheels on python:3.12-slim, OpenVINO
+#   docker build --build-arg VARIANT=gpu -t enrich:0.1.0-gpu .   torch's CUDA wheels on NVIDIA's CUDA runtime base
+#   docker build --target train -t enrich:0.1.0-train .          the GPU image plus the trainer (the training Job)
+# The model bundle is mounted at /models/bundle (the default), or baked in with a build argument that takes
+# anything `enrich fetch` does (hub id, https:// archive, a path under bundles/ in the build context):
+#   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle -t enrich:0.1.0-cpu-acme .
+# Every image runs the README's console script: ENTRYPOINT enrich, CMD serve (`docker run IMAGE fetch ...`,
+# `docker run IMAGE info /models/bundle` work too). HEALTHCHECK is `enrich health` on grpc.health.v1.
+
+ARG VARIANT=cpu
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+
+# ---- the project as a wheel (pure Python: no compiler) -------------------------------------------------
+FROM ${PYTHON_IMAGE} AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY clients/python/enrich clients/python/enrich
+COPY clients/python/enrich_client clients/python/enrich_client
+COPY model model
+COPY server server
+COPY trainer trainer
+COPY cli cli
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+# ---- bases: python and the unprivileged user the images run as -------------------------------------------
+FROM ${PYTHON_IMAGE} AS cpu-base
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp enrich
+
+FROM ${CUDA_IMAGE} AS gpu-base
+# The base image's tag pins the distribution; its security updates should land, so apt versions float.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s /usr/bin/python3.12 /usr/local/bin/python \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp enrich
+
+# ---- CPU: a venv with torch's CPU wheels, the serve extra, and optionally a baked bundle ----------------
+FROM cpu-base AS cpu-venv
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ARG MODEL_SOURCE=""
+ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/enrich
+COPY --from=wheel /wheels /wheels
+# torch first from its CPU index (a few hundred MB, not the multi-GB CUDA build PyPI serves on Linux).
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]"
+# The build context, for MODEL_SOURCE paths (this stage is not shipped: only /opt/enrich and /models are).
+COPY . /context/
+WORKDIR /context
+# A baked bundle also gets its OpenVINO export now, so a read-only image never converts at start-up.
+RUN mkdir -p /models \
+    && if [ -n "$MODEL_SOURCE" ]; then \
+        enrich fetch --quiet "$MODEL_SOURCE" /models/bundle && enrich export /models/bundle; \
+    fi
+
+# ---- GPU: torch's CUDA wheels ---------------------------------------------------------------------------
+FROM gpu-base AS gpu-venv
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
+ARG MODEL_SOURCE=""
+ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/enrich
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]"
+COPY . /context/
+WORKDIR /context
+RUN mkdir -p /models \
+    && if [ -n "$MODEL_SOURCE" ]; then enrich fetch --quiet "$MODEL_SOURCE" /models/bundle; fi
+
+FROM gpu-venv AS train-venv
+RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[train]"
+
+# ---- the training image (the chart's Job runs `accelerate launch -m enrich_trainer.train`) ---------------
+FROM gpu-base AS train
+COPY --from=train-venv /opt/enrich /opt/enrich
+ENV PATH=/opt/enrich/bin:$PATH \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp HF_HOME=/tmp/huggingface MPLCONFIGDIR=/tmp/matplotlib
+USER 10001:10001
+ENTRYPOINT ["enrich"]
+CMD ["train", "--help"]
+
+# ---- the serving image (the default target): non-root, nothing writable but /tmp and mounted volumes ------
+FROM ${VARIANT}-venv AS venv
+FROM ${VARIANT}-base AS serve
+COPY --from=venv /opt/enrich /opt/enrich
+COPY --from=venv /models /models
+ENV PATH=/opt/enrich/bin:$PATH \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp HF_HOME=/tmp/huggingface \
+    ENRICH_MODEL=/models/bundle ENRICH_HEALTH_PORT=50052 ENRICH_LOG_FORMAT=json
+USER 10001:10001
+EXPOSE 50051 50052 8080 9464
+# start-period: loading, exporting (OpenVINO, CPU) and warming the model come before SERVING.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 CMD ["enrich", "health"]
+ENTRYPOINT ["enrich"]
+CMD ["serve"]
