@@ -97,8 +97,9 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
                         help="images in flight server-wide before unary calls get OVERLOADED")
     limits.add_argument("--stream-in-flight", type=int, default=defaults.stream_in_flight,
                         help="requests read ahead per stream")
-    limits.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds,
-                        help="on SIGTERM, how long accepted work may take to finish")
+    limits.add_argument("--grace-seconds", type=float, default=float(env("GRACE_SECONDS", defaults.grace_seconds)),
+                        help="on SIGTERM, how long accepted work may take to finish (keep the pod's "
+                             "terminationGracePeriodSeconds above it) [env ENRICH_GRACE_SECONDS]")
 
     model = parser.add_argument_group("model")
     model.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
