@@ -54,11 +54,14 @@ class EnrichServer:
         if tokens and self.credentials is None:
             log.warning("bearer tokens are required but TLS is off: tokens cross the network in clear text")
         auth = BearerTokenAuth(tokens) if tokens else None
-        self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", settings.max_message_bytes),
-                     ("grpc.max_send_message_length", settings.max_message_bytes)],
-            interceptors=[auth] if auth else None,
-        )
+        options = [("grpc.max_receive_message_length", settings.max_message_bytes),
+                   ("grpc.max_send_message_length", settings.max_message_bytes)]
+        if settings.max_connection_age_seconds > 0:
+            # GOAWAY after this age: a client's channel then resolves DNS again, so long-lived bulk
+            # clients reach pods the autoscaler added since they connected.
+            options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * 1000))]
+        self.server = grpc.aio.server(options=options, interceptors=[auth] if auth else None)
         self.servicer = EnrichServicer(self.slot, limits, self.decode_pool, self.metrics,
                                        int(settings.cache_mb * 1024 * 1024))
         self.http = HttpApi(self.servicer, lambda: self.slot.ready and self.servicer.drain_cutoff is None, auth,

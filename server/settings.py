@@ -38,6 +38,7 @@ class ServerSettings:
     http_port: int = 8080  # HTTP/JSON beside gRPC; -1 = none; 0 = a free port
     health_port: int = -1  # plaintext grpc.health.v1 only, for probes when --port has TLS; -1 = none
     grace_seconds: float = 20.0
+    max_connection_age_seconds: float = 0.0  # 0 = connections live as long as clients keep them
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -100,6 +101,12 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     limits.add_argument("--grace-seconds", type=float, default=float(env("GRACE_SECONDS", defaults.grace_seconds)),
                         help="on SIGTERM, how long accepted work may take to finish (keep the pod's "
                              "terminationGracePeriodSeconds above it) [env ENRICH_GRACE_SECONDS]")
+
+    limits.add_argument("--max-connection-age-seconds", type=float,
+                        default=float(env("MAX_CONNECTION_AGE_SECONDS", defaults.max_connection_age_seconds)),
+                        help="close a client connection this old (its calls get --grace-seconds more), so that "
+                             "clients resolve the service again and spread over pods added since; 0 = never "
+                             "[env ENRICH_MAX_CONNECTION_AGE_SECONDS]")
 
     model = parser.add_argument_group("model")
     model.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)

@@ -36,8 +36,8 @@ def photos(catalogue_dir: Path, tmp_path: Path) -> Path:
 class SlowServer(LoopbackServer):
     """The test bundle, slowed to ~40 img/s, so a run can be interrupted midway."""
 
-    def __init__(self, bundle: Path, port: int = 0) -> None:
-        super().__init__(bundle, max_batch_size=2, max_delay_ms=1, **({"port": port} if port else {}))
+    def __init__(self, bundle: Path, port: int = 0, **settings: object) -> None:
+        super().__init__(bundle, max_batch_size=2, max_delay_ms=1, **({"port": port} if port else {}), **settings)
         self.load()
         stage = self.server.slot.pipeline.encoder_stage
         process = stage.process
@@ -184,3 +184,18 @@ def test_a_half_written_last_line_is_cut_on_resume(server: LoopbackServer, photo
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and "1 enriched" in rerun.stderr, rerun.stderr
     assert sorted(r["request_id"] for r in rows(out)) == sorted(r["request_id"] for r in complete)
+
+
+def test_bulk_loses_nothing_when_the_server_recycles_connections(bundle_dir: Path, photos: Path, tmp_path: Path):
+    """--max-connection-age-seconds ends old connections (so clients find new pods); a bulk run rides it out."""
+    server = SlowServer(bundle_dir, max_connection_age_seconds=0.5, grace_seconds=0.5)
+    out = tmp_path / "results.jsonl"
+    try:
+        done = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption", "skip",
+                                           "--streams", "2"), capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
+    assert done.returncode == 1, done.stderr  # the broken image, recorded once
+    assert "120 enriched, 1 failed" in done.stderr and "stream retries" in done.stderr, done.stderr
+    written = rows(out)
+    assert len(written) == 121 and len({r["request_id"] for r in written}) == 121

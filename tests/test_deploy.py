@@ -150,6 +150,7 @@ def test_thread_budget_follows_the_cpu_limit_and_every_setting_reaches_the_serve
     assert settings.threads == 6 and settings.thread_budget == (6, 6)
     ports = (settings.port, settings.health_port, settings.http_port, settings.metrics_port)
     assert ports == (50051, 50052, 8080, 9464)
+    assert settings.max_connection_age_seconds == 300
     assert settings.grace_seconds == 45 and settings.precision == "bf16" and settings.log_format == "json"
     assert settings.max_batch_size == 32 and settings.max_queue == 512
     assert str(settings.model) == "/models/bundle"
