@@ -239,14 +239,19 @@ class AttributeHeads(nn.Module):
 
     def forward(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw logits per attribute (divide by `temperature` for calibrated probabilities)."""
+        inputs = self.head_inputs(pooled, colour)
+        return {name: head(inputs[name]) for name, head in self.heads.items()}
+
+    def head_inputs(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What each linear head reads: the standardised pooled features, with the colour features after
+        them for the colour attributes."""
         pooled = self.dropout(_standardise(self.norm, pooled))
         with_colour = pooled
         if self.colour_norm is not None:
             if colour is None:
                 raise ValueError(f"heads {self.colour_attributes} need colour features")
             with_colour = torch.cat([pooled, self.dropout(_standardise(self.colour_norm, colour))], dim=1)
-        return {name: head(with_colour if name in self.colour_attributes else pooled)
-                for name, head in self.heads.items()}
+        return {name: with_colour if name in self.colour_attributes else pooled for name in self.names}
 
     def probabilities(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: (logits[name] / self.temperature[i]).softmax(-1) for i, name in enumerate(self.names)}

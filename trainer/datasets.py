@@ -106,13 +106,17 @@ class Features:
 
 @torch.inference_mode()
 def extract_features(encoder: TinyVitEncoder, colour: ColourHistogram | None, items: list[CatalogueItem],
-                     preprocessing: Preprocessing, batch_size: int, desc: str, progress: bool) -> Features:
-    """One pass of the backbone as it is now over `items` (no augmentation)."""
+                     preprocessing: Preprocessing, batch_size: int, desc: str, progress: bool,
+                     augment: Augment | None = None) -> Features:
+    """One pass of the backbone as it is now over `items` (as they are, or through `augment`)."""
     encoder.eval()
     pooled, tokens, colours = [], [], []
     for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
-        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk])).to(encoder.device)
+        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk]))
+        if augment is not None:
+            pixels = torch.stack([augment(image) for image in pixels])
+        pixels = pixels.to(encoder.device)
         p, t = encoder.features(pixels)
         pooled.append(p.float().cpu())
         tokens.append(t.float().cpu())
