@@ -235,3 +235,37 @@ def test_evaluate_command_prints_the_table_and_writes_the_report(bundle_dir: Pat
     assert again["articleType"]["accuracy"] == saved["articleType"]["accuracy"]  # the same test split, as served
     assert (tmp_path / "report.md").read_text().startswith("# Evaluation of")
     assert len(load_catalogue(catalogue_dir).items) > again["test_items"]
+
+
+def test_refit_fits_a_separable_problem_and_respects_logit_adjustment():
+    from enrich_trainer.refit import fit_linear, score
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 3
+    target = torch.arange(400) % 4
+    design = centres[target] + torch.randn(400, 16, generator=generator)
+    weight, bias = fit_linear(design, target, 4, 1e-3, None)
+    assert score(weight, bias, design, target) > 0.95
+    target_with_gaps = target.clone()
+    target_with_gaps[::5] = -100  # missing labels are left out of the fit and of the score
+    weight, bias = fit_linear(design, target_with_gaps, 4, 1e-3, None)
+    assert score(weight, bias, design, target_with_gaps) > 0.95
+    # Logit adjustment is added for the loss only: the fitted scores leave out the prior, so the class the
+    # adjustment favours during fitting gets a lower bias than without it.
+    adjustment = torch.tensor([2.0, 0.0, 0.0, 0.0])
+    _, adjusted_bias = fit_linear(design, target, 4, 1e-3, adjustment)
+    assert adjusted_bias[0] - adjusted_bias[1:].mean() < bias[0] - bias[1:].mean() - 1.0
+
+
+def test_training_refits_a_head_only_where_validation_improves(trained):
+    """The tiny session bundle: every head's choice is recorded, and never scores below the fine-tuned head."""
+    _, bundle = trained
+    refit = bundle.config.training["refit"]
+    assert set(refit) == set(bundle.vocabs)
+    for name, choice in refit.items():
+        assert choice["kept"] in ("fine-tuned", "refit", "colour only"), name
+        assert choice["validation_score"] >= choice["fine_tuned_score"], name
+        if choice["kept"] == "colour only":
+            assert name in bundle.model.heads.colour_attributes
+            pooled = bundle.model.heads.norm.num_features
+            assert not bundle.model.heads.heads[name].weight[:, :pooled].any()

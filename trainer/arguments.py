@@ -64,6 +64,9 @@ class TrainArguments:
     weight_decay: float = 0.05
     head_batch_size: int = 64
     augment: bool = field(default=True, metadata={"help": "label-preserving augmentation while fine-tuning"})
+    refit_heads: bool = field(default=True, metadata={
+        "help": "after fine-tuning, refit each head on the final backbone's features by L-BFGS (L2 chosen on "
+                "validation); a refit replaces a head only where it scores better on validation"})
     label_smoothing: float = 0.0
     class_balance: str = field(
         default="none", metadata={"help": "none, or logit_adjust (balanced loss for long-tailed classes)"})

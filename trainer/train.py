@@ -37,6 +37,7 @@ from .datasets import PixelDataset, extract_features
 from .evaluation import best_device, evaluate_bundle, quality_warnings
 from .heads_stage import mixed_precision, train_heads
 from .model_card import write_model_card
+from .refit import refit_heads
 from .report import METRICS_FILE
 from .split import stratified_split
 from .weights import WeightsUnavailable, preprocessing_for, resolve_decoder, resolve_encoder
@@ -90,6 +91,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     # Stage 1: heads (+ backbone), then calibration on the validation split.
     heads_history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args,
                                 work)
+    refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
+        if args.refit_heads else {}
     calibration, abstain = calibrate(classifier, PixelDataset(splits.validation, preprocessing, labels.vocabs),
                                      args.eval_batch_size, args.abstain_accuracy)
 
@@ -111,7 +114,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         "data": catalogue.source, "items": len(splits.train) + len(splits.validation) + len(splits.test),
         "skipped": dict(catalogue.skipped), "majority": labels.majority, "decoder": decoder_name,
         "split": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "backbone_mode": args.backbone_mode, "calibration": calibration,
+        "backbone_mode": args.backbone_mode, "refit": refit, "calibration": calibration,
         "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
     }
     save_bundle(out, EnrichModel(captioner, heads, colour).eval(), tokenizer, preprocessing, labels.vocabs,
