@@ -183,6 +183,9 @@ def save_export(ov, graph, stamp: dict, cache_dir: Path) -> None:
     read a half-written export."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".openvino-", dir=cache_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from a server running as another user
     try:
         ov.save_model(graph, staging / "encoder.xml", compress_to_fp16=False)  # fp32 weights: `fp32` stays exact
         (staging / "export.json").write_text(json.dumps(stamp, indent=2) + "\n")
@@ -217,12 +220,14 @@ class OpenVinoEncoder(EncoderBackend):
 
         stamp = {"model_version": model_version, "openvino": ov.__version__, "input_size": list(input_size),
                  "enrich": code_version}
-        if cache_dir and (cache_dir / "export.json").exists():
+        if cache_dir:
             try:
-                if json.loads((cache_dir / "export.json").read_text()) == stamp:
-                    return core.read_model(cache_dir / "encoder.xml")
-                log.info("the OpenVINO export in %s is for another model or version: exporting again", cache_dir)
-            except Exception as error:  # unreadable or torn files: make them again
+                if (cache_dir / "export.json").exists():
+                    if json.loads((cache_dir / "export.json").read_text()) == stamp:
+                        return core.read_model(cache_dir / "encoder.xml")
+                    log.info("the OpenVINO export in %s is for another model or version: exporting again",
+                             cache_dir)
+            except Exception as error:  # unreadable, torn or not ours to read: make it again
                 log.warning("the OpenVINO export in %s cannot be read (%s): exporting again", cache_dir, error)
         started = time.perf_counter()
         height, width = input_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,3 +64,7 @@ def test_export_writes_the_openvino_files_that_serve_reads(bundle_dir: Path, tmp
     assert result.returncode == 0, result.stderr
     stamp = json.loads((copy / "openvino" / "export.json").read_text())
     assert stamp["model_version"] in result.stdout and (copy / "openvino" / "encoder.bin").stat().st_size > 0
+    # Made at image build time as root, read by the server as uid 10001: the folder must be readable by all.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (copy / "openvino").stat().st_mode & 0o777 == 0o777 & ~umask
