@@ -16,6 +16,7 @@ same SOURCE is kept: a restarted init container costs nothing. Torch-free.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import re
 import shutil
@@ -109,6 +110,10 @@ def _download_url(url: str, into: Path, progress: bool) -> None:
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error.strerror or error
         raise FetchError(f"{shown}: cannot download ({reason})") from error
+    except http.client.IncompleteRead as error:
+        raise FetchError(f"{shown}: the download broke off after {len(error.partial)} bytes") from error
+    except (http.client.HTTPException, ValueError) as error:  # their messages may quote the whole URL
+        raise FetchError(f"{shown}: cannot download ({type(error).__name__})") from error
     _unpack(archive, into, shown)
 
 

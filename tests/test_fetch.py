@@ -135,12 +135,14 @@ def test_bad_sources_end_in_one_line_and_exit_2(bundle_dir: Path, web_root, tmp_
         f"{base}/garbage.tgz": "not a readable archive",
         "s3://bucket/bundle.tgz": "s3fs",
         "http://127.0.0.1:9/bundle.tgz": "cannot download",
+        "http://exa mple.com/bundle.tgz?sig=s3cret": "cannot download",  # urllib's message would quote it all
     }
     for source, reason in cases.items():
         dest = tmp_path / "out" / "bundle"
         assert enrich(["fetch", "--quiet", source, str(dest)]) == 2, source
         error = capsys.readouterr().err.strip()
         assert error.startswith("enrich fetch: ") and reason in error and "\n" not in error, (source, error)
+        assert "s3cret" not in error
         assert not dest.exists()
         assert not list((tmp_path / "out").glob(".bundle.partial-*"))  # staging cleaned up
     assert not (tmp_path / "escaped.txt").exists() and not (root / "escaped.txt").exists()
