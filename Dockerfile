@@ -4,8 +4,9 @@
 #   docker build --build-arg VARIANT=gpu -t enrich:0.1.0-gpu .   torch's CUDA wheels on NVIDIA's CUDA runtime base
 #   docker build --target train -t enrich:0.1.0-train .          the GPU image plus the trainer (the training Job)
 # The model bundle is mounted at /models/bundle (the default), or baked in with a build argument that takes
-# anything `enrich fetch` does (hub id, https:// archive, a path under bundles/ in the build context):
-#   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle -t enrich:0.1.0-cpu-acme .
+# anything `enrich fetch` does (hub id with @revision, https:// archive, a path under bundles/ in the build
+# context); docker caches that step, so name a fixed revision or archive:
+#   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle@v3 -t enrich:0.1.0-cpu-acme .
 # Every image runs the README's console script: ENTRYPOINT enrich, CMD serve (`docker run IMAGE fetch ...`,
 # `docker run IMAGE info /models/bundle` work too). HEALTHCHECK is `enrich health` on grpc.health.v1.
 
@@ -45,13 +46,17 @@ FROM cpu-base AS cpu-venv
 ARG TORCH_VERSION
 ARG TORCHVISION_VERSION
 ARG MODEL_SOURCE=""
+ARG EXTRA_PACKAGES=""
 ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/enrich
+# torch first, from its CPU index (a few hundred MB, not the multi-GB CUDA build PyPI serves on Linux), and
+# before the project's wheel: a source change does not download torch again.
+RUN python -m venv /opt/enrich \
+    && pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY --from=wheel /wheels /wheels
-# torch first from its CPU index (a few hundred MB, not the multi-GB CUDA build PyPI serves on Linux).
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]"
+# EXTRA_PACKAGES: e.g. "s3fs==2025.9.0" for `enrich fetch s3://...` (gcsfs for gs://, adlfs for az://).
+# hadolint ignore=DL3013,SC2086
+RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${EXTRA_PACKAGES}
 # The build context, for MODEL_SOURCE paths (this stage is not shipped: only /opt/enrich and /models are).
 COPY . /context/
 WORKDIR /context
@@ -59,7 +64,8 @@ WORKDIR /context
 RUN mkdir -p /models \
     && if [ -n "$MODEL_SOURCE" ]; then \
         enrich fetch --quiet "$MODEL_SOURCE" /models/bundle && enrich export /models/bundle; \
-    fi
+    fi \
+    && chmod -R a+rX /models
 
 # ---- GPU: torch's CUDA wheels ---------------------------------------------------------------------------
 FROM gpu-base AS gpu-venv
@@ -67,16 +73,19 @@ ARG TORCH_VERSION
 ARG TORCHVISION_VERSION
 ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
 ARG MODEL_SOURCE=""
+ARG EXTRA_PACKAGES=""
 ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/enrich
+RUN python -m venv /opt/enrich \
+    && pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]"
+# hadolint ignore=DL3013,SC2086
+RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${EXTRA_PACKAGES}
 COPY . /context/
 WORKDIR /context
 RUN mkdir -p /models \
-    && if [ -n "$MODEL_SOURCE" ]; then enrich fetch --quiet "$MODEL_SOURCE" /models/bundle; fi
+    && if [ -n "$MODEL_SOURCE" ]; then enrich fetch --quiet "$MODEL_SOURCE" /models/bundle; fi \
+    && chmod -R a+rX /models
 
 FROM gpu-venv AS train-venv
 RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[train]"

@@ -179,10 +179,13 @@ def test_model_bundle_from_a_claim_the_image_or_an_init_container(default, produ
     assert not [m for m in serving_container(baked)["volumeMounts"] if m["name"] == "model"]
     [fetch] = pod_spec(production)["initContainers"]
     assert "enrich fetch --quiet" in fetch["args"][0] and "enrich export" not in fetch["args"][0]  # gpu: no OpenVINO
-    assert {"name": "ENRICH_MODEL_SOURCE", "value": PRODUCTION["model"]["fetch"]["uri"]} in fetch["env"]
+    source = next(e for e in fetch["env"] if e["name"] == "ENRICH_MODEL_SOURCE")  # a pre-signed URL is a secret
+    assert source["valueFrom"]["secretKeyRef"] == {"name": "enrich-model-source", "key": "uri"}
     cpu_fetch = render({"model": {"source": "fetch", "fetch": {"uri": "https://store/bundle.tgz"}}})
-    assert "&& enrich export /models/bundle" in pod_spec(cpu_fetch)["initContainers"][0]["args"][0]
-    with pytest.raises(helm.HelmError, match=r"model\.fetch\.uri is required"):
+    [init] = pod_spec(cpu_fetch)["initContainers"]
+    assert "&& enrich export /models/bundle" in init["args"][0]
+    assert {"name": "ENRICH_MODEL_SOURCE", "value": "https://store/bundle.tgz"} in init["env"]
+    with pytest.raises(helm.HelmError, match=r"model\.fetch\.uri \(or model\.fetch\.uriSecret\) is required"):
         render({"model": {"source": "fetch"}})
 
 
@@ -214,8 +217,13 @@ def test_service_monitor_scrapes_the_metrics_port_of_the_service(default, produc
 def test_training_job_uses_every_gpu_of_its_node_and_writes_to_the_served_claim(default, production):
     assert "Job" not in default
     [job] = production["Job"]
+    assert job["metadata"]["name"].endswith("-train-fashion-v4")  # named by run, not by release revision
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["accelerate", "launch"]
+    shell, flag, script, name = container["command"]
+    assert (shell, flag, name) == ("/bin/sh", "-c", "accelerate")
+    assert script == 'accelerate launch "$@" && enrich export "$ENRICH_OUTPUT"'
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["ENRICH_OUTPUT"] == "/output/bundle-fashion-v4" and f"--out={env['ENRICH_OUTPUT']}" in container["args"]
     assert "--num_processes=4" in container["args"] and "--multi_gpu" in container["args"]
     assert container["args"][container["args"].index("-m") + 1] == "enrich_trainer.train"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
@@ -223,6 +231,8 @@ def test_training_job_uses_every_gpu_of_its_node_and_writes_to_the_served_claim(
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]
               if "persistentVolumeClaim" in v}
     assert claims["output"] == PRODUCTION.get("model", {}).get("pvc", {}).get("claimName", "enrich-models")
+    with pytest.raises(helm.HelmError, match="would write into the bundle the pods serve"):
+        render({"training": {"enabled": True, "outputPath": "bundle"}})  # the default served path
 
 
 @pytest.mark.parametrize("values, complaint", [
