@@ -287,7 +287,10 @@ def _print_over(canvas: Image.Image, row: Row, pattern: str | None, rng: random.
         return Image.fromarray(pixels)
     accent = (245, 245, 240) if RGB[row.colour][0] < 128 else (25, 25, 30)
     if pattern == "Striped":
-        marked = (ys // max(1, period // 2)) % 2 == 0
+        # Accent stripes a third of the period wide: baseColour is the dominant colour, as in catalogues.
+        # (Half-and-half stripes made a white shirt with black stripes the same picture as a black one with
+        # white stripes, and its label a coin toss.)
+        marked = ys % period < max(1, period // 3)
     else:
         marked = (xs % period - period // 2) ** 2 + (ys % period - period // 2) ** 2 < (period // 4) ** 2
     pixels[inside & marked] = accent
