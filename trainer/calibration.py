@@ -1,4 +1,5 @@
-"""Calibration on the validation split: one temperature per head, and optional abstain thresholds.
+"""Calibration on the validation split (as it is and, with augmentation on, augmented once): one temperature
+per head, and optional abstain thresholds.
 
 A network trained to low loss is over-confident on new images. Dividing each head's logits by a
 temperature fitted to the validation split (Guo et al. 2017) makes "0.9" mean right nine times in ten

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from torch.utils.data import ConcatDataset
 from transformers import HfArgumentParser, set_seed
 from transformers.utils import logging as hf_logging
 
@@ -31,6 +32,7 @@ from enrich_model.model import AttributeClassifier, AttributeHeads, ColourHistog
 from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
 
 from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
+from .augment import Augment
 from .calibration import calibrate
 from .caption_stage import train_captioner
 from .datasets import PixelDataset, extract_features
@@ -93,7 +95,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
                                 work)
     refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
         if args.refit_heads else {}
-    calibration, abstain = calibrate(classifier, PixelDataset(splits.validation, preprocessing, labels.vocabs),
+    calibration, abstain = calibrate(classifier, calibration_set(splits.validation, preprocessing, labels.vocabs,
+                                                                 args.augment),
                                      args.eval_batch_size, args.abstain_accuracy)
 
     # Stage 2: the caption decoder on the fixed backbone's tokens.
@@ -148,6 +151,16 @@ def check_arguments(args: TrainArguments) -> None:
         raise UsageError(str(error)) from error
     if args.precision in ("fp16", "bf16") and not torch.cuda.is_available():
         raise UsageError(f"--precision {args.precision} needs a GPU; on CPU use auto or fp32")
+
+
+def calibration_set(items: list[CatalogueItem], preprocessing, vocabs: dict[str, LabelVocab], augment: bool):
+    """The validation images as they are and, with augmentation on, once more augmented: temperatures fitted
+    on tidy catalogue shots alone sharpen confidences that photos less tidy then betray."""
+    tidy = PixelDataset(items, preprocessing, vocabs)
+    if not augment:
+        return tidy
+    return ConcatDataset([tidy, PixelDataset(items, preprocessing, vocabs,
+                                             Augment(preprocessing.mean, preprocessing.std))])
 
 
 def split_catalogue(catalogue: Catalogue, data_args: DataArguments, args: TrainArguments) -> Splits:
