@@ -41,18 +41,30 @@ RUN apt-get update \
     && ln -s /usr/bin/python3.12 /usr/local/bin/python \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp enrich
 
-# ---- CPU: a venv with torch's CPU wheels, the serve extra, and optionally a baked bundle ----------------
-FROM cpu-base AS cpu-venv
+# ---- torch for each variant, first and in its own layer: a source change does not download it again ------
+FROM cpu-base AS cpu-torch
 ARG TORCH_VERSION
 ARG TORCHVISION_VERSION
-ARG MODEL_SOURCE=""
-ARG EXTRA_PACKAGES=""
 ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
-# torch first, from its CPU index (a few hundred MB, not the multi-GB CUDA build PyPI serves on Linux), and
-# before the project's wheel: a source change does not download torch again.
+# torch's CPU index: a few hundred MB, not the multi-GB CUDA build PyPI serves on Linux.
 RUN python -m venv /opt/enrich \
     && pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+
+FROM gpu-base AS gpu-torch
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
+ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/enrich \
+    && pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+
+# ---- the serve extra on the variant's torch, and optionally a baked bundle ------------------------------
+FROM ${VARIANT}-torch AS venv
+ARG VARIANT
+ARG MODEL_SOURCE=""
+ARG EXTRA_PACKAGES=""
 COPY --from=wheel /wheels /wheels
 # EXTRA_PACKAGES: e.g. "s3fs==2025.9.0" for `enrich fetch s3://...` (gcsfs for gs://, adlfs for az://).
 # hadolint ignore=DL3013,SC2086
@@ -60,34 +72,16 @@ RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${E
 # The build context, for MODEL_SOURCE paths (this stage is not shipped: only /opt/enrich and /models are).
 COPY . /context/
 WORKDIR /context
-# A baked bundle also gets its OpenVINO export now, so a read-only image never converts at start-up.
+# A baked bundle on CPU also gets its OpenVINO export now, so a read-only image never converts at start-up.
 RUN mkdir -p /models \
     && if [ -n "$MODEL_SOURCE" ]; then \
-        enrich fetch --quiet "$MODEL_SOURCE" /models/bundle && enrich export /models/bundle; \
+        enrich fetch --quiet "$MODEL_SOURCE" /models/bundle \
+        && if [ "$VARIANT" = cpu ]; then enrich export /models/bundle; fi; \
     fi \
     && chmod -R a+rX /models
 
-# ---- GPU: torch's CUDA wheels ---------------------------------------------------------------------------
-FROM gpu-base AS gpu-venv
-ARG TORCH_VERSION
-ARG TORCHVISION_VERSION
-ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
-ARG MODEL_SOURCE=""
-ARG EXTRA_PACKAGES=""
-ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/enrich \
-    && pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+FROM gpu-torch AS train-venv
 COPY --from=wheel /wheels /wheels
-# hadolint ignore=DL3013,SC2086
-RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${EXTRA_PACKAGES}
-COPY . /context/
-WORKDIR /context
-RUN mkdir -p /models \
-    && if [ -n "$MODEL_SOURCE" ]; then enrich fetch --quiet "$MODEL_SOURCE" /models/bundle; fi \
-    && chmod -R a+rX /models
-
-FROM gpu-venv AS train-venv
 RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[train]"
 
 # ---- the training image (the chart's Job runs `accelerate launch -m enrich_trainer.train`) ---------------
@@ -100,7 +94,6 @@ ENTRYPOINT ["enrich"]
 CMD ["train", "--help"]
 
 # ---- the serving image (the default target): non-root, nothing writable but /tmp and mounted volumes ------
-FROM ${VARIANT}-venv AS venv
 FROM ${VARIANT}-base AS serve
 COPY --from=venv /opt/enrich /opt/enrich
 COPY --from=venv /models /models
