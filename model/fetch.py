@@ -39,11 +39,13 @@ class FetchError(RuntimeError):
     """The bundle could not be fetched; the message says why and what to do."""
 
 
-def fetch_bundle(source: str, dest: Path, *, force: bool = False, progress: bool = True) -> BundleConfig:
-    """Fetch SOURCE into DEST (a folder that DEST's parent holds) and return the bundle's config."""
+def fetch_bundle(source: str, dest: Path, *, force: bool = False,
+                 progress: bool = True) -> tuple[BundleConfig, bool]:
+    """Fetch SOURCE into DEST (a folder that DEST's parent holds); returns the bundle's config and whether it
+    was fetched now (False: DEST already held SOURCE's bundle)."""
     dest = Path(dest)
     if not force and (kept := _already_fetched(source, dest)) is not None:
-        return kept
+        return kept, False
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
@@ -53,7 +55,7 @@ def fetch_bundle(source: str, dest: Path, *, force: bool = False, progress: bool
         config = BundleConfig.read(root)
         (root / STAMP).write_text(json.dumps({"source": shown, "model_version": config.model_version}) + "\n")
         _replace(root, dest, staging)
-        return config
+        return config, True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -96,8 +98,8 @@ def _download_url(url: str, into: Path, progress: bool) -> None:
     from tqdm import tqdm
 
     into.mkdir()
-    archive = into.parent / ("archive" + _archive_suffix(without_query(url), without_query(url)))
     shown = without_query(url)
+    archive = into.parent / ("archive" + _archive_suffix(shown, shown))
     try:
         with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out, tqdm(
                 total=int(response.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
@@ -212,15 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="fetch again even when DEST holds SOURCE's bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    kept = None if args.force else _already_fetched(args.source, args.dest)
     try:
-        config = kept or fetch_bundle(args.source, args.dest, force=args.force, progress=not args.quiet)
+        config, fetched = fetch_bundle(args.source, args.dest, force=args.force, progress=not args.quiet)
     except (FetchError, BundleError) as error:
         print(f"enrich fetch: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"enrich fetch: cannot write {args.dest} ({error.strerror or error})", file=sys.stderr)
         return 2
-    verb = "already holds" if kept else "now holds"
+    verb = "now holds" if fetched else "already holds"
     print(f"{args.dest} {verb} model {config.model_version} from {without_query(args.source)}")
     return 0
