@@ -62,7 +62,13 @@ def refit_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
             f = extract_features(encoder, colour, items, preprocessing, args.eval_batch_size, desc, args.progress,
                                  augment=augment if n else None)
             parts.append(heads.head_inputs(f.pooled.to(device), f.colour.to(device) if f.colour is not None else None))
-        return ({name: torch.cat([p[name] for p in parts]) for name in heads.names},
+        # Heads without colour features all read the same pooled features: one copy for them, not one each.
+        joined: dict[bool, torch.Tensor] = {}
+        for name in heads.names:
+            with_colour = name in heads.colour_attributes
+            if with_colour not in joined:
+                joined[with_colour] = torch.cat([p[name] for p in parts])
+        return ({name: joined[name in heads.colour_attributes] for name in heads.names},
                 {name: torch.cat([labels[f"label_{name}"]] * len(parts)).to(device) for name in heads.names})
 
     # Fitted on the training images and two augmented copies; judged on the validation images and one
