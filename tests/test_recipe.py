@@ -21,13 +21,14 @@ from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
 from enrich_trainer.arguments import ModelArguments
-from enrich_trainer.augment import Augment
+from enrich_trainer.augment import Augment, photo_area
 from enrich_trainer.calibration import abstain_threshold, fit_temperature
 from enrich_trainer.weights import WeightsUnavailable, resolve_encoder
 
 from .conftest import TINY_BACKBONE
 
 PREPROCESSING = Preprocessing((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MEAN, STD = torch.tensor(PREPROCESSING.mean).view(3, 1, 1), torch.tensor(PREPROCESSING.std).view(3, 1, 1)
 ENRICH = [sys.executable, "-m", "enrich_cli.main"]
 
 
@@ -136,6 +137,20 @@ def test_augmentation_keeps_shape_and_fills_with_white():
     square = torch.from_numpy(red_square())
     out = Augment(PREPROCESSING.mean, PREPROCESSING.std)(square)
     assert out.shape == square.shape and torch.isfinite(out).all()
+
+
+def test_augmentation_lights_the_photo_not_the_letterbox_padding():
+    """An unevenly lit upload is a grey photo inside the server's white padding; the padding stays white."""
+    torch.manual_seed(0)
+    portrait = torch.from_numpy(PREPROCESSING(Image.new("RGB", (32, 64), (240, 240, 240))))  # padded left and right
+    photo = photo_area(portrait * STD + MEAN)[0]
+    assert photo[:, 16:48].all() and not photo[:, :15].any() and not photo[:, 49:].any()
+    augment = Augment(PREPROCESSING.mean, PREPROCESSING.std, flip=0.0, scale=(1, 1), shift=0.0, rotate=0.0,
+                      blur=0.0, exposure=(0.8, 0.8))
+    lit = augment(portrait) * STD + MEAN
+    assert torch.allclose(lit[:, :, :15], torch.ones(3, 64, 15), atol=1e-4)  # padding: no light, no noise
+    assert lit[:, :, 18:46].mean() < 0.8  # the photo: darker
+    assert photo_area(torch.ones(3, 8, 8)).sum() == 0 and photo_area(torch.zeros(3, 8, 8)).all()
 
 
 def test_photo_like_catalogue_keeps_rows_and_labels(tmp_path: Path):
