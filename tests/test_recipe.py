@@ -22,7 +22,7 @@ from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
 from enrich_trainer.arguments import ModelArguments
 from enrich_trainer.augment import Augment, photo_area
-from enrich_trainer.calibration import abstain_threshold, fit_temperature
+from enrich_trainer.calibration import abstain_threshold, choose_temperature, fit_temperature
 from enrich_trainer.weights import WeightsUnavailable, resolve_encoder
 
 from .conftest import TINY_BACKBONE
@@ -45,6 +45,19 @@ def test_temperature_fixes_an_over_confident_head():
     after = expected_calibration_error((over_confident / temperature).softmax(-1).max(-1).values.numpy(), correct)
     assert 3 < temperature < 8
     assert before > 0.2 and after < 0.05
+    assert choose_temperature(over_confident, targets)["temperature"] == temperature
+
+
+def test_a_calibrated_head_keeps_its_confidences():
+    """Likelihood would sharpen a head that is right about its sure answers, though its unsure ones are
+    calibrated already; that raises ECE, so the temperature stays 1."""
+    margins = torch.tensor([1.0986] * 100 + [4.0] * 100)  # P(class 0) = 0.75, then 0.98
+    logits = torch.stack([margins, torch.zeros(200)], dim=1)
+    targets = torch.zeros(200, dtype=torch.long)
+    targets[torch.arange(100)[::4]] = 1  # the unsure ones are right 3 times in 4: calibrated
+    chosen = choose_temperature(logits, targets)
+    assert chosen["fitted_temperature"] < 0.95 and chosen["temperature"] == 1.0
+    assert chosen["ece_after"] == chosen["ece_before"] < 0.01
 
 
 def test_abstain_threshold_reaches_the_target_accuracy():

@@ -3,7 +3,10 @@ per head, and optional abstain thresholds.
 
 A network trained to low loss is over-confident on new images. Dividing each head's logits by a
 temperature fitted to the validation split (Guo et al. 2017) makes "0.9" mean right nine times in ten
-without changing any label. Abstain thresholds then say, per attribute, below which confidence a
+without changing any label. The temperature is fitted by likelihood, as usual, but kept only where it lowers
+the validation ECE: a head that is calibrated already (a refit logistic regression often is) gains nothing,
+and a likelihood-optimal temperature can still move its confidences off the diagonal. Abstain thresholds
+then say, per attribute, below which confidence a
 prediction is too unsure to use as is.
 """
 
@@ -59,6 +62,18 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """The likelihood-optimal temperature where it lowers the expected calibration error, else 1."""
+    fitted = fit_temperature(logits, targets)
+    before = logits.softmax(-1).max(-1)
+    correct = (before.indices == targets).numpy()
+    ece_before = expected_calibration_error(before.values.numpy(), correct)
+    ece_fitted = expected_calibration_error((logits / fitted).softmax(-1).max(-1).values.numpy(), correct)
+    temperature, ece_after = (fitted, ece_fitted) if ece_fitted < ece_before else (1.0, ece_before)
+    return {"temperature": temperature, "fitted_temperature": fitted, "ece_before": ece_before,
+            "ece_after": ece_after}
+
+
 def calibrate(classifier: AttributeClassifier, val_set, batch_size: int,
               abstain_accuracy: float = 0.0) -> tuple[dict[str, dict], dict[str, float]]:
     """Set the heads' temperatures in place; return the validation report per attribute and, when
@@ -66,23 +81,18 @@ def calibrate(classifier: AttributeClassifier, val_set, batch_size: int,
     heads = classifier.heads
     report, thresholds = {}, {}
     for name, (logits, targets) in validation_logits(classifier, val_set, batch_size).items():
-        temperature = fit_temperature(logits, targets)
+        report[name] = choose_temperature(logits, targets)
+        temperature = report[name]["temperature"]
         heads.temperature[heads.names.index(name)] = temperature
-        before = logits.softmax(-1).max(-1)
         after = (logits / temperature).softmax(-1).max(-1)
-        correct = (before.indices == targets).numpy()
-        report[name] = {
-            "temperature": temperature,
-            "ece_before": expected_calibration_error(before.values.numpy(), correct),
-            "ece_after": expected_calibration_error(after.values.numpy(), correct),
-        }
+        correct = (after.indices == targets).numpy()
         if abstain_accuracy:
             threshold = abstain_threshold(after.values.numpy(), correct, abstain_accuracy)
             if threshold is not None:
                 thresholds[name] = threshold
                 report[name]["abstain_threshold"] = threshold
-        log.info("calibration %s: T=%.2f, validation ECE %.3f -> %.3f", name, temperature,
-                 report[name]["ece_before"], report[name]["ece_after"])
+        log.info("calibration %s: T=%.2f (fitted %.2f), validation ECE %.3f -> %.3f", name, temperature,
+                 report[name]["fitted_temperature"], report[name]["ece_before"], report[name]["ece_after"])
     return report, thresholds
 
 
