@@ -73,8 +73,14 @@ def test_every_available_backend_gives_the_labels_of_eager_torch(choice, bundle_
     print(f"\n{choice}: label agreement {agreement:.3f}, largest logit difference {logit_error:.2e}")
     if choice.precision is Precision.FP32:
         assert agreement == 1.0 and logit_error < 1e-3
-    else:  # reduced precision moves near-ties only
-        assert agreement >= 0.9
+    else:  # reduced precision moves near-ties only: every answer eager gives by a clear margin stays
+        clear = agreed = 0
+        for attribute, logits in reference.logits.items():
+            top2 = logits.topk(2, dim=-1).values
+            sure = top2[:, 0] - top2[:, 1] > 0.05
+            clear += int(sure.sum())
+            agreed += int((logits.argmax(-1) == result.logits[attribute].argmax(-1))[sure].sum())
+        assert agreed == clear >= len(reference.logits) * len(pixels) // 2
 
 
 @pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
