@@ -27,6 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -197,7 +198,12 @@ def save_export(ov, graph, stamp: dict, cache_dir: Path) -> None:
 
 
 class OpenVinoEncoder(EncoderBackend):
-    """The backbone compiled by OpenVINO for this CPU; bf16 via its inference precision hint."""
+    """The backbone compiled by OpenVINO for this CPU; bf16 via its inference precision hint.
+
+    A batch runs as two halves on two streams, each with half the threads: small convolutions and
+    attention blocks keep one thread each busier than two threads share one op. Measured on 2 cores at
+    batch 8: fp32 53 -> 57 img/s, bf16 77 -> 93. A lone image takes the other compilation, which gives it
+    every thread, so a single unary call does not wait twice as long."""
 
     def __init__(self, model: EnrichModel, input_size: tuple[int, int], model_version: str,
                  precision: Precision = Precision.FP32, cache_dir: Path | None = None, threads: int = 0) -> None:
@@ -206,12 +212,16 @@ class OpenVinoEncoder(EncoderBackend):
         self.model, self.choice = model, BackendChoice("openvino", precision)
         core = ov.Core()
         graph = self._exported(ov, core, model, input_size, model_version, cache_dir)
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision is Precision.BF16 else "f32",
-                  "PERFORMANCE_HINT": "LATENCY"}  # one stream: the batcher already forms the batches
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(graph, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        threads = threads or cpu_budget()
+        self.streams = 2 if threads >= 2 else 1
+        base = {"INFERENCE_PRECISION_HINT": "bf16" if precision is Precision.BF16 else "f32",
+                "INFERENCE_NUM_THREADS": threads}
+        latency = core.compile_model(graph, "CPU", {**base, "PERFORMANCE_HINT": "LATENCY"})
+        self.single = latency.create_infer_request()
+        if self.streams > 1:
+            throughput = core.compile_model(graph, "CPU", {**base, "PERFORMANCE_HINT": "THROUGHPUT",
+                                                           "NUM_STREAMS": self.streams})
+            self.parallel = [throughput.create_infer_request() for _ in range(self.streams)]
 
     @staticmethod
     def _exported(ov, core, model: EnrichModel, input_size: tuple[int, int], model_version: str,
@@ -249,8 +259,18 @@ class OpenVinoEncoder(EncoderBackend):
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        outputs = self.request.infer([pixels.numpy()], share_inputs=True)
-        pooled, tokens = (torch.from_numpy(outputs[i].copy()) for i in range(2))
+        array = pixels.numpy()
+        if self.streams == 1 or len(array) < 2:
+            outputs = self.single.infer([array], share_inputs=True)
+            pooled, tokens = (torch.from_numpy(outputs[i].copy()) for i in range(2))
+        else:
+            parts = [np.ascontiguousarray(part) for part in np.array_split(array, self.streams)]  # alive until done
+            for request, part in zip(self.parallel, parts, strict=True):
+                request.start_async([part], share_inputs=True)
+            for request in self.parallel:
+                request.wait()
+            pooled, tokens = (torch.from_numpy(np.concatenate([r.get_output_tensor(i).data for r in self.parallel]))
+                              for i in range(2))
         colour = self.model.colour(pixels) if self.model.colour is not None else None
         return pooled, tokens, colour
 
