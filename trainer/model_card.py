@@ -34,7 +34,8 @@ productDisplayName caption that agrees with those labels. Served by the Enrich g
   std {config.preprocessing['std']}.
 - Heads: one linear classifier per attribute over the pooled features{
   ' (+ a foreground colour histogram for ' + ', '.join(config.heads.colour_attributes) + ')'
-  if config.heads.colour_attributes else ''}; one temperature per head fitted on the validation split.
+  if config.heads.colour_attributes else ''}; one temperature per head fitted on the validation split
+  (kept where it lowers the calibration error there).
 - Caption decoder: GPT-2 ({config.caption.decoder}, {config.caption.decoder_layers} layers x
   {config.caption.decoder_width}) reading the same backbone pass through cross-attention.
 - Abstain thresholds (calibrated confidence below which a prediction is flagged unsure): {abstain or 'none'}.
