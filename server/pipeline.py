@@ -10,9 +10,10 @@ for them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -53,15 +54,20 @@ class _Captioned:
 class Pipeline:
     def __init__(self, predictor: Predictor, max_batch_size: int = 8, max_delay_ms: float = 5.0,
                  caption_batch_size: int = 32,
-                 on_batch: Callable[[str, int], None] | None = None) -> None:
+                 on_batch: Callable[[str, int], None] | None = None, encoder_wait_ms: float = 100.0) -> None:
         """`on_batch(stage, size)` hears of every batch (for metrics)."""
         self.predictor = predictor
 
         def observe(stage: str) -> Callable[[int], None] | None:
             return functools.partial(on_batch, stage) if on_batch else None
 
+        # Likewise a partial encoder batch waits for images still being decoded: with camera originals the
+        # decode pool is the wall, and an encoder that runs every image or two as it arrives spends twice
+        # the CPU per image that a full batch does, CPU the decoders then lack.
         self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
-            self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"))
+            self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"),
+            more_coming=lambda: self.images_decoding > 0, max_wait_ms=encoder_wait_ms)
+        self.images_decoding = 0  # admitted images in the decode pool, bound for the encoder stage
         # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage holds
         # images that want a caption, a partial caption batch waits for them (images that skip it don't count).
         self.caption_stage: DynamicBatcher[CaptionJob, _Captioned] = DynamicBatcher(
@@ -92,6 +98,15 @@ class Pipeline:
     @property
     def item_seconds(self) -> float:
         return self.encoder_stage.item_seconds + self.caption_stage.item_seconds
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Around an image's decode: the encoder stage knows it is coming."""
+        self.images_decoding += 1
+        try:
+            yield
+        finally:
+            self.images_decoding -= 1
 
     async def run(self, pixels: np.ndarray, options: ItemOptions, deadline: float | None = None) -> StagedAnswer:
         captioned = int(needs_decoder(options.caption))

@@ -201,8 +201,9 @@ class EnrichServicer(enrich_pb2_grpc.EnrichServicer):
                 self.metrics.observe_stage("total", total_ms)
                 return cached_response(request_id, cached, bundle.model_version, total_ms)
         try:
-            decoded, pixels = await loop.run_in_executor(self.decode_pool, bundle.preprocessing.from_bytes,
-                                                         request.image, self.limits.decode)
+            with pipeline.decoding():
+                decoded, pixels = await loop.run_in_executor(self.decode_pool, bundle.preprocessing.from_bytes,
+                                                             request.image, self.limits.decode)
         except ImageDecodeError as error:
             raise EnrichFailure.from_decode(error) from error
         decode_ms = (time.perf_counter() - received) * 1000

@@ -98,3 +98,35 @@ def test_a_process_returning_the_wrong_count_fails_its_batch_loudly():
 
     outcomes = run(main())
     assert all(isinstance(o, RuntimeError) and "1 results for a batch of 2" in str(o) for o in outcomes)
+
+
+def test_a_partial_batch_waits_for_items_still_coming_but_not_past_max_wait():
+    """While an earlier stage still holds items for this one (images being decoded), a partial batch
+    waits for them; with nothing coming, or once max_wait_ms has passed, it closes after max_delay_ms."""
+    seen: list[list[int]] = []
+
+    def same(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        return items
+
+    async def main(coming: list[int], max_wait_ms: float) -> None:
+        batcher = DynamicBatcher(same, max_batch_size=4, max_delay_ms=5, name="test",
+                                 more_coming=lambda: coming[0] > 0, max_wait_ms=max_wait_ms)
+        batcher.start()
+
+        async def late(n: int, after: float) -> None:
+            await asyncio.sleep(after)
+            coming[0] -= 1
+            await batcher.submit(n)
+
+        await asyncio.gather(batcher.submit(0), late(1, 0.05), late(2, 0.1))
+        await batcher.stop()
+
+    run(main([2], max_wait_ms=1000))
+    assert seen == [[0, 1, 2]]  # 100 ms of "more coming" is far past the 5 ms delay: still one batch
+    seen.clear()
+    run(main([0], max_wait_ms=1000))  # nothing announced: no waiting
+    assert seen == [[0], [1], [2]]
+    seen.clear()
+    run(main([2], max_wait_ms=30))  # announced, but the wait is capped
+    assert seen[0] == [0] and sum(map(len, seen)) == 3

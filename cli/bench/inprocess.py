@@ -169,7 +169,8 @@ class InProcessPipeline:
         with ThreadPoolExecutor(self.decode_threads) as pool:
             async def one(data: bytes) -> None:
                 async with room:
-                    _, pixels = await loop.run_in_executor(pool, preprocessing.from_bytes, data)
+                    with pipeline.decoding():
+                        _, pixels = await loop.run_in_executor(pool, preprocessing.from_bytes, data)
                     await pipeline.run(pixels, ItemOptions(caption=caption))
 
             await asyncio.gather(*(one(d) for d in images[:16]))  # warm
