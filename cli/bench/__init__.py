@@ -93,7 +93,7 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
                                          [: args.agreement_images])
     del bundle
     say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image; "
-        f"each backend timed in {3} alternating rounds with the fp32 matmul rate")
+        f"each backend timed in {inprocess.ROUNDS} alternating rounds with the fp32 matmul rate")
     runs = inprocess.encoder_variants(args.model, pixels, agreement, model_threads, gflop, matmul_fp32, device,
                                       progress=say)
     figures["encoders"] = {run.name: vars(run) for run in runs}

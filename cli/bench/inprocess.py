@@ -24,6 +24,9 @@ from enrich_model.bundle import load_bundle
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 
 BATCH = 8
+# Medians of this many alternating rounds: on a shared 2-core machine the fp32 matmul rate alone swung from
+# 113 to 185 GFLOP/s within minutes, and three rounds left the ratios at the mercy of one bad one.
+ROUNDS = 5
 
 
 @dataclass
@@ -72,7 +75,7 @@ def features_of(encode, pixels: np.ndarray) -> torch.Tensor:
 
 
 def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.ndarray, threads: int,
-                     gflop_per_image: float, matmul_fp32, device: str = "cpu", rounds: int = 3,
+                     gflop_per_image: float, matmul_fp32, device: str = "cpu", rounds: int = ROUNDS,
                      progress=print) -> list[EncoderRun]:
     """Every backend and precision this machine has, built first, then timed in alternating rounds with
     the fp32 matmul rate, so that a shared machine's drift hits all of them alike."""
@@ -113,7 +116,7 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
 
 
 def seed_design_ratio(bundle_dir: Path, pixels: np.ndarray, caption: CaptionMode, device: str = "cpu",
-                      rounds: int = 3) -> tuple[float, float]:
+                      rounds: int = ROUNDS) -> tuple[float, float]:
     """(shared img/s, seed-design img/s), eager fp32 both, alternated, medians: the seed ran one backbone
     pass per attribute (five) plus one for the caption; the shared design runs one for everything."""
     bundle = load_bundle(bundle_dir, device=device)
