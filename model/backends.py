@@ -265,10 +265,14 @@ class OpenVinoEncoder(EncoderBackend):
             pooled, tokens = (torch.from_numpy(outputs[i].copy()) for i in range(2))
         else:
             parts = [np.ascontiguousarray(part) for part in np.array_split(array, self.streams)]  # alive until done
-            for request, part in zip(self.parallel, parts, strict=True):
-                request.start_async([part], share_inputs=True)
-            for request in self.parallel:
-                request.wait()
+            started = []
+            try:
+                for request, part in zip(self.parallel, parts, strict=True):
+                    request.start_async([part], share_inputs=True)
+                    started.append(request)
+            finally:  # even when one fails, none may still read `parts` (shared, not copied) after we return
+                for request in started:
+                    request.wait()
             pooled, tokens = (torch.from_numpy(np.concatenate([r.get_output_tensor(i).data for r in self.parallel]))
                               for i in range(2))
         colour = self.model.colour(pixels) if self.model.colour is not None else None

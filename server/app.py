@@ -123,7 +123,7 @@ class EnrichServer:
         settings = self.settings
         predictor, device = await loop.run_in_executor(None, load_predictor, settings, self.model_threads)
         pipeline = Pipeline(predictor, settings.max_batch_size, settings.max_delay_ms, settings.caption_batch_size,
-                            on_batch=self.metrics.observe_batch)
+                            on_batch=self.metrics.observe_batch, encoder_wait_ms=settings.encoder_wait_ms)
         pipeline.start()
         choice = predictor.encoder.choice
         runtime = enrich_pb2.Runtime(

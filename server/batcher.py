@@ -90,7 +90,7 @@ class DynamicBatcher(Generic[Item, Result]):
         while len(batch) < self.max_batch_size:
             now = time.perf_counter()
             if now >= deadline and self.more_coming and self.more_coming() and now < started + self.max_wait:
-                deadline = min(now + self.max_delay, started + self.max_wait)
+                deadline = min(now + self.max_delay, started + self.max_wait, self._latest_start(batch))
             remaining = deadline - now
             if remaining <= 0 and self.queue.empty():
                 break
@@ -102,6 +102,12 @@ class DynamicBatcher(Generic[Item, Result]):
             except asyncio.QueueEmpty:
                 break
         return batch
+
+    def _latest_start(self, batch: list[_Job[Item]]) -> float:
+        """When the batch must start for its most urgent item to finish in time (at the recent pace)."""
+        deadlines = [job.deadline for job in batch if job.deadline is not None]
+        margin = max(self.item_seconds * self.max_batch_size, self.max_delay)
+        return min(deadlines) - margin if deadlines else float("inf")
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

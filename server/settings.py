@@ -22,6 +22,7 @@ class ServerSettings:
     max_jpeg_pixels: int = DEFAULT_MAX_JPEG_PIXELS
     max_batch_size: int = 8
     max_delay_ms: float = 5.0
+    encoder_wait_ms: float = 100.0
     max_queue: int = 128
     caption_batch_size: int = 32
     stream_in_flight: int = 32
@@ -112,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     model.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     model.add_argument("--max-delay-ms", type=float, default=defaults.max_delay_ms,
                        help="how long a batch waits to fill up")
+    model.add_argument("--encoder-wait-ms", type=float, default=defaults.encoder_wait_ms,
+                       help="while admitted images are still being decoded, a partial batch waits up to this "
+                            "long for them (fuller batches cost less CPU per image; 0 = never wait)")
     model.add_argument("--caption-batch-size", type=int, default=defaults.caption_batch_size,
                        help="most captions generated together (the caption stage batches on its own)")
     model.add_argument("--caption-beams", type=int, default=defaults.caption_beams)

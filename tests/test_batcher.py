@@ -130,3 +130,18 @@ def test_a_partial_batch_waits_for_items_still_coming_but_not_past_max_wait():
     seen.clear()
     run(main([2], max_wait_ms=30))  # announced, but the wait is capped
     assert seen[0] == [0] and sum(map(len, seen)) == 3
+
+
+def test_waiting_for_more_never_lets_a_queued_item_miss_its_deadline():
+    async def main() -> tuple[float, object]:
+        batcher = DynamicBatcher(lambda items: items, max_batch_size=4, max_delay_ms=5, name="test",
+                                 more_coming=lambda: True, max_wait_ms=5000)  # more always "coming"
+        batcher.start()
+        started = time.perf_counter()
+        answer = await batcher.submit(7, deadline=started + 0.3)
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return elapsed, answer
+
+    elapsed, answer = run(main())
+    assert answer.result == 7 and elapsed < 0.3  # answered in time, not after the 5 s wait

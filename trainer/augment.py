@@ -7,8 +7,8 @@ preprocessed tensor, so the server's decode and letterbox stay the only path fro
 
 The server letterboxes a photo *after* it was taken: the light and the sensor noise fell on the photo,
 never on the white padding around it. Lighting the padding too teaches nothing about the grey photo
-inside a white frame that an unevenly lit upload becomes, and that case alone cost a model trained so
-five points of articleType and eight of gender on photo-like images.
+inside a white frame that an unevenly lit upload becomes: uneven light alone (no re-framing, noise, blur
+or JPEG) cost a model trained so 0.05 of articleType and 0.085 of gender accuracy.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class InProcessPipeline:
         settings, preprocessing = self.settings, self.predictor.bundle.preprocessing
 
         pipeline = Pipeline(self.predictor, settings.max_batch_size, settings.max_delay_ms,
-                            settings.caption_batch_size)
+                            settings.caption_batch_size, encoder_wait_ms=settings.encoder_wait_ms)
         pipeline.start()
         loop = asyncio.get_running_loop()
         room = asyncio.Semaphore(settings.max_queue)
