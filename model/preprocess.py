@@ -41,6 +41,20 @@ class Preprocessing:
             resize_mode=data.get("resize_mode", "letterbox"),
         )
 
+    def photo_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of a `width` x `height` image inside the model input; the rest is the
+        letterbox's white padding (ImageOps.pad's arithmetic). Training lights the photo, not the padding."""
+        out_height, out_width = self.input_size
+        if self.resize_mode == "stretch" or width * out_height == height * out_width:
+            return 0, 0, out_height, out_width
+        if width * out_height > height * out_width:  # wider than the input: padded above and below
+            fitted = round(height / width * out_width)
+            top = round((out_height - fitted) * 0.5)
+            return top, 0, top + fitted, out_width
+        fitted = round(width / height * out_height)
+        left = round((out_width - fitted) * 0.5)
+        return 0, left, out_height, left + fitted
+
     def from_bytes(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[DecodedImage, np.ndarray]:
         """Image bytes -> (what was decoded, model input): the server's decode stage, at reduced JPEG scale."""
         decoded = decode_image(data, limits or DecodeLimits(), target=self.decode_target)

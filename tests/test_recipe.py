@@ -21,7 +21,7 @@ from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
 from enrich_trainer.arguments import ModelArguments
-from enrich_trainer.augment import Augment, photo_area
+from enrich_trainer.augment import Augment
 from enrich_trainer.calibration import abstain_threshold, choose_temperature, fit_temperature
 from enrich_trainer.weights import WeightsUnavailable, resolve_encoder
 
@@ -152,18 +152,33 @@ def test_augmentation_keeps_shape_and_fills_with_white():
     assert out.shape == square.shape and torch.isfinite(out).all()
 
 
-def test_augmentation_lights_the_photo_not_the_letterbox_padding():
-    """An unevenly lit upload is a grey photo inside the server's white padding; the padding stays white."""
+def test_photo_box_is_where_the_letterbox_puts_the_photo():
+    for size in [(32, 64), (64, 32), (60, 80), (333, 500), (64, 64), (7, 64)]:
+        image = Image.new("RGB", size, (240, 240, 240))
+        input_ = torch.from_numpy(PREPROCESSING(image)) * STD + MEAN
+        padding = (input_ > 1 - 1e-4).all(dim=0)  # exact white: only the padding is
+        top, left, bottom, right = PREPROCESSING.photo_box(*size)
+        assert not padding[top:bottom, left:right].any(), size
+        assert padding.sum() == 64 * 64 - (bottom - top) * (right - left), size
+
+
+def test_augmentation_lights_and_reframes_the_photo_not_the_letterbox_padding():
+    """An unevenly lit, off-centre upload is a grey photo inside the server's white padding: the padding
+    stays exactly white, whatever the light, the noise and the re-framing did to the photo."""
     torch.manual_seed(0)
-    portrait = torch.from_numpy(PREPROCESSING(Image.new("RGB", (32, 64), (240, 240, 240))))  # padded left and right
-    photo = photo_area(portrait * STD + MEAN)[0]
-    assert photo[:, 16:48].all() and not photo[:, :15].any() and not photo[:, 49:].any()
-    augment = Augment(PREPROCESSING.mean, PREPROCESSING.std, flip=0.0, scale=(1, 1), shift=0.0, rotate=0.0,
-                      blur=0.0, exposure=(0.8, 0.8))
-    lit = augment(portrait) * STD + MEAN
-    assert torch.allclose(lit[:, :, :15], torch.ones(3, 64, 15), atol=1e-4)  # padding: no light, no noise
+    portrait = Image.new("RGB", (32, 64), (240, 240, 240))  # padded left and right
+    pixels, box = torch.from_numpy(PREPROCESSING(portrait)), PREPROCESSING.photo_box(*portrait.size)
+    assert box == (0, 16, 64, 48)
+    dim = Augment(PREPROCESSING.mean, PREPROCESSING.std, flip=0.0, scale=(1, 1), shift=0.0, rotate=0.0,
+                  blur=0.0, exposure=(0.8, 0.8))
+    lit = dim(pixels, box) * STD + MEAN
+    assert torch.allclose(lit[:, :, :16], torch.ones(3, 64, 16), atol=1e-4)  # padding: no light, no noise
     assert lit[:, :, 18:46].mean() < 0.8  # the photo: darker
-    assert photo_area(torch.ones(3, 8, 8)).sum() == 0 and photo_area(torch.zeros(3, 8, 8)).all()
+    moved = Augment(PREPROCESSING.mean, PREPROCESSING.std, scale=(0.8, 1.05), shift=0.2, rotate=10)
+    for _ in range(5):
+        out = moved(pixels, box) * STD + MEAN
+        padding = torch.cat([out[:, :, :16], out[:, :, 48:]], dim=-1)
+        assert torch.allclose(padding, torch.ones_like(padding), atol=1e-4)
 
 
 def test_photo_like_catalogue_keeps_rows_and_labels(tmp_path: Path):

@@ -14,12 +14,18 @@ from enrich_model.model import ColourHistogram, TinyVitEncoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 
-from .augment import Augment
+from .augment import Augment, PhotoBox
 
 
 def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
     """The same decode + preprocessing as the server applies to request bytes."""
     return preprocessing(item.read_image(preprocessing.decode_target))
+
+
+def model_input_and_box(item: CatalogueItem, preprocessing: Preprocessing) -> tuple[np.ndarray, PhotoBox]:
+    """model_input, and where the photo lies in it (inside the letterbox padding): for augmentation."""
+    image = item.read_image(preprocessing.decode_target)
+    return preprocessing(image), preprocessing.photo_box(*image.size)
 
 
 class PixelDataset(Dataset):
@@ -32,20 +38,23 @@ class PixelDataset(Dataset):
                  augment: Augment | None = None, cache_bytes: int = 2 << 30) -> None:
         self.items, self.preprocessing, self.vocabs, self.augment = items, preprocessing, vocabs, augment
         height, width = preprocessing.input_size
-        self.cache: dict[int, torch.Tensor] | None = {} if len(items) * 12 * height * width <= cache_bytes else None
+        self.cache: dict[int, tuple[torch.Tensor, PhotoBox]] | None = \
+            {} if len(items) * 12 * height * width <= cache_bytes else None
         self.labels = label_tensors(items, vocabs)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pixels = self.cache.get(index) if self.cache is not None else None
-        if pixels is None:
-            pixels = torch.from_numpy(model_input(self.items[index], self.preprocessing))
+        cached = self.cache.get(index) if self.cache is not None else None
+        if cached is None:
+            array, box = model_input_and_box(self.items[index], self.preprocessing)
+            cached = torch.from_numpy(array), box
             if self.cache is not None:
-                self.cache[index] = pixels
+                self.cache[index] = cached
+        pixels, box = cached
         if self.augment is not None:
-            pixels = self.augment(pixels)
+            pixels = self.augment(pixels, box)
         return {"pixel_values": pixels, **{k: v[index] for k, v in self.labels.items()}}
 
 
@@ -113,9 +122,10 @@ def extract_features(encoder: TinyVitEncoder, colour: ColourHistogram | None, it
     pooled, tokens, colours = [], [], []
     for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
-        pixels = torch.from_numpy(np.stack([model_input(item, preprocessing) for item in chunk]))
+        inputs = [model_input_and_box(item, preprocessing) for item in chunk]
+        pixels = torch.from_numpy(np.stack([array for array, _ in inputs]))
         if augment is not None:
-            pixels = torch.stack([augment(image) for image in pixels])
+            pixels = torch.stack([augment(image, box) for image, (_, box) in zip(pixels, inputs, strict=True)])
         pixels = pixels.to(encoder.device)
         p, t = encoder.features(pixels)
         pooled.append(p.float().cpu())
