@@ -61,9 +61,9 @@ class Pipeline:
         def observe(stage: str) -> Callable[[int], None] | None:
             return functools.partial(on_batch, stage) if on_batch else None
 
-        # Likewise a partial encoder batch waits for images still being decoded: with camera originals the
-        # decode pool is the wall, and an encoder that runs every image or two as it arrives spends twice
-        # the CPU per image that a full batch does, CPU the decoders then lack.
+        # A partial encoder batch waits (up to encoder_wait_ms) for images still being decoded: with camera
+        # originals the decode pool is the wall, and an encoder that runs every image or two as it arrives
+        # spends twice the CPU per image that a full batch does, CPU the decoders then lack.
         self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
             self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"),
             more_coming=lambda: self.images_decoding > 0, max_wait_ms=encoder_wait_ms)

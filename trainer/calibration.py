@@ -6,8 +6,7 @@ temperature fitted to the validation split (Guo et al. 2017) makes "0.9" mean ri
 without changing any label. The temperature is fitted by likelihood, as usual, but kept only where it lowers
 the validation ECE: a head that is calibrated already (a refit logistic regression often is) gains nothing,
 and a likelihood-optimal temperature can still move its confidences off the diagonal. Abstain thresholds
-then say, per attribute, below which confidence a
-prediction is too unsure to use as is.
+then say, per attribute, below which confidence a prediction is too unsure to use as is.
 """
 
 from __future__ import annotations

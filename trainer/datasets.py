@@ -17,15 +17,15 @@ from enrich_model.schema import LabelVocab
 from .augment import Augment, PhotoBox
 
 
-def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
-    """The same decode + preprocessing as the server applies to request bytes."""
-    return preprocessing(item.read_image(preprocessing.decode_target))
-
-
 def model_input_and_box(item: CatalogueItem, preprocessing: Preprocessing) -> tuple[np.ndarray, PhotoBox]:
-    """model_input, and where the photo lies in it (inside the letterbox padding): for augmentation."""
+    """The same decode + preprocessing as the server applies to request bytes, and where the photo lies in
+    the result (inside the letterbox padding): for augmentation."""
     image = item.read_image(preprocessing.decode_target)
     return preprocessing(image), preprocessing.photo_box(*image.size)
+
+
+def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
+    return model_input_and_box(item, preprocessing)[0]
 
 
 class PixelDataset(Dataset):
