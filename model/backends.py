@@ -157,7 +157,7 @@ class TorchEncoder(EncoderBackend):
 
 
 class _Features(nn.Module):
-    """The graph OpenVINO converts: the backbone pass only (the colour histogram stays in torch)."""
+    """The graph OpenVINO converts: the backbone pass only (the colour features stay in torch)."""
 
     def __init__(self, model: EnrichModel) -> None:
         super().__init__()

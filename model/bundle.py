@@ -37,7 +37,7 @@ from .bundle_config import (
     HeadsConfig,
 )
 from .consistency import CaptionLexicon
-from .model import AttributeHeads, ColourHistogram, EnrichModel
+from .model import AttributeHeads, ColourFeatures, EnrichModel
 from .preprocess import Preprocessing
 from .schema import CLASSIFIED_ATTRIBUTES, LabelVocab, Taxonomy
 
@@ -113,6 +113,7 @@ def save_bundle(
         taxonomy=taxonomy.to_json(),
         heads=HeadsConfig(
             dropout=model.heads.dropout.p, colour_bins=model.colour.bins if model.colour else 0,
+            colour_levels=model.colour.levels if model.colour else 0,
             colour_attributes=list(model.heads.colour_attributes), abstain_thresholds=dict(abstain_thresholds or {}),
         ),
         caption=CaptionConfig(
@@ -139,7 +140,8 @@ def load_bundle(path: Path | str, device: str = "cpu") -> Bundle:
     if missing:
         raise BundleError(f"{path}: no vocabulary for {sorted(missing)}")
     preprocessing = Preprocessing.from_json(config.preprocessing)
-    colour = ColourHistogram(preprocessing.mean, preprocessing.std, config.heads.colour_bins) \
+    colour = ColourFeatures(preprocessing.mean, preprocessing.std, config.heads.colour_bins,
+                            config.heads.colour_levels) \
         if config.heads.colour_bins else None
     heads = AttributeHeads(
         config.backbone.num_features, {name: len(v) for name, v in vocabs.items()}, dropout=config.heads.dropout,

@@ -35,6 +35,7 @@ class BackboneConfig:
 class HeadsConfig:
     dropout: float = 0.1
     colour_bins: int = 0  # per channel of the colour histogram; 0 = no colour features
+    colour_levels: int = 0  # per channel of the dominant colour's encoding; 0 = none (bundles before it)
     colour_attributes: list[str] = field(default_factory=list)  # heads that read the colour features
     # attribute -> calibrated confidence below which a prediction is flagged unsure (absent = never)
     abstain_thresholds: dict[str, float] = field(default_factory=dict)

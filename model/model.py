@@ -3,7 +3,7 @@
     pixels -> TinyViT.forward_features -> (B, C, h, w) feature map     (one backbone pass per image)
        |      |-> pool + norm -> pooled (B, C) -> one linear head per attribute -> logits / temperature
        |      `-> flatten -> tokens (B, h*w, C) -> GPT-2 with cross-attention -> caption
-       `-> foreground colour histogram ----------^ (concatenated for the baseColour head)
+       `-> foreground colour features ----------^ (concatenated for the baseColour head)
 
 The captioner is a `VisionEncoderDecoderModel` whose encoder is the same TinyViT (wrapped as a
 `PreTrainedModel`), so the heads and the decoder share one set of backbone weights and one pass.
@@ -142,36 +142,43 @@ def build_captioner(
 
 
 # --- colour features -------------------------------------------------------------------------------
-class ColourHistogram(nn.Module):
-    """A soft RGB histogram of the foreground pixels, white-balanced against the image's own background.
+class ColourFeatures(nn.Module):
+    """Colour features of the product's pixels, white-balanced against the image's own background: a coarse
+    joint histogram of the foreground (how its colours are spread) and its dominant colour at fine resolution.
 
     baseColour is a property of pixels, not of shapes: a backbone trained on a few thousand images learns
-    silhouettes long before it learns fine colour distinctions (Navy Blue vs Black), while a histogram of
-    the product's pixels separates them directly. Studio shots sit on a near-white background, so the
-    border tells the light's colour and level; pixels that differ from it are the product.
+    silhouettes long before it learns fine colour distinctions (Navy Blue vs Black), while the product's own
+    pixels separate them directly. Studio shots sit on a near-white background, so the border tells the
+    light's colour and level; pixels that differ from it are the product. The histogram's bins are too wide
+    for neighbouring names (Beige and Nude sit 10 levels apart), hence the dominant colour as well.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bins: int = 8, resolution: int = 32) -> None:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bins: int = 8, levels: int = 16,
+                 resolution: int = 32, detail_resolution: int = 80) -> None:
         super().__init__()
-        self.bins, self.resolution = bins, resolution
+        self.bins, self.levels, self.resolution, self.detail_resolution = bins, levels, resolution, detail_resolution
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def num_features(self) -> int:
-        return self.bins ** 3 + 4  # joint histogram, foreground share, mean foreground colour
+        histogram = self.bins ** 3 + 4  # joint histogram, foreground share, mean foreground colour
+        return histogram + (3 * self.levels + 4 if self.levels else 0)  # + dominant colour, encoded and raw; share
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # fp32 always: mixed-precision training would run the light fit's matmuls in half precision and
-        # hand linalg.solve mismatched dtypes; the histogram is cheap either way.
+        # hand linalg.solve mismatched dtypes; the features are cheap either way.
         with torch.autocast(pixel_values.device.type, enabled=False):
-            return self._features(pixel_values.float())
+            rgb = (pixel_values.float() * self.std + self.mean).clamp(0, 1)
+            small = nn.functional.adaptive_avg_pool2d(rgb, self.resolution)  # averages noise for the histogram
+            light = self.background_light(small)  # (B, 3, h, w): the light falling on each pixel
+            features = [self.histogram(small, light)]
+            if self.levels:
+                features.append(self.dominant_colour(rgb, light))
+            return torch.cat(features, dim=1)
 
-    def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        rgb = (pixel_values * self.std + self.mean).clamp(0, 1)
-        rgb = nn.functional.adaptive_avg_pool2d(rgb, self.resolution)  # colour needs no detail; averages noise
-        light = self.background_light(rgb)  # (B, 3, h, w): the light falling on each pixel
+    def histogram(self, rgb: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         distance = ((rgb - light).abs() / light).amax(dim=1)  # relative, so dim corners are not "product"
         foreground = ((distance - 0.1) / 0.1).clamp(0, 1).flatten(1)  # soft mask, (B, N)
         balanced = (rgb / light).clamp(0, 1).flatten(2)  # (B, 3, N): the product's colour under white light
@@ -179,12 +186,67 @@ class ColourHistogram(nn.Module):
         # Triangular (linear) bin weights: a colour between two bins counts for both, so small shifts of
         # light move mass smoothly instead of flipping bins.
         weights = (1 - (balanced[..., None, :] - centres[:, None]).abs() * (self.bins - 1)).clamp(min=0)
-        histogram = torch.einsum("bin,bjn,bkn,bn->bijk", weights[:, 0], weights[:, 1], weights[:, 2], foreground)
+        # The joint (r, g, b) histogram as one batched matmul: (r x g) pairs against foreground-weighted b.
+        # (torch.einsum over the four factors at once ran 20 times slower on CPU.)
+        batch, pixels = foreground.shape
+        red_green = (weights[:, 0, :, None] * weights[:, 1, None]).reshape(batch, self.bins ** 2, pixels)
+        histogram = red_green @ (weights[:, 2] * foreground[:, None]).transpose(1, 2)
         total = foreground.sum(dim=1, keepdim=True)
         histogram = histogram.flatten(1) / total.clamp(min=1e-6)
         mean_colour = (balanced * foreground[:, None]).sum(dim=2) / total.clamp(min=1e-6)
         share = total / foreground.shape[1]
         return torch.cat([histogram.sqrt(), share, mean_colour], dim=1)  # sqrt: Hellinger, for a linear head
+
+    def dominant_colour(self, rgb: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """The weighted median colour of the product's flat interior, each channel encoded in `levels`
+        triangular bins (so a linear head can draw a boundary anywhere along it), then raw, then the
+        share of the frame it was taken from.
+
+        Interior pixels are those that differ from none of their 4 neighbours by more than 4%: outlines,
+        anti-aliased edges and print borders are mixtures of colours and drop out. The median, not the
+        mean, so a print that covers a third of the product does not pull the answer towards its colour.
+        Measured on the 3,000-image synthetic catalogue (colour-only linear heads, chosen on validation):
+        histogram alone 0.943 test / 0.956 fresh catalogue / 0.937 photo-like; with the dominant colour
+        0.957 / 0.967 / 0.958."""
+        if max(rgb.shape[-2:]) > self.detail_resolution:
+            rgb = nn.functional.adaptive_avg_pool2d(rgb, self.detail_resolution)
+        light = nn.functional.interpolate(light, size=rgb.shape[-2:], mode="bilinear", align_corners=True)
+        balanced = (rgb / light).clamp(0, 1.2)
+        padding = rgb.amin(dim=1) >= 0.999  # the letterbox's pure white: no light fell on it
+        distance = ((rgb - light).abs() / light).amax(dim=1)
+        foreground = ((distance - 0.03) / 0.03).clamp(0, 1) * ~padding
+        interior = (1 - self.roughness(balanced) / 0.04).clamp(0, 1)
+        # A tiny weight on every foreground pixel (and less on all others) so an image without a flat
+        # interior still has a median; the share says how little it rests on.
+        weights = (foreground * interior + 1e-6 * foreground + 1e-9).flatten(1)  # (B, N)
+        median = self.weighted_median(balanced.flatten(2) / 1.2, weights) * 1.2  # (B, 3)
+        centres = torch.linspace(0, 1, self.levels, device=rgb.device)
+        encoded = (1 - (median[..., None] - centres).abs() * (self.levels - 1)).clamp(min=0).flatten(1)
+        share = (foreground * interior).flatten(1).mean(dim=1, keepdim=True)
+        return torch.cat([encoded, median, share], dim=1)
+
+    @staticmethod
+    def roughness(image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W): each pixel's largest difference, in any channel, from its 4 neighbours."""
+        across = (image[..., :, 1:] - image[..., :, :-1]).abs().amax(dim=1)  # (B, H, W-1): pixel vs right
+        down = (image[..., 1:, :] - image[..., :-1, :]).abs().amax(dim=1)  # (B, H-1, W): pixel vs below
+        rough = torch.zeros_like(image[:, 0])
+        rough[..., :, 1:] = across
+        rough[..., :, :-1] = torch.maximum(rough[..., :, :-1], across)
+        rough[..., 1:, :] = torch.maximum(rough[..., 1:, :], down)
+        rough[..., :-1, :] = torch.maximum(rough[..., :-1, :], down)
+        return rough
+
+    @staticmethod
+    def weighted_median(values: torch.Tensor, weights: torch.Tensor, steps: int = 512) -> torch.Tensor:
+        """Per channel of `values` (B, C, N) in [0, 1], the weighted median to 1/`steps`, by a weighted
+        histogram: linear in N, where sorting is not."""
+        index = (values * (steps - 1)).round().long().clamp(0, steps - 1)
+        mass = torch.zeros(*values.shape[:2], steps, device=values.device)
+        mass.scatter_add_(2, index, weights[:, None].expand_as(values))
+        cumulative = mass.cumsum(dim=2)
+        below = (cumulative < cumulative[..., -1:] / 2).sum(dim=2).clamp(max=steps - 1)
+        return below / (steps - 1)
 
     @staticmethod
     def background_light(rgb: torch.Tensor, ring: int = 6) -> torch.Tensor:
@@ -290,7 +352,7 @@ class AttributeClassifier(nn.Module):
     forward() takes pixels, or features computed once (a frozen backbone), and returns the loss beside the
     logits, as the Hugging Face Trainer expects."""
 
-    def __init__(self, heads: AttributeHeads, encoder: TinyVitEncoder | None, colour: ColourHistogram | None,
+    def __init__(self, heads: AttributeHeads, encoder: TinyVitEncoder | None, colour: ColourFeatures | None,
                  label_smoothing: float = 0.0, logit_adjustment: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.heads, self.encoder, self.colour = heads, encoder, colour
@@ -323,7 +385,7 @@ class EnrichModel(nn.Module):
     Training wraps the parts it trains instead (AttributeClassifier, the captioner alone)."""
 
     def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads,
-                 colour: ColourHistogram | None = None) -> None:
+                 colour: ColourFeatures | None = None) -> None:
         super().__init__()
         self.captioner = captioner
         self.heads = heads

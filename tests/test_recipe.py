@@ -16,7 +16,7 @@ from PIL import Image
 
 from enrich_model.data import load_catalogue
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
-from enrich_model.model import AttributeHeads, ColourHistogram, attribute_loss
+from enrich_model.model import AttributeHeads, ColourFeatures, attribute_loss
 from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
 from enrich_model.synth import write_catalogue
@@ -130,7 +130,7 @@ def red_square(size: int = 64, lit: bool = False) -> np.ndarray:
 
 
 def test_colour_features_see_the_product_not_the_light():
-    histogram = ColourHistogram(PREPROCESSING.mean, PREPROCESSING.std, bins=6)
+    histogram = ColourFeatures(PREPROCESSING.mean, PREPROCESSING.std, bins=6, levels=0)
     even, lit = histogram(torch.from_numpy(np.stack([red_square(), red_square(lit=True)])))
     assert histogram.num_features == 6 ** 3 + 4 == even.shape[0]
     bins = even[: 6 ** 3].view(6, 6, 6) ** 2  # the features are square roots of the shares
@@ -138,6 +138,31 @@ def test_colour_features_see_the_product_not_the_light():
     assert r >= 4 and g <= 1 and b <= 1  # the red product, not the white background
     assert abs(float(even[6 ** 3]) - 24 * 32 / 64 ** 2) < 0.05  # foreground share: the square's area
     assert torch.nn.functional.cosine_similarity(even, lit, dim=0) > 0.97
+
+
+def test_dominant_colour_is_the_products_own_under_light_outline_and_print():
+    """The fill's exact colour, not the outline's, the dark stripes' (a third of the product) or the
+    light's; and the fine encoding tells apart two names 10 levels apart (Beige and Nude)."""
+    features = ColourFeatures(PREPROCESSING.mean, PREPROCESSING.std, bins=6, levels=16)
+
+    def product(fill: tuple[int, int, int], lit: bool = False) -> np.ndarray:
+        pixels = np.full((64, 64, 3), 250, np.float32)
+        pixels[12:52, 16:48] = [c * 0.6 for c in fill]  # outline
+        pixels[14:50, 18:46] = fill
+        pixels[14:50:6, 18:46] = pixels[15:50:6, 18:46] = (25, 25, 30)  # dark stripes, a third of the rows
+        if lit:
+            pixels *= np.linspace(1.0, 0.8, 64, dtype=np.float32)[None, :, None]
+        return PREPROCESSING(Image.fromarray(pixels.astype(np.uint8)))
+
+    beige, nude = (225, 205, 170), (230, 195, 170)
+    batch = torch.from_numpy(np.stack([product(beige), product(beige, lit=True), product(nude)]))
+    out = features(batch)
+    assert features.num_features == 6 ** 3 + 4 + 3 * 16 + 4 == out.shape[1]
+    dominant = out[:, 6 ** 3 + 4 + 3 * 16:][:, :3] * 255  # the median colour, after its encoding
+    for found, fill in zip(dominant, [beige, beige, nude], strict=True):
+        assert (found - torch.tensor(fill)).abs().max() < 8, (found, fill)
+    encoded = out[:, 6 ** 3 + 4:][:, :3 * 16]
+    assert torch.dist(encoded[0], encoded[1]) < torch.dist(encoded[0], encoded[2])  # light moves it less
 
 
 def test_augmentation_keeps_shape_and_fills_with_white():

@@ -40,6 +40,9 @@ class ModelArguments:
     colour_bins: int = field(
         default=8, metadata={"help": "bins per channel of the foreground colour histogram fed to the baseColour "
                                      "head (0 = none)"})
+    colour_levels: int = field(
+        default=16, metadata={"help": "levels per channel encoding the product's dominant colour for the "
+                                      "baseColour head (0 = none; needs --colour_bins)"})
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from enrich_model.data import CatalogueItem
-from enrich_model.model import ColourHistogram, TinyVitEncoder
+from enrich_model.model import ColourFeatures, TinyVitEncoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 
@@ -114,7 +114,7 @@ class Features:
 
 
 @torch.inference_mode()
-def extract_features(encoder: TinyVitEncoder, colour: ColourHistogram | None, items: list[CatalogueItem],
+def extract_features(encoder: TinyVitEncoder, colour: ColourFeatures | None, items: list[CatalogueItem],
                      preprocessing: Preprocessing, batch_size: int, desc: str, progress: bool,
                      augment: Augment | None = None) -> Features:
     """One pass of the backbone as it is now over `items` (as they are, or through `augment`)."""

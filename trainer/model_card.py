@@ -33,7 +33,7 @@ productDisplayName caption that agrees with those labels. Served by the Enrich g
   {config.preprocessing['input_size']} letterboxed onto white, mean {config.preprocessing['mean']},
   std {config.preprocessing['std']}.
 - Heads: one linear classifier per attribute over the pooled features{
-  ' (+ a foreground colour histogram for ' + ', '.join(config.heads.colour_attributes) + ')'
+  ' (+ foreground colour features for ' + ', '.join(config.heads.colour_attributes) + ')'
   if config.heads.colour_attributes else ''}; one temperature per head fitted on the validation split
   (kept where it lowers the calibration error there).
 - Caption decoder: GPT-2 ({config.caption.decoder}, {config.caption.decoder_layers} layers x

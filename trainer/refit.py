@@ -5,7 +5,7 @@ epochs: they end short of the best linear classifier that the final features all
 training images as they are and twice augmented (so that the fit keeps the robustness augmentation
 taught), fits each head by L-BFGS with an L2 penalty chosen on the validation split (as it is and augmented
 once), and keeps a refit only where it beats the fine-tuned head there by a clear margin. For colour
-attributes it also tries the colour histogram alone: on small catalogues it separates colours better than
+attributes it also tries the colour features alone: on small catalogues they separate colours better than
 network features, which overfit.
 
 Measured on the demo's catalogue (1,500 images, 80 px, random init): articleType 0.872 -> 0.916 on the test

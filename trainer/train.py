@@ -28,7 +28,7 @@ from enrich_model.bundle_config import RANDOM_WEIGHTS
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.data import Catalogue, CatalogueItem, DataError, load_catalogue
 from enrich_model.metrics import format_metrics
-from enrich_model.model import AttributeClassifier, AttributeHeads, ColourHistogram, EnrichModel, build_captioner
+from enrich_model.model import AttributeClassifier, AttributeHeads, ColourFeatures, EnrichModel, build_captioner
 from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
 
 from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
@@ -83,7 +83,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         raise UsageError("--backbone_mode frozen with random weights learns nothing: the features of a random "
                          "backbone do not separate products. Use --backbone_mode finetune, or pretrained weights")
     preprocessing = preprocessing_for(encoder)
-    colour = ColourHistogram(preprocessing.mean, preprocessing.std, model_args.colour_bins) \
+    colour = ColourFeatures(preprocessing.mean, preprocessing.std, model_args.colour_bins, model_args.colour_levels) \
         if model_args.colour_bins else None
     heads = AttributeHeads(encoder.config.hidden_size, {a: len(v) for a, v in labels.vocabs.items()},
                            model_args.head_dropout, colour.num_features if colour else 0, ("baseColour",))
