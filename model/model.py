@@ -179,7 +179,7 @@ class ColourFeatures(nn.Module):
             return torch.cat(features, dim=1)
 
     def histogram(self, rgb: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-        distance = ((rgb - light).abs() / light).amax(dim=1)  # relative, so dim corners are not "product"
+        distance = self.distance_from_light(rgb, light)
         foreground = ((distance - 0.1) / 0.1).clamp(0, 1).flatten(1)  # soft mask, (B, N)
         balanced = (rgb / light).clamp(0, 1).flatten(2)  # (B, 3, N): the product's colour under white light
         centres = torch.linspace(0, 1, self.bins, device=rgb.device)
@@ -212,18 +212,29 @@ class ColourFeatures(nn.Module):
             rgb = nn.functional.adaptive_avg_pool2d(rgb, self.detail_resolution)
         light = nn.functional.interpolate(light, size=rgb.shape[-2:], mode="bilinear", align_corners=True)
         balanced = (rgb / light).clamp(0, 1.2)
-        padding = rgb.amin(dim=1) >= 0.999  # the letterbox's pure white: no light fell on it
-        distance = ((rgb - light).abs() / light).amax(dim=1)
-        foreground = ((distance - 0.03) / 0.03).clamp(0, 1) * ~padding
+        distance = self.distance_from_light(rgb, light)
+        foreground = ((distance - 0.03) / 0.03).clamp(0, 1) * ~self.letterbox_padding(rgb)
         interior = (1 - self.roughness(balanced) / 0.04).clamp(0, 1)
         # A tiny weight on every foreground pixel (and less on all others) so an image without a flat
         # interior still has a median; the share says how little it rests on.
-        weights = (foreground * interior + 1e-6 * foreground + 1e-9).flatten(1)  # (B, N)
+        flat = foreground * interior
+        weights = (flat + 1e-6 * foreground + 1e-9).flatten(1)  # (B, N)
         median = self.weighted_median(balanced.flatten(2) / 1.2, weights) * 1.2  # (B, 3)
         centres = torch.linspace(0, 1, self.levels, device=rgb.device)
         encoded = (1 - (median[..., None] - centres).abs() * (self.levels - 1)).clamp(min=0).flatten(1)
-        share = (foreground * interior).flatten(1).mean(dim=1, keepdim=True)
+        share = flat.flatten(1).mean(dim=1, keepdim=True)
         return torch.cat([encoded, median, share], dim=1)
+
+    @staticmethod
+    def distance_from_light(rgb: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W): how far each pixel is from the light falling on it, relative to that
+        light (so dim corners are not "product"), in its most different channel."""
+        return ((rgb - light).abs() / light).amax(dim=1)
+
+    @staticmethod
+    def letterbox_padding(rgb: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """True where every channel (along `dim`) is pure white: the letterbox's padding, which no light fell on."""
+        return rgb.amin(dim=dim) >= 0.999
 
     @staticmethod
     def roughness(image: torch.Tensor) -> torch.Tensor:
@@ -261,7 +272,7 @@ class ColourFeatures(nn.Module):
         design = torch.stack([torch.ones_like(xs), xs, ys], dim=-1)  # (h, w, 3)
         a = design[on_ring]  # (R, 3)
         values = rgb.permute(0, 2, 3, 1)[:, on_ring]  # (B, R, 3)
-        lit = (values.amin(dim=2) < 0.999).float()  # (B, R): not letterbox padding
+        lit = (~ColourFeatures.letterbox_padding(values, dim=2)).float()  # (B, R)
         weights = lit
         for _ in range(2):
             aw = a[None] * weights[..., None]  # (B, R, 3)
