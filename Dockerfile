@@ -23,6 +23,7 @@ COPY pyproject.toml README.md ./
 COPY clients/python/enrich clients/python/enrich
 COPY clients/python/enrich_client clients/python/enrich_client
 COPY model model
+COPY datatools datatools
 COPY server server
 COPY trainer trainer
 COPY cli cli

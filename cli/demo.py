@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
-    from enrich_model.data import read_styles_csv
+    from enrich_data.catalogue import read_styles_csv
     from enrich_model.metrics import format_metrics
 
     truth = {row["id"]: row for row in read_styles_csv(holdout / "styles.csv")[0]}

@@ -25,7 +25,7 @@ commands:
 
 
 def synth(argv: list[str]) -> int:
-    from enrich_model.synth import write_catalogue
+    from enrich_data.synth import write_catalogue
 
     parser = argparse.ArgumentParser(prog="enrich synth", description="Write a synthetic catalogue.")
     parser.add_argument("--out", type=Path, required=True)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "health":
         return health(rest)
     if command == "fetch":
-        from enrich_model.fetch import main as fetch_main
+        from enrich_data.fetch import main as fetch_main
 
         return fetch_main(rest)
     print(f"enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

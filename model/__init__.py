@@ -1,9 +1,11 @@
-"""The Enrich model package, shared by the trainer and the server.
+"""The Enrich runtime, shared by the trainer and the server: what it takes to answer an image.
 
-Submodules, in data-path order: `preprocess` (bytes -> pixels), `model` (one encoder pass -> heads and
-captioner), `predict` (batch inference), `bundle` (the artifact; `bundle_config` is its torch-free
-description), plus `schema` (vocabularies and taxonomy), `consistency` (captions that agree with the
-labels), `data` (catalogue loading), `synth` and `photolike` (synthetic catalogues).
+Submodules, in data-path order: `decode` and `preprocess` (bytes -> pixels), `model` (one encoder pass ->
+heads and captioner), `backends` (where the encoder pass runs), `pipeline` (the stages every host calls),
+`bundle` (the artifact; `bundle_config` is its torch-free description), plus `schema` (vocabularies and
+taxonomy), `consistency` (captions that agree with the labels) and `metrics` (scores and their table).
+Where catalogues and bundles come from (synthetic catalogues, dataset loading, the hub, fetching) is
+`enrich_data`; training is `enrich_trainer`.
 
 Importing the package is cheap: torch loads only with the submodules that need it. Still, `import
 enrich_model` is all a Hugging Face user needs before `VisionEncoderDecoderModel.from_pretrained(

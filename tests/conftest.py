@@ -32,7 +32,7 @@ def tiny_training_args(data: Path, out: Path, **overrides: object):
 
 @pytest.fixture(scope="session")
 def catalogue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from enrich_model.synth import write_catalogue
+    from enrich_data.synth import write_catalogue
 
     return write_catalogue(tmp_path_factory.mktemp("catalogue"), 160, seed=3, image_size=(48, 64), progress=False)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from enrich_data.catalogue import load_catalogue
 from enrich_model.bundle import BundleError, load_bundle, save_bundle
 from enrich_model.bundle_config import BundleConfig
-from enrich_model.data import load_catalogue
 from enrich_model.predict import CaptionMode, ItemOptions, Predictor
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES
 

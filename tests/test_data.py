@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from enrich_model.data import DataError, load_catalogue, read_styles_csv
+from enrich_data.catalogue import DataError, load_catalogue, read_styles_csv
+from enrich_data.synth import ARTICLES, write_catalogue
 from enrich_model.decode import decode_image
 from enrich_model.schema import BASE_COLOURS, GENDERS, LabelVocab, Taxonomy
-from enrich_model.synth import ARTICLES, write_catalogue
 from enrich_trainer.split import stratified_split
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from enrich_cli.main import main as enrich
+from enrich_data.fetch import STAMP
 from enrich_model.bundle_config import BundleConfig
-from enrich_model.fetch import STAMP
 
 
 def tar_gz(bundle: Path, top: str = "my-bundle") -> bytes:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from enrich_model.data import load_catalogue
-from enrich_model.synth import write_catalogue
+from enrich_data.catalogue import load_catalogue
+from enrich_data.synth import write_catalogue
 from enrich_trainer.evaluation import evaluate_bundle
 from enrich_trainer.train import train
 

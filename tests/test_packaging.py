@@ -107,7 +107,7 @@ def test_the_image_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path):
         names = set(archive.namelist())
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
-    for module in ("enrich_server/app.py", "enrich_model/fetch.py", "enrich_cli/main.py", "enrich_trainer/train.py",
+    for module in ("enrich_server/app.py", "enrich_data/fetch.py", "enrich_cli/main.py", "enrich_trainer/train.py",
                    "enrich/v1/enrich_pb2.py", "enrich/v1/enrich_descriptor_set.binpb", "enrich_client/cli.py"):
         assert module in names, module
     assert {"Provides-Extra: serve", "Provides-Extra: train"} <= set(metadata.splitlines())

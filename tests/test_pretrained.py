@@ -11,8 +11,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from enrich_model.bundle import load_bundle
-from enrich_model.tokenizer import train_bpe_tokenizer
 from enrich_trainer.arguments import ModelArguments
+from enrich_trainer.tokenizer import train_bpe_tokenizer
 from enrich_trainer.train import train
 from enrich_trainer.weights import resolve_decoder, resolve_encoder
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from enrich_model.data import load_catalogue
+from enrich_data.catalogue import load_catalogue
+from enrich_data.photolike import photo_like
+from enrich_data.synth import write_catalogue
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
 from enrich_model.model import AttributeHeads, ColourFeatures, attribute_loss
-from enrich_model.photolike import photo_like
 from enrich_model.preprocess import Preprocessing
-from enrich_model.synth import write_catalogue
 from enrich_trainer.arguments import ModelArguments
 from enrich_trainer.augment import Augment
 from enrich_trainer.calibration import abstain_threshold, choose_temperature, fit_temperature

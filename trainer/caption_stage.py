@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, VisionEncoderDecoderModel
 
-from enrich_model.data import CatalogueItem
+from enrich_data.catalogue import CatalogueItem
 
 from .arguments import ModelArguments, TrainArguments
 from .datasets import CaptionDataset, Features, collate_captions

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from enrich_model.data import CatalogueItem
+from enrich_data.catalogue import CatalogueItem
 from enrich_model.model import ColourFeatures, TinyVitEncoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab

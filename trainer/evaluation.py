@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from enrich_data.catalogue import CatalogueItem, DataError, load_catalogue
 from enrich_model.bundle import Bundle, load_bundle
 from enrich_model.consistency import consistency_rate
-from enrich_model.data import CatalogueItem, DataError, load_catalogue
 from enrich_model.metrics import (
     caption_metrics,
     classification_metrics,

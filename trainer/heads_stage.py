@@ -16,7 +16,7 @@ import torch
 from timm.optim._param_groups import param_groups_layer_decay
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from enrich_model.data import CatalogueItem
+from enrich_data.catalogue import CatalogueItem
 from enrich_model.metrics import label_f1s
 from enrich_model.model import AttributeClassifier
 from enrich_model.preprocess import Preprocessing

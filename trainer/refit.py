@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from enrich_model.data import CatalogueItem
+from enrich_data.catalogue import CatalogueItem
 from enrich_model.metrics import label_f1s
 from enrich_model.model import AttributeClassifier
 from enrich_model.preprocess import Preprocessing

@@ -17,8 +17,8 @@ import numpy as np
 from enrich_model.metrics import format_metrics, reliability_curve
 
 if TYPE_CHECKING:
+    from enrich_data.catalogue import CatalogueItem
     from enrich_model.bundle import Bundle
-    from enrich_model.data import CatalogueItem
 
     from .evaluation import Answers
 

@@ -23,10 +23,10 @@ from torch.utils.data import ConcatDataset
 from transformers import HfArgumentParser, set_seed
 from transformers.utils import logging as hf_logging
 
+from enrich_data.catalogue import Catalogue, CatalogueItem, DataError, load_catalogue
 from enrich_model.bundle import Bundle, load_bundle, save_bundle
 from enrich_model.bundle_config import RANDOM_WEIGHTS
 from enrich_model.consistency import CaptionLexicon
-from enrich_model.data import Catalogue, CatalogueItem, DataError, load_catalogue
 from enrich_model.metrics import format_metrics
 from enrich_model.model import AttributeClassifier, AttributeHeads, ColourFeatures, EnrichModel, build_captioner
 from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy

@@ -9,11 +9,11 @@ from pathlib import Path
 import timm
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from enrich_data.hub import hub_reachable
 from enrich_model.bundle_config import RANDOM_WEIGHTS
-from enrich_model.hub import hub_reachable
 from enrich_model.model import DecoderSpec, TinyVitEncoder, build_encoder, build_small_decoder
 from enrich_model.preprocess import Preprocessing
-from enrich_model.tokenizer import ensure_pad_token, train_bpe_tokenizer
+from enrich_trainer.tokenizer import ensure_pad_token, train_bpe_tokenizer
 
 from .arguments import ModelArguments, UsageError
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 
 def catalogue_images(count: int, size: tuple[int, int] = (240, 320), seed: int = 0) -> list[bytes]:
-    from enrich_model.synth import draw, make_row
+    from enrich_data.synth import draw, make_row
 
     rng = random.Random(seed)
     images = []
@@ -24,7 +24,7 @@ def catalogue_images(count: int, size: tuple[int, int] = (240, 320), seed: int =
 def camera_images(count: int, size: tuple[int, int] = (4000, 3000), seed: int = 1) -> list[bytes]:
     """Product shots enlarged to camera resolution, with sensor-like colour noise so they compress like
     photos (a few MB each, 12 MP), not like flat drawings."""
-    from enrich_model.synth import draw, make_row
+    from enrich_data.synth import draw, make_row
 
     rng = random.Random(seed)
     noise = Image.merge("RGB", [Image.effect_noise(size, 24).convert("L") for _ in range(3)])

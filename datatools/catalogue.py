@@ -14,9 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .decode import decode_image
+from enrich_model.decode import decode_image
+from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
+
 from .hub import hub_reachable
-from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
 
 
 class DataError(ValueError):

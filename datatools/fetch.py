@@ -28,7 +28,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from .bundle_config import CONFIG_FILE, BundleConfig, BundleError
+from enrich_model.bundle_config import CONFIG_FILE, BundleConfig, BundleError
 
 STAMP = ".enrich-fetch.json"  # in DEST: where the bundle came from
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")

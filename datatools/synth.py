@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from enrich_model.schema import BASE_COLOURS, STYLES_COLUMNS
+
 from . import photolike
-from .schema import BASE_COLOURS, STYLES_COLUMNS
 
 # name: (subCategory, masterCategory, relative frequency in the real catalogue, noun in names)
 ARTICLES: dict[str, tuple[str, str, int, str]] = {
@@ -310,7 +311,7 @@ def write_catalogue(
 ) -> Path:
     """Write styles.csv and images/{id}.jpg under `out` with the real file's quirks; returns `out`.
 
-    `photo_like`: each image is a photo-like variant of the studio shot (see `enrich_model.photolike`);
+    `photo_like`: each image is a photo-like variant of the studio shot (see `enrich_data.photolike`);
     rows and labels are those the same seed gives without it."""
     rng = random.Random(seed)
     variants = random.Random(seed + 1_000_003)  # its own stream: the rows stay those of the clean catalogue
