@@ -1,12 +1,12 @@
 # syntax=docker/dockerfile:1.7
 # Enrich images:
-#   docker build -t enrich:0.1.0-cpu .                           torch's CPU wheels on python:3.12-slim, OpenVINO
-#   docker build --build-arg VARIANT=gpu -t enrich:0.1.0-gpu .   torch's CUDA wheels on NVIDIA's CUDA runtime base
-#   docker build --target train -t enrich:0.1.0-train .          the GPU image plus the trainer (the training Job)
+#   docker build -t enrich:0.2.0-cpu .                           torch's CPU wheels on python:3.12-slim, OpenVINO
+#   docker build --build-arg VARIANT=gpu -t enrich:0.2.0-gpu .   torch's CUDA wheels on NVIDIA's CUDA runtime base
+#   docker build --target train -t enrich:0.2.0-train .          the GPU image plus the trainer (the training Job)
 # The model bundle is mounted at /models/bundle (the default), or baked in with a build argument that takes
 # anything `enrich fetch` does (hub id with @revision, https:// archive, a path under bundles/ in the build
 # context); docker caches that step, so name a fixed revision or archive:
-#   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle@v3 -t enrich:0.1.0-cpu-acme .
+#   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle@v3 -t enrich:0.2.0-cpu-acme .
 # Every image runs the README's console script: ENTRYPOINT enrich, CMD serve (`docker run IMAGE fetch ...`,
 # `docker run IMAGE info /models/bundle` work too). HEALTHCHECK is `enrich health` on grpc.health.v1.
 

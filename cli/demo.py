@@ -36,10 +36,13 @@ def run(step: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def held_out_accuracy(rows: list[dict], truth: dict[str, dict[str, str]]) -> str:
-    """Accuracy over every held-out answer the server gave, per attribute that matters most."""
+    """Accuracy over every held-out answer the server gave, per attribute that matters most (the answers' JSON
+    names are the catalogue's columns)."""
+    from enrich_model.schema import HEADLINE_ATTRIBUTES
+
     parts = []
-    for attribute, field in (("articleType", "article_type"), ("baseColour", "base_colour"), ("gender", "gender")):
-        pairs = [(truth.get(Path(r["request_id"]).stem, {}).get(attribute), r["metadata"][field]["label"])
+    for attribute in reversed(HEADLINE_ATTRIBUTES):
+        pairs = [(truth.get(Path(r["requestId"]).stem, {}).get(attribute), r["metadata"][attribute]["label"])
                  for r in rows if r["status"]["code"] == 0]
         pairs = [(t, p) for t, p in pairs if t]
         if pairs:
@@ -50,31 +53,31 @@ def held_out_accuracy(rows: list[dict], truth: dict[str, dict[str, str]]) -> str
 
 def show_results(results_path: Path, truth: dict[str, dict[str, str]], shown: int = 12) -> None:
     all_rows = [json.loads(line) for line in results_path.read_text().splitlines()]
-    all_rows.sort(key=lambda r: r["request_id"])
+    all_rows.sort(key=lambda r: r["requestId"])
     rows = all_rows[:shown]
     print(f"\n{'image':<14}{'true articleType / colour':<32}{'predicted (confidence)':<44}caption")
     for row in rows:
-        image_id = Path(row["request_id"]).stem
+        image_id = Path(row["requestId"]).stem
         real = truth.get(image_id, {})
         if row["status"]["code"] != 0:
-            print(f"{row['request_id']:<14}{'':<32}ERROR {row['status']['message'][:60]}")
+            print(f"{row['requestId']:<14}{'':<32}ERROR {row['status']['message'][:60]}")
             continue
         meta = row["metadata"]
-        article, colour = meta["article_type"], meta["base_colour"]
+        article, colour = meta["articleType"], meta["baseColour"]
         mark = "ok" if article["label"] == real.get("articleType") and colour["label"] == real.get("baseColour") \
             else "  "
         predicted = f"{article['label']} ({article['confidence']:.2f}) / {colour['label']} ({colour['confidence']:.2f})"
         true = f"{real.get('articleType', '?')} / {real.get('baseColour', '?')}"
-        print(f"{image_id:<14}{true:<32}{mark} {predicted:<41}{meta['product_display_name']['text']}")
+        print(f"{image_id:<14}{true:<32}{mark} {predicted:<41}{meta['productDisplayName']['text']}")
     print(f"\nheld-out catalogue (another seed, every image through gRPC): {held_out_accuracy(all_rows, truth)}")
     ok = [r for r in rows if r["status"]["code"] == 0]
     if ok:
         meta = ok[0]["metadata"]
-        print(f"\none typed answer in full ({ok[0]['request_id']}, model {ok[0]['model_version']}):")
+        print(f"\none typed answer in full ({ok[0]['requestId']}, model {ok[0]['modelVersion']}):")
         for field, value in meta.items():
             if "alternatives" in value:
                 others = ", ".join(f"{a['label']} {a['confidence']:.2f}" for a in value["alternatives"][1:])
-                derived = " (derived from article_type)" if value["derived"] else ""
+                derived = " (from articleType)" if value["derived"] else ""
                 print(f"  {field:<22}{value['label']} {value['confidence']:.2f}{derived}   next: {others}")
             elif "text" in value:
                 print(f"  {field:<22}{value['text']!r} ({value['method']}, {value['confidence']:.2f})")
@@ -104,16 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     run("train", [*enrich, "train", "--data", str(catalogue), "--out", str(bundle), *DEMO_TRAIN_ARGS])
 
     print("\n== serve", flush=True)
-    server, port = start_server(bundle, workdir / "server.log", "--grace-seconds", "5", echo=True)
+    served = start_server(bundle, workdir / "server.log", "--grace-seconds", "5", echo=True)
     try:
-        client = [sys.executable, "-m", "enrich_client.cli", "--target", f"127.0.0.1:{port}"]
+        client = [sys.executable, "-m", "enrich_client.cli", "--target", f"127.0.0.1:{served.port}"]
         run("health check (grpc.health.v1)", [*client, "health"])
         results = workdir / "results.jsonl"
         run("enrich the held-out images over one gRPC stream",
             [*client, "enrich", str(holdout / "images"), "--out", str(results)])
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        served.process.send_signal(signal.SIGTERM)
+        served.process.wait(timeout=30)
 
     from enrich_data.catalogue import read_styles_csv
     from enrich_model.metrics import format_metrics

@@ -82,24 +82,24 @@ def export(argv: list[str]) -> int:
                                      "converting at start-up.")
     parser.add_argument("bundle", type=Path)
     args = parser.parse_args(argv)
-    from enrich_model.backends import BackendChoice, Precision, build_encoder_backend, openvino_installed
-    from enrich_model.bundle import BundleError, load_bundle
+    from enrich_model.backends import openvino_installed
+    from enrich_model.bundle_config import BundleError
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
 
     if not openvino_installed():
         print("enrich export: openvino is not installed (pip install openvino)", file=sys.stderr)
         return 2
     try:
-        bundle = load_bundle(args.bundle)
+        pipeline = EnrichPipeline.load(args.bundle, RuntimeOptions(device="cpu", backend="openvino", precision="fp32"))
     except BundleError as error:
         print(f"enrich export: {error}", file=sys.stderr)
         return 2
-    build_encoder_backend(bundle.model, BackendChoice("openvino", Precision.FP32), bundle.preprocessing.input_size,
-                          bundle.model_version, args.bundle)
     written = args.bundle / "openvino" / "export.json"
-    if not written.exists() or bundle.model_version not in written.read_text():
+    if not written.exists() or pipeline.model_version not in written.read_text():
         print(f"enrich export: could not write {written.parent} (see the warning above)", file=sys.stderr)
         return 1
-    print(f"wrote {written.parent} for {bundle.model_version}")
+    print(f"wrote {written.parent} for {pipeline.model_version}")
     return 0
 
 

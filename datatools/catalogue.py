@@ -12,9 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from enrich_model.decode import decode_image
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
 
 from .hub import hub_reachable
@@ -29,8 +26,9 @@ class CatalogueItem:
     id: str
     labels: dict[str, str | None]  # every attribute in ALL_LABEL_ATTRIBUTES; None = missing
     name: str | None  # productDisplayName
-    # read_image(target): RGB image; `target` (pixels per side needed) lets large JPEGs decode reduced.
-    read_image: Callable[..., Image.Image] = field(repr=False)
+    # The image file's bytes, as stored: they reach the model through the same decode and preprocessing as
+    # the bytes of a request (Preprocessing.from_bytes).
+    read_bytes: Callable[[], bytes] = field(repr=False)
 
 
 @dataclass
@@ -82,7 +80,7 @@ def load_folder_catalogue(root: Path) -> Catalogue:
             id=str(row["id"]),
             labels={a: row.get(a) for a in ALL_LABEL_ATTRIBUTES},
             name=row.get(CAPTION_ATTRIBUTE),
-            read_image=lambda target=None, p=image_path: decode_image(p.read_bytes(), target=target).image,
+            read_bytes=image_path.read_bytes,
         ))
     return Catalogue(items, str(root), skipped)
 
@@ -90,8 +88,8 @@ def load_folder_catalogue(root: Path) -> Catalogue:
 def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
     """A `datasets.Dataset` with the styles.csv columns and an `image` column.
 
-    Images are read as the stored file bytes and go through `decode_image`, like catalogue files and
-    request bytes: same EXIF orientation, alpha flattening and reduced-scale JPEG decoding."""
+    Images are read as the stored file bytes, like catalogue files and request bytes: the same decoding
+    follows (EXIF orientation, alpha flattening, reduced-scale JPEG decoding)."""
     import datasets
 
     missing = ({"id", "image", CAPTION_ATTRIBUTE, *ALL_LABEL_ATTRIBUTES}) - set(dataset.column_names)
@@ -105,7 +103,7 @@ def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
             id=str(row["id"]),
             labels={a: (str(row[a]).strip() or None) if row[a] is not None else None for a in ALL_LABEL_ATTRIBUTES},
             name=row.get(CAPTION_ATTRIBUTE),
-            read_image=lambda target=None, i=index: decode_image(_stored_bytes(raw[i]["image"]), target=target).image,
+            read_bytes=lambda i=index: _stored_bytes(raw[i]["image"]),
         ))
     return Catalogue(items, source)
 

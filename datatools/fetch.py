@@ -8,7 +8,8 @@ What a Kubernetes init container runs before the server starts, and a Docker bui
                                                 its filesystem package (s3fs, gcsfs, adlfs, ...)
     /path/to/bundle or /path/to/bundle.tgz      a local folder or archive
 
-The bundle is assembled in a staging folder beside DEST, checked (its enrich.json must read), and only then
+The bundle is assembled in a staging folder beside DEST, checked (its enrich.json must read and its weights
+match the hash it recorded), and only then
 renamed into place, so a fetch cut short never looks like a bundle. DEST that already holds the bundle of the
 same SOURCE is kept: a restarted init container costs nothing. Torch-free.
 """
@@ -28,7 +29,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from enrich_model.bundle_config import CONFIG_FILE, BundleConfig, BundleError
+from enrich_model.bundle_config import CONFIG_FILE, BundleConfig, BundleError, open_bundle
 
 STAMP = ".enrich-fetch.json"  # in DEST: where the bundle came from
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -52,7 +53,7 @@ def fetch_bundle(source: str, dest: Path, *, force: bool = False,
         _download(source, staging / "download", progress)
         shown = without_query(source)
         root = _bundle_root(staging / "download", shown)
-        config = BundleConfig.read(root)
+        config = open_bundle(root)  # its weights as written: a damaged download never takes DEST's place
         (root / STAMP).write_text(json.dumps({"source": shown, "model_version": config.model_version}) + "\n")
         _replace(root, dest, staging)
         return config, True
@@ -68,7 +69,7 @@ def without_query(source: str) -> str:
 def _already_fetched(source: str, dest: Path) -> BundleConfig | None:
     try:
         stamp = json.loads((dest / STAMP).read_text())
-        config = BundleConfig.read(dest)
+        config = open_bundle(dest)  # damaged since it was fetched: fetched again
     except (OSError, ValueError, BundleError):
         return None
     same = stamp.get("source") == without_query(source) and stamp.get("model_version") == config.model_version

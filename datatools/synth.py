@@ -168,32 +168,40 @@ def make_row(rng: random.Random, item_id: int) -> tuple[Row, str | None]:
 Shape = list[tuple[str, list[float]]]
 
 
-def _shape(article: str) -> Shape:
+def _top(article: str) -> Shape:
     top = [(0.3, 0.12), (0.42, 0.1), (0.5, 0.16), (0.58, 0.1), (0.7, 0.12)]
+    hem = {"Kurtas": 0.95, "Dresses": 0.95}.get(article, 0.82)
+    sleeve = {"Tops": 0.0, "Dresses": 0.0, "Kurtas": 0.5, "Shirts": 0.55}.get(article, 0.3)
+    flare = 0.1 if article == "Dresses" else 0.0
+    body = [*top, (0.7, 0.3), (0.72 + flare, hem), (0.28 - flare, hem), (0.3, 0.3)]
+    parts: Shape = [("poly", [c for p in body for c in p])]
+    if sleeve:
+        parts += [("poly", [0.3, 0.12, 0.12, 0.12 + sleeve, 0.2, 0.16 + sleeve, 0.31, 0.3]),
+                  ("poly", [0.7, 0.12, 0.88, 0.12 + sleeve, 0.8, 0.16 + sleeve, 0.69, 0.3])]
+    if article == "Shirts":
+        parts += [("detail", [0.5, 0.16, 0.5, hem]), ("poly", [0.42, 0.1, 0.5, 0.2, 0.58, 0.1])]
+    if article == "Kurtas":
+        parts += [("detail", [0.5, 0.16, 0.5, 0.4])]
+    return parts
+
+
+def _bottom(article: str) -> Shape:
+    if article == "Skirts":
+        return [("poly", [0.35, 0.15, 0.65, 0.15, 0.8, 0.75, 0.2, 0.75])]
+    leg = 0.5 if article == "Shorts" else 0.95
+    parts: Shape = [("poly", [0.3, 0.08, 0.7, 0.08, 0.74, leg, 0.53, leg, 0.5, 0.3, 0.47, leg, 0.26, leg])]
+    if article == "Jeans":
+        parts += [("detail", [0.33, 0.14, 0.42, 0.22]), ("detail", [0.67, 0.14, 0.58, 0.22])]
+    if article == "Track Pants":
+        parts += [("stripe", [0.27, 0.1, 0.27, 0.93]), ("stripe", [0.73, 0.1, 0.73, 0.93])]
+    return parts
+
+
+def _shape(article: str) -> Shape:
     if article in {"Tshirts", "Shirts", "Tops", "Kurtas", "Dresses"}:
-        hem = {"Kurtas": 0.95, "Dresses": 0.95}.get(article, 0.82)
-        sleeve = {"Tops": 0.0, "Dresses": 0.0, "Kurtas": 0.5, "Shirts": 0.55}.get(article, 0.3)
-        flare = 0.1 if article == "Dresses" else 0.0
-        body = [*top, (0.7, 0.3), (0.72 + flare, hem), (0.28 - flare, hem), (0.3, 0.3)]
-        parts: Shape = [("poly", [c for p in body for c in p])]
-        if sleeve:
-            parts += [("poly", [0.3, 0.12, 0.12, 0.12 + sleeve, 0.2, 0.16 + sleeve, 0.31, 0.3]),
-                      ("poly", [0.7, 0.12, 0.88, 0.12 + sleeve, 0.8, 0.16 + sleeve, 0.69, 0.3])]
-        if article == "Shirts":
-            parts += [("detail", [0.5, 0.16, 0.5, hem]), ("poly", [0.42, 0.1, 0.5, 0.2, 0.58, 0.1])]
-        if article == "Kurtas":
-            parts += [("detail", [0.5, 0.16, 0.5, 0.4])]
-        return parts
+        return _top(article)
     if article in {"Jeans", "Trousers", "Track Pants", "Shorts", "Skirts"}:
-        if article == "Skirts":
-            return [("poly", [0.35, 0.15, 0.65, 0.15, 0.8, 0.75, 0.2, 0.75])]
-        leg = 0.5 if article == "Shorts" else 0.95
-        parts = [("poly", [0.3, 0.08, 0.7, 0.08, 0.74, leg, 0.53, leg, 0.5, 0.3, 0.47, leg, 0.26, leg])]
-        if article == "Jeans":
-            parts += [("detail", [0.33, 0.14, 0.42, 0.22]), ("detail", [0.67, 0.14, 0.58, 0.22])]
-        if article == "Track Pants":
-            parts += [("stripe", [0.27, 0.1, 0.27, 0.93]), ("stripe", [0.73, 0.1, 0.73, 0.93])]
-        return parts
+        return _bottom(article)
     if article in {"Casual Shoes", "Sports Shoes", "Formal Shoes"}:
         toe = 0.95 if article == "Formal Shoes" else 0.9
         parts = [("poly", [0.08, 0.42, 0.3, 0.4, 0.45, 0.5, toe - 0.05, 0.56, toe, 0.66, 0.08, 0.66])]

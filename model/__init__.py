@@ -13,9 +13,14 @@ BUNDLE/captioner)`: the TinyViT encoder registers itself with transformers' Auto
 transformers is imported (before or after this package).
 """
 
+from importlib import metadata
+
 import wrapt
 
-__version__ = "0.2.0"
+try:
+    __version__ = metadata.version("enrich-service")  # the release, from enrich_client/version.py at build time
+except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 
 @wrapt.when_imported("transformers")

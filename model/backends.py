@@ -1,9 +1,10 @@
 """Where the one encoder pass runs: eager torch (the reference) or OpenVINO, at a precision the hardware has.
 
-    pixels (B, 3, H, W) -> EncoderBackend.encode -> pooled (B, C), tokens (B, h*w, C), colour (B, F) | None
+    pixels (B, 3, H, W) -> EncoderBackend.encode -> Encoded: pooled (B, C), tokens (B, h*w, C), colour (B, F)
 
-Every backend returns fp32 tensors on the model's device, so the heads and the caption decoder (torch)
-read its output unchanged. What a machine can do is detected at start-up, never assumed: bf16 runs on
+A backend runs the backbone; the colour features are computed the same way for every backend
+(`model.encode`). Every backend returns fp32 tensors on the model's device, so the heads and the caption
+decoder (torch) read its output unchanged. What a machine can do is detected at start-up, never assumed: bf16 runs on
 CPUs that have it in hardware (AVX-512 BF16 or AMX), and on CUDA devices that support it.
 
 The OpenVINO export is made once and cached beside the bundle (`BUNDLE/openvino/`), keyed by the model
@@ -31,6 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .model import ColourFeatures, Encoded, TinyVitEncoder, encode
+from .options import BackendError
+
 if TYPE_CHECKING:
     from .model import EnrichModel
 
@@ -45,10 +49,6 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
-class BackendError(RuntimeError):
-    """A backend or precision was asked for that this machine or installation cannot run."""
-
-
 # --- what the machine has ----------------------------------------------------------------------------
 def cpu_flags() -> set[str]:
     try:
@@ -61,19 +61,38 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_budget() -> int:
-    """CPUs this process may use: the cgroup quota (a container's CPU limit) and affinity, not the host's count."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with contextlib.suppress(OSError, ValueError):  # cgroup v2
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+def cpu_budget(cgroup: Path = Path("/sys/fs/cgroup"), affinity: int | None = None) -> int:
+    """CPUs this process may use: the cgroup quota (a container's CPU limit) and affinity, not the host's count.
+    A fractional quota rounds down, but never below one CPU."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = affinity
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2: "max 100000" or "250000 100000"
+        quota, period = (cgroup / "cpu.max").read_text().split()
         if quota != "max":
             count = min(count, max(1, int(float(quota) / float(period))))
-    with contextlib.suppress(OSError, ValueError):  # cgroup v1
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    with contextlib.suppress(OSError, ValueError):  # cgroup v1: -1 when unlimited
+        quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
         if quota > 0 and period > 0:
             count = min(count, max(1, quota // period))
     return max(1, count)
+
+
+def resolve_device(device: str) -> str:
+    """`auto`: the first CUDA device when torch sees one, else the CPU. Raises BackendError for a device this
+    machine does not have."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise BackendError(f"device {device!r} is not one torch knows: use auto, cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise BackendError(f"device {device!r}: Enrich runs on cpu or cuda")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise BackendError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def fast_precisions(device: str) -> list[Precision]:
@@ -103,15 +122,18 @@ class BackendChoice:
         return f"{self.name}/{self.precision.value}"
 
 
-def choose_backend(backend: str, precision: str, device: str) -> BackendChoice:
-    """Resolve `auto` for both: OpenVINO on CPU when installed, the fastest precision the hardware has."""
+def choose_backend(backend: str, precision: str, device: str, compile: bool = False) -> BackendChoice:
+    """Resolve `auto` for both: OpenVINO on CPU when installed (torch when asked to compile), the fastest
+    precision the hardware has."""
     available = available_backends(device)
     if backend == "auto":
-        backend = "openvino" if "openvino" in available else "torch"
+        backend = "openvino" if "openvino" in available and not compile else "torch"
     elif backend not in available:
         why = "it is not installed (pip install openvino)" if backend == "openvino" and device == "cpu" \
             else f"it does not run on {device}"
         raise BackendError(f"backend {backend!r} is not available here: {why}; available: {', '.join(available)}")
+    if compile and backend != "torch":
+        raise BackendError(f"--compile applies to the torch backend, not {backend}: add --backend torch")
     fast = fast_precisions(device)
     if precision == "auto":
         chosen = fast[0] if fast else Precision.FP32
@@ -127,41 +149,54 @@ def choose_backend(backend: str, precision: str, device: str) -> BackendChoice:
 
 # --- backends ----------------------------------------------------------------------------------------
 class EncoderBackend:
+    """Runs the backbone (`backbone`); `encode` adds the colour features of the same pixels, alike for all."""
+
     choice: BackendChoice
 
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def __init__(self, colour: ColourFeatures | None) -> None:
+        self.colour = colour
+
+    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled (B, C), tokens (B, h*w, C)), fp32."""
         raise NotImplementedError
+
+    def encode(self, pixels: torch.Tensor) -> Encoded:
+        return encode(self.backbone, self.colour, pixels)
 
 
 class TorchEncoder(EncoderBackend):
-    """Eager PyTorch: channels_last memory layout (+15-40% on CPU), inference_mode, autocast for bf16/fp16.
+    """Eager PyTorch: channels_last memory layout (faster convolutions on CPU), autocast for bf16/fp16.
 
     `compile=True` runs the backbone through torch.compile (dynamic batch size, so one compilation
     serves every batch): worth it on GPUs, where it fuses the many small kernels; the first batch then
-    takes minutes, which the server's warm-up absorbs before it reports SERVING."""
+    takes minutes, which the server's warm-up absorbs before it reports SERVING. `channels_last=False`
+    keeps the layout training uses (the benchmark's reference)."""
 
-    def __init__(self, model: EnrichModel, precision: Precision = Precision.FP32, compile: bool = False) -> None:
-        self.model, self.choice = model, BackendChoice("torch", precision)
-        self.device = next(model.parameters()).device
-        model.encoder.to(memory_format=torch.channels_last)
+    def __init__(self, encoder: TinyVitEncoder, colour: ColourFeatures | None, precision: Precision = Precision.FP32,
+                 compile: bool = False, channels_last: bool = True) -> None:
+        super().__init__(colour)
+        self.choice = BackendChoice("torch", precision)
+        self.device = next(encoder.parameters()).device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        encoder.to(memory_format=self.memory_format)
         self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
-        self.features = torch.compile(model.encoder.features, dynamic=True) if compile else model.encoder.features
+        self.features = torch.compile(encoder.features, dynamic=True) if compile else encoder.features
 
-    @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        pixels = pixels.to(self.device, non_blocking=True)
+    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            pooled, tokens = self.features(pixels.contiguous(memory_format=torch.channels_last))
-        colour = self.model.colour(pixels) if self.model.colour is not None else None
-        return pooled.float(), tokens.float(), colour
+            pooled, tokens = self.features(pixels.contiguous(memory_format=self.memory_format))
+        return pooled.float(), tokens.float()
+
+    def encode(self, pixels: torch.Tensor) -> Encoded:
+        return super().encode(pixels.to(self.device, non_blocking=True))
 
 
-class _Features(nn.Module):
-    """The graph OpenVINO converts: the backbone pass only (the colour features stay in torch)."""
+class _Backbone(nn.Module):
+    """The graph OpenVINO converts: the backbone pass only."""
 
-    def __init__(self, model: EnrichModel) -> None:
+    def __init__(self, encoder: TinyVitEncoder) -> None:
         super().__init__()
-        self.encoder = model.encoder
+        self.encoder = encoder
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder.features(pixel_values)
@@ -201,17 +236,19 @@ class OpenVinoEncoder(EncoderBackend):
     """The backbone compiled by OpenVINO for this CPU; bf16 via its inference precision hint.
 
     A batch runs as two halves on two streams, each with half the threads: small convolutions and
-    attention blocks keep one thread each busier than two threads share one op. Measured on 2 cores at
-    batch 8: fp32 53 -> 57 img/s, bf16 77 -> 93. A lone image takes the other compilation, which gives it
-    every thread, so a single unary call does not wait twice as long."""
+    attention blocks keep one thread each busier than two threads share one op (the README has the
+    figures). A lone image takes the other compilation, which gives it every thread, so a single unary
+    call does not wait twice as long."""
 
-    def __init__(self, model: EnrichModel, input_size: tuple[int, int], model_version: str,
-                 precision: Precision = Precision.FP32, cache_dir: Path | None = None, threads: int = 0) -> None:
+    def __init__(self, encoder: TinyVitEncoder, colour: ColourFeatures | None, input_size: tuple[int, int],
+                 model_version: str, precision: Precision = Precision.FP32, cache_dir: Path | None = None,
+                 threads: int = 0) -> None:
         ov = import_openvino()
 
-        self.model, self.choice = model, BackendChoice("openvino", precision)
+        super().__init__(colour)
+        self.choice = BackendChoice("openvino", precision)
         core = ov.Core()
-        graph = self._exported(ov, core, model, input_size, model_version, cache_dir)
+        graph = self._exported(ov, core, encoder, input_size, model_version, cache_dir)
         threads = threads or cpu_budget()
         self.streams = 2 if threads >= 2 else 1
         base = {"INFERENCE_PRECISION_HINT": "bf16" if precision is Precision.BF16 else "f32",
@@ -224,7 +261,7 @@ class OpenVinoEncoder(EncoderBackend):
             self.parallel = [throughput.create_infer_request() for _ in range(self.streams)]
 
     @staticmethod
-    def _exported(ov, core, model: EnrichModel, input_size: tuple[int, int], model_version: str,
+    def _exported(ov, core, encoder: TinyVitEncoder, input_size: tuple[int, int], model_version: str,
                   cache_dir: Path | None):
         from enrich_model import __version__ as code_version
 
@@ -246,7 +283,8 @@ class OpenVinoEncoder(EncoderBackend):
         # traced branch is the right one for every image, so the tracer's warnings say nothing here.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            graph = ov.convert_model(_Features(model).eval(), example_input=example,
+            warnings.simplefilter("ignore", FutureWarning)  # torch deprecating the tracer OpenVINO converts with
+            graph = ov.convert_model(_Backbone(encoder).eval(), example_input=example,
                                      input=[ov.PartialShape([-1, 3, height, width])])
         log.info("exported the encoder to OpenVINO in %.1f s", time.perf_counter() - started)
         if cache_dir:
@@ -257,26 +295,23 @@ class OpenVinoEncoder(EncoderBackend):
                             "(`enrich export` writes it ahead of time)", cache_dir, error.strerror or error)
         return graph
 
-    @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         array = pixels.numpy()
         if self.streams == 1 or len(array) < 2:
             outputs = self.single.infer([array], share_inputs=True)
-            pooled, tokens = (torch.from_numpy(outputs[i].copy()) for i in range(2))
-        else:
-            parts = [np.ascontiguousarray(part) for part in np.array_split(array, self.streams)]  # alive until done
-            started = []
-            try:
-                for request, part in zip(self.parallel, parts, strict=True):
-                    request.start_async([part], share_inputs=True)
-                    started.append(request)
-            finally:  # even when one fails, none may still read `parts` (shared, not copied) after we return
-                for request in started:
-                    request.wait()
-            pooled, tokens = (torch.from_numpy(np.concatenate([r.get_output_tensor(i).data for r in self.parallel]))
-                              for i in range(2))
-        colour = self.model.colour(pixels) if self.model.colour is not None else None
-        return pooled, tokens, colour
+            return torch.from_numpy(outputs[0].copy()), torch.from_numpy(outputs[1].copy())
+        parts = [np.ascontiguousarray(part) for part in np.array_split(array, self.streams)]  # alive until done
+        started = []
+        try:
+            for request, part in zip(self.parallel, parts, strict=True):
+                request.start_async([part], share_inputs=True)
+                started.append(request)
+        finally:  # even when one fails, none may still read `parts` (shared, not copied) after we return
+            for request in started:
+                request.wait()
+        pooled, tokens = (torch.from_numpy(np.concatenate([r.get_output_tensor(i).data for r in self.parallel]))
+                          for i in range(2))
+        return pooled, tokens
 
 
 def build_encoder_backend(model: EnrichModel, choice: BackendChoice, input_size: tuple[int, int],
@@ -284,5 +319,6 @@ def build_encoder_backend(model: EnrichModel, choice: BackendChoice, input_size:
                           compile: bool = False) -> EncoderBackend:
     if choice.name == "openvino":
         cache = bundle_path / "openvino" if bundle_path else None
-        return OpenVinoEncoder(model, input_size, model_version, choice.precision, cache, threads)
-    return TorchEncoder(model, choice.precision, compile)
+        return OpenVinoEncoder(model.encoder, model.colour, input_size, model_version, choice.precision, cache,
+                               threads)
+    return TorchEncoder(model.encoder, model.colour, choice.precision, compile)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import platform
 import shutil
 from dataclasses import dataclass
@@ -29,21 +28,24 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, VisionEncoderDe
 from . import model as model_module
 from .bundle_config import (
     BUNDLE_FORMAT,
+    CAPTIONER_DIR,
     CONFIG_FILE,
+    HEADS_FILE,
     BackboneConfig,
     BundleConfig,
     BundleError,
     CaptionConfig,
     HeadsConfig,
+    open_bundle,
+    weights_digest,
 )
 from .consistency import CaptionLexicon
 from .model import AttributeHeads, ColourFeatures, EnrichModel
 from .preprocess import Preprocessing
 from .schema import CLASSIFIED_ATTRIBUTES, LabelVocab, Taxonomy
 
-__all__ = ["BUNDLE_FORMAT", "CONFIG_FILE", "Bundle", "BundleError", "load_bundle", "save_bundle"]
+__all__ = ["BUNDLE_FORMAT", "CONFIG_FILE", "Bundle", "BundleError", "build_heads", "load_bundle", "save_weights"]
 
-HEADS_FILE = "heads.safetensors"
 MODEL_CODE_FILE = "modeling_enrich_tinyvit.py"  # copied beside the captioner weights, for trust_remote_code
 
 
@@ -74,9 +76,10 @@ class Bundle:
         return self.config.heads.abstain_thresholds
 
 
-def save_bundle(
+def save_weights(
     out: Path,
     model: EnrichModel,
+    heads: HeadsConfig,
     tokenizer: PreTrainedTokenizerBase,
     preprocessing: Preprocessing,
     vocabs: dict[str, LabelVocab],
@@ -84,38 +87,32 @@ def save_bundle(
     name: str = "enrich",
     weights: str = "random",
     lexicon: CaptionLexicon | None = None,
-    abstain_thresholds: dict[str, float] | None = None,
     training: dict | None = None,
 ) -> BundleConfig:
-    """Write the bundle and return its config; the model version is derived from the weights' hash."""
+    """Every file of the bundle but enrich.json (which makes the folder a bundle), and the config that describes
+    them (`config.write(out)` makes it a bundle): the trainer loads the weights back with it, evaluates them,
+    and then writes it, once, with the metrics. `heads`: the config `build_heads` made the heads from."""
     out.mkdir(parents=True, exist_ok=True)
-    encoder_config = model.encoder.config
     # Remote-code loading: the encoder config names its classes, whose code travels with the weights.
     module = MODEL_CODE_FILE.removesuffix(".py")
-    encoder_config.auto_map = {"AutoConfig": f"{module}.TinyVitEncoderConfig",
-                               "AutoModel": f"{module}.TinyVitEncoder"}
-    model.captioner.save_pretrained(out / "captioner")
-    shutil.copyfile(model_module.__file__, out / "captioner" / MODEL_CODE_FILE)
+    model.encoder.config.auto_map = {"AutoConfig": f"{module}.TinyVitEncoderConfig",
+                                     "AutoModel": f"{module}.TinyVitEncoder"}
+    model.captioner.save_pretrained(out / CAPTIONER_DIR)
+    shutil.copyfile(model_module.__file__, out / CAPTIONER_DIR / MODEL_CODE_FILE)
     tokenizer.save_pretrained(out / "tokenizer")
     heads_state = {k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}
     safetensors.torch.save_file(heads_state, out / HEADS_FILE)
-    digest = hashlib.sha256()
-    for path in sorted([out / HEADS_FILE, *sorted((out / "captioner").glob("*.safetensors"))]):
-        digest.update(path.read_bytes())
-    decoder_config = model.captioner.decoder.config
-    config = BundleConfig(
-        model_version=f"{name}-{digest.hexdigest()[:12]}",
+    digest = weights_digest(out)
+    encoder_config, decoder_config = model.encoder.config, model.captioner.decoder.config
+    return BundleConfig(
+        model_version=f"{name}-{digest[:12]}", weights_sha256=digest,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         backbone=BackboneConfig(encoder_config.backbone, encoder_config.backbone_kwargs, encoder_config.hidden_size,
                                 weights),
         preprocessing=preprocessing.to_json(),
         attributes={name: vocab.labels for name, vocab in vocabs.items()},
         taxonomy=taxonomy.to_json(),
-        heads=HeadsConfig(
-            dropout=model.heads.dropout.p, colour_bins=model.colour.bins if model.colour else 0,
-            colour_levels=model.colour.levels if model.colour else 0,
-            colour_attributes=list(model.heads.colour_attributes), abstain_thresholds=dict(abstain_thresholds or {}),
-        ),
+        heads=heads,
         caption=CaptionConfig(
             decoder=decoder_config.name_or_path or "small", decoder_layers=decoder_config.n_layer,
             decoder_width=decoder_config.n_embd, vocab_size=len(tokenizer),
@@ -126,27 +123,34 @@ def save_bundle(
                   "transformers": transformers.__version__},
         training=dict(training or {}),
     )
-    config.write(out)
-    return config
 
 
-def load_bundle(path: Path | str, device: str = "cpu") -> Bundle:
+def build_heads(config: HeadsConfig, in_features: int, num_classes: dict[str, int],
+                preprocessing: Preprocessing) -> tuple[AttributeHeads, ColourFeatures | None]:
+    """The heads and colour features a HeadsConfig describes: the trainer builds them from its arguments,
+    `load_bundle` from enrich.json, so the two cannot disagree."""
+    colour = ColourFeatures(preprocessing.mean, preprocessing.std, config.colour_bins, config.colour_levels) \
+        if config.colour_bins else None
+    heads = AttributeHeads(in_features, num_classes, config.dropout, colour.num_features if colour else 0,
+                           tuple(config.colour_attributes))
+    return heads, colour
+
+
+def load_bundle(path: Path | str, device: str = "cpu", config: BundleConfig | None = None) -> Bundle:
+    """The bundle at `path`, its weights checked against enrich.json first. `config`: its description when the
+    caller has it already, checked (a server checks the bundle before it imports torch) or just made
+    (`save_weights`), so that it is not read or hashed twice."""
     path = Path(path)
-    config = BundleConfig.read(path)
-    captioner = VisionEncoderDecoderModel.from_pretrained(path / "captioner")
+    config = config or open_bundle(path)
+    captioner = VisionEncoderDecoderModel.from_pretrained(path / CAPTIONER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
     vocabs = {name: LabelVocab(name, labels) for name, labels in config.attributes.items()}
     missing = set(CLASSIFIED_ATTRIBUTES) - set(vocabs)
     if missing:
         raise BundleError(f"{path}: no vocabulary for {sorted(missing)}")
     preprocessing = Preprocessing.from_json(config.preprocessing)
-    colour = ColourFeatures(preprocessing.mean, preprocessing.std, config.heads.colour_bins,
-                            config.heads.colour_levels) \
-        if config.heads.colour_bins else None
-    heads = AttributeHeads(
-        config.backbone.num_features, {name: len(v) for name, v in vocabs.items()}, dropout=config.heads.dropout,
-        colour_features=colour.num_features if colour else 0, colour_attributes=tuple(config.heads.colour_attributes),
-    )
+    heads, colour = build_heads(config.heads, config.backbone.num_features, {n: len(v) for n, v in vocabs.items()},
+                                preprocessing)
     heads.load_state_dict(safetensors.torch.load_file(path / HEADS_FILE))
     model = EnrichModel(captioner, heads, colour).to(device).eval()
     return Bundle(model=model, tokenizer=tokenizer, preprocessing=preprocessing, vocabs=vocabs,

@@ -6,13 +6,17 @@ not pay for importing torch. `bundle.py` (which needs torch) writes and loads th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 BUNDLE_FORMAT = "enrich-bundle/2"  # 2: colour features, temperatures, abstain thresholds, caption lexicon
 CONFIG_FILE = "enrich.json"
+HEADS_FILE = "heads.safetensors"
+CAPTIONER_DIR = "captioner"
 RANDOM_WEIGHTS = "random"  # BackboneConfig.weights when no pretrained weights were used
+MAX_NEW_TOKENS = 32  # longest caption the decoder writes, in tokens
 
 
 class BundleError(RuntimeError):
@@ -47,13 +51,13 @@ class CaptionConfig:
     decoder_layers: int = 0
     decoder_width: int = 0
     vocab_size: int = 0
-    max_new_tokens: int = 32
+    max_new_tokens: int = MAX_NEW_TOKENS
     lexicon: dict = field(default_factory=dict)  # CaptionLexicon.to_json(): colour/gender words, nouns
 
 
 @dataclass
 class BundleConfig:
-    model_version: str  # "<name>-<first 12 hex of the weights' sha256>"
+    model_version: str  # "<name>-<first 12 hex of weights_sha256>"
     created: str
     backbone: BackboneConfig
     preprocessing: dict  # Preprocessing.to_json()
@@ -66,6 +70,7 @@ class BundleConfig:
     test_metrics: dict = field(default_factory=dict)  # what `enrich evaluate` measured on the test split
     warnings: list[str] = field(default_factory=list)  # said at the end of training and by GetModelInfo
     format: str = BUNDLE_FORMAT
+    weights_sha256: str = ""  # of the weight files (`weights_digest`); bundles written before it: see verify
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -96,6 +101,16 @@ class BundleConfig:
         except (KeyError, TypeError) as error:
             raise BundleError(f"{config_path} is incomplete or from another build: {error}") from error
 
+    def verify_weights(self, path: Path | str) -> None:
+        """Refuses weights that are not the ones this enrich.json was written with: a changed or corrupt file
+        would otherwise serve, and be cached, under the old model version."""
+        recorded = self.weights_sha256 or self.model_version.rsplit("-", 1)[-1]
+        actual = weights_digest(path)
+        if not actual.startswith(recorded) or not recorded:
+            raise BundleError(f"{path}: the weights do not match the bundle's recorded hash (sha256 {recorded[:12]}, "
+                              f"the files give {actual[:12]}): {HEADS_FILE} or {CAPTIONER_DIR}/*.safetensors changed "
+                              "or is damaged since the bundle was written; fetch or copy the bundle again")
+
     def write(self, path: Path | str) -> None:
         (Path(path) / CONFIG_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
@@ -104,3 +119,33 @@ class BundleConfig:
         recorded = self.training.get("majority", {}).get(attribute)
         labels = self.attributes.get(attribute)
         return recorded or (labels[0] if labels else None)
+
+
+def weight_files(path: Path | str) -> list[Path]:
+    """The files whose bytes make the model version: the captioner's safetensors (the backbone and the
+    decoder) and the heads."""
+    path = Path(path)
+    files = sorted([path / HEADS_FILE, *(path / CAPTIONER_DIR).glob("*.safetensors")])
+    missing = [str(f.relative_to(path)) for f in files if not f.is_file()]
+    if missing or len(files) < 2:
+        raise BundleError(f"{path}: incomplete bundle, {', '.join(missing) or CAPTIONER_DIR + '/*.safetensors'} "
+                          "missing")
+    return files
+
+
+def weights_digest(path: Path | str) -> str:
+    """SHA-256 over the weight files' bytes, in a fixed order."""
+    digest = hashlib.sha256()
+    for file in weight_files(path):
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_bundle(path: Path | str) -> BundleConfig:
+    """enrich.json, read and checked against the weights beside it; torch-free, so that a server refuses a bad
+    bundle in a moment, before it loads any model code."""
+    config = BundleConfig.read(path)
+    config.verify_weights(path)
+    return config

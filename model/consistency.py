@@ -16,12 +16,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from enrich_model.schema import BASE_COLOURS, GENDERS
+from enrich_model.schema import BASE_COLOURS, GENDERS, HEADLINE_ATTRIBUTES
 
-COLOUR = "baseColour"
-GENDER = "gender"
-ARTICLE = "articleType"
-KINDS: tuple[str, ...] = (COLOUR, GENDER, ARTICLE)
+GENDER, COLOUR, ARTICLE = HEADLINE_ATTRIBUTES  # what a caption must agree with
+KINDS: tuple[str, ...] = (COLOUR, GENDER, ARTICLE)  # in the order edits are made
 # When phrases of different kinds match with the same length the noun wins, then the colour, then the gender.
 _PRIORITY: tuple[str, ...] = (ARTICLE, COLOUR, GENDER)
 _MAX_NOUN_WORDS = 3

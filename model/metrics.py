@@ -139,4 +139,6 @@ def format_metrics(metrics: dict) -> str:
             if "decoder_all" in consistency:
                 text += f" (decoder alone {consistency['decoder_all']:.3f})"
         lines.append(text + f" (n={caption['support']})")
+    if "served_as" in metrics:
+        lines.append(f"measured as served: {metrics['served_as']}")
     return "\n".join(lines)

@@ -7,11 +7,17 @@
 
 The captioner is a `VisionEncoderDecoderModel` whose encoder is the same TinyViT (wrapped as a
 `PreTrainedModel`), so the heads and the decoder share one set of backbone weights and one pass.
+`encode()` is the one place a backbone pass and the colour features of the same pixels come together:
+the trainer calls it with the eager backbone, serving through an encoder backend (`backends.py`).
+
+This file is also copied beside the saved captioner weights (trust_remote_code loading without enrich):
+it imports only torch, timm and transformers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import timm
@@ -126,8 +132,7 @@ def build_small_decoder(vocab_size: int, bos_id: int, eos_id: int, spec: Decoder
 
 
 def build_captioner(
-    encoder: TinyVitEncoder, decoder: GPT2LMHeadModel, bos_id: int, eos_id: int, pad_id: int,
-    max_new_tokens: int = 32,
+    encoder: TinyVitEncoder, decoder: GPT2LMHeadModel, bos_id: int, eos_id: int, pad_id: int, max_new_tokens: int,
 ) -> VisionEncoderDecoderModel:
     decoder.config.pad_token_id = pad_id
     captioner = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -186,8 +191,8 @@ class ColourFeatures(nn.Module):
         # Triangular (linear) bin weights: a colour between two bins counts for both, so small shifts of
         # light move mass smoothly instead of flipping bins.
         weights = (1 - (balanced[..., None, :] - centres[:, None]).abs() * (self.bins - 1)).clamp(min=0)
-        # The joint (r, g, b) histogram as one batched matmul: (r x g) pairs against foreground-weighted b.
-        # (torch.einsum over the four factors at once ran 20 times slower on CPU.)
+        # The joint (r, g, b) histogram as one batched matmul: (r x g) pairs against foreground-weighted b
+        # (a four-factor torch.einsum is far slower on CPU).
         batch, pixels = foreground.shape
         red_green = (weights[:, 0, :, None] * weights[:, 1, None]).reshape(batch, self.bins ** 2, pixels)
         histogram = red_green @ (weights[:, 2] * foreground[:, None]).transpose(1, 2)
@@ -204,10 +209,7 @@ class ColourFeatures(nn.Module):
 
         Interior pixels are those that differ from none of their 4 neighbours by more than 4%: outlines,
         anti-aliased edges and print borders are mixtures of colours and drop out. The median, not the
-        mean, so a print that covers a third of the product does not pull the answer towards its colour.
-        Measured on the 3,000-image synthetic catalogue (colour-only linear heads, chosen on validation):
-        histogram alone 0.943 test / 0.956 fresh catalogue / 0.937 photo-like; with the dominant colour
-        0.957 / 0.966 / 0.951."""
+        mean, so a print that covers a third of the product does not pull the answer towards its colour."""
         if max(rgb.shape[-2:]) > self.detail_resolution:
             rgb = nn.functional.adaptive_avg_pool2d(rgb, self.detail_resolution)
         light = nn.functional.interpolate(light, size=rgb.shape[-2:], mode="bilinear", align_corners=True)
@@ -357,6 +359,22 @@ def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tens
     return total
 
 
+# --- one encoder pass ------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    pooled: torch.Tensor  # (B, C): for the heads
+    tokens: torch.Tensor  # (B, h*w, C): for the caption decoder
+    colour: torch.Tensor | None  # (B, F): colour features of the same pixels, when the model has them
+
+
+def encode(backbone: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], colour: ColourFeatures | None,
+           pixels: torch.Tensor) -> Encoded:
+    """One backbone pass (`backbone` returns pooled features and tokens) and the colour features of the same
+    pixels: every path from pixels to features, in training and in serving, goes through here."""
+    pooled, tokens = backbone(pixels)
+    return Encoded(pooled, tokens, colour(pixels) if colour is not None else None)
+
+
 class AttributeClassifier(nn.Module):
     """What the heads stage trains: backbone (when fine-tuning), colour features and heads, with its loss.
 
@@ -373,9 +391,8 @@ class AttributeClassifier(nn.Module):
     def forward(self, pixel_values: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
                 colour: torch.Tensor | None = None, **labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if pooled is None:
-            pooled, _ = self.encoder.features(pixel_values)
-        if colour is None and self.colour is not None and pixel_values is not None:
-            colour = self.colour(pixel_values)
+            encoded = encode(self.encoder.features, self.colour, pixel_values)
+            pooled, colour = encoded.pooled, encoded.colour
         logits = self.heads(pooled, colour)
         targets = {name.removeprefix("label_"): value for name, value in labels.items()}
         loss = attribute_loss(logits, targets, self.label_smoothing, self.logit_adjustment) if targets else None
@@ -391,9 +408,9 @@ class Captions:
 
 
 class EnrichModel(nn.Module):
-    """Backbone + heads + captioner for inference; `captioner.encoder` is the one backbone.
-
-    Training wraps the parts it trains instead (AttributeClassifier, the captioner alone)."""
+    """Backbone + colour features + heads + captioner, as a bundle holds them; `captioner.encoder` is the one
+    backbone. Inference runs the backbone through an encoder backend (`backends.py`) and the stages in
+    `pipeline.py`; training wraps the parts it trains instead (AttributeClassifier, the captioner alone)."""
 
     def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads,
                  colour: ColourFeatures | None = None) -> None:
@@ -405,17 +422,6 @@ class EnrichModel(nn.Module):
     @property
     def encoder(self) -> TinyVitEncoder:
         return self.captioner.encoder
-
-    @torch.inference_mode()
-    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One backbone pass -> (pooled, tokens), plus the colour features of the same pixels."""
-        pooled, tokens = self.encoder.features(pixel_values)
-        return pooled, tokens, self.colour(pixel_values) if self.colour is not None else None
-
-    @torch.inference_mode()
-    def logits(self, pooled: torch.Tensor, colour: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Raw (uncalibrated) logits per attribute."""
-        return self.heads(pooled, colour)
 
     @torch.inference_mode()
     def caption(self, tokens: torch.Tensor, tokenizer, num_beams: int = 1,

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 CLASSIFIED_ATTRIBUTES: tuple[str, ...] = ("gender", "baseColour", "season", "usage", "articleType")
 DERIVED_ATTRIBUTES: tuple[str, ...] = ("subCategory", "masterCategory")
 CAPTION_ATTRIBUTE = "productDisplayName"
+# What a product page shows first: the caption is made to agree with these, and a model that has not learnt
+# them is not usable.
+HEADLINE_ATTRIBUTES: tuple[str, ...] = ("gender", "baseColour", "articleType")
 ALL_LABEL_ATTRIBUTES: tuple[str, ...] = CLASSIFIED_ATTRIBUTES + DERIVED_ATTRIBUTES
 STYLES_COLUMNS: tuple[str, ...] = (
     "id", "gender", "masterCategory", "subCategory", "articleType",

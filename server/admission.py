@@ -18,6 +18,11 @@ class Admission:
         self._waiters: deque[asyncio.Future] = deque()
 
     @property
+    def waiting(self) -> int:
+        """Callers waiting for a place (streams, while the server is full)."""
+        return sum(not waiter.done() for waiter in self._waiters)
+
+    @property
     def full(self) -> bool:
         return self.in_flight >= self.capacity or bool(self._waiters)
 

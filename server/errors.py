@@ -120,6 +120,10 @@ def internal_error() -> EnrichFailure:
                          "internal server error; the server log has the details")
 
 
+def request_invalid(message: str) -> EnrichFailure:
+    return EnrichFailure(grpc.StatusCode.INVALID_ARGUMENT, enrich_pb2.REQUEST_INVALID, message)
+
+
 def token_invalid(present: bool) -> EnrichFailure:
     words = "the bearer token is not one this server accepts" if present else (
         "this server requires a bearer token: send `authorization: Bearer <token>` metadata")

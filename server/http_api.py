@@ -1,5 +1,5 @@
-"""HTTP/JSON beside gRPC, in the same process, on the same event loop, through the same admission and
-batcher: `curl -T photo.jpg http://HOST:8080/v1/enrich`.
+"""HTTP/JSON beside gRPC, in the same process and event loop, through the same service (admission, cache,
+batched stages, deadlines, access log): `curl -T photo.jpg http://HOST:8080/v1/enrich`.
 
     POST|PUT /v1/enrich   body: the image bytes (raw, or the first file of a multipart form), options as
                           query parameters (top_k, caption_mode, request_id); or an EnrichRequest as
@@ -7,47 +7,49 @@ batcher: `curl -T photo.jpg http://HOST:8080/v1/enrich`.
     GET /v1/model         ModelInfo
     GET /healthz          {"status": "SERVING"} with 200, or 503 while loading or draining
 
-Answers use protobuf's JSON mapping (the proto's google.api.http routes, so Envoy's transcoder or
-grpc-gateway give the same URLs and bodies). Errors are a google.rpc.Status as JSON, with the same
-ErrorInfo reason as over gRPC, an HTTP status from the gRPC code, and Retry-After when waiting helps.
+Answers use protobuf's JSON mapping (enrich_client.contract), and the proto's google.api.http routes, so
+Envoy's transcoder or grpc-gateway give the same URLs and bodies. Every error, an unknown path included, is a
+google.rpc.Status as JSON with an HTTP status from its gRPC code (and the same ErrorInfo reason as over gRPC
+where the service gave one), plus Retry-After when waiting helps. A call's deadline is its `Grpc-Timeout`
+header (as grpc-gateway reads it), else --http-timeout-seconds; a client that disconnects cancels its call.
 
-aiohttp serves it: a maintained asyncio HTTP server that runs inside the gRPC server's own loop (no
-second thread or process, one batcher) and leaves signal handling to the gRPC server.
+aiohttp serves it: a maintained asyncio HTTP server that runs inside the gRPC server's own loop (no second
+thread or process, one batcher) and leaves signal handling to the gRPC server.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import BodyPartReader, web
 from google.protobuf import json_format
+from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
+from enrich_client.contract import caption_mode, request_from_json, to_json
 
-from .errors import EnrichFailure, image_too_many_bytes, internal_error, model_loading, token_invalid
-from .logs import printable
+from .errors import EnrichFailure, image_too_many_bytes, request_invalid, token_invalid
 from .security import BearerTokenAuth
-from .servicer import EnrichServicer
+from .service import EnrichService
 
 log = logging.getLogger("enrich.http")
 
+METHOD = "HTTP"
 HTTP_STATUS = {  # as grpc-gateway maps gRPC codes
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-CAPTION_NAMES = {name.removeprefix("CAPTION_MODE_").lower(): value
-                 for name, value in enrich_pb2.CaptionMode.items() if value}
-
-
-def to_json(message) -> dict:
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+ROUTES = "POST or PUT /v1/enrich, GET /v1/model, GET /healthz"
+GRPC_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
 def error_response(failure: EnrichFailure) -> web.Response:
@@ -57,107 +59,137 @@ def error_response(failure: EnrichFailure) -> web.Response:
     return web.json_response(body, status=http_status, headers=headers)
 
 
-def bad_request(message: str) -> web.Response:
-    return web.json_response({"code": grpc.StatusCode.INVALID_ARGUMENT.value[0], "message": message}, status=400)
+def plain_error(http_status: int, code: grpc.StatusCode, message: str) -> web.Response:
+    """An error of the HTTP layer itself (no such path, a method a path does not take): no reason to give."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    return web.json_response(json_format.MessageToDict(status), status=http_status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return plain_error(404, grpc.StatusCode.NOT_FOUND, f"no such path: {request.path}; the API has {ROUTES}")
+    except web.HTTPMethodNotAllowed as refused:
+        return plain_error(405, grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not allowed on {request.path}; "
+                           f"use {' or '.join(sorted(refused.allowed_methods))}")
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return plain_error(error.status, grpc.StatusCode.UNKNOWN, error.reason)
+    except Exception:  # a bug: the client still gets JSON, the log the traceback
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        return plain_error(500, grpc.StatusCode.INTERNAL, "internal server error; the server log has the details")
+
+
+def call_deadline(request: web.Request, default_seconds: float) -> float | None:
+    """The call's deadline as a time.perf_counter() value: its Grpc-Timeout header, else the default."""
+    header = request.headers.get("Grpc-Timeout")
+    if header is None:
+        return time.perf_counter() + default_seconds if default_seconds > 0 else None
+    matched = GRPC_TIMEOUT.match(header.strip())
+    if not matched:
+        raise request_invalid(f"Grpc-Timeout {header!r} is not a timeout such as 5S, 500m or 1M "
+                              "(at most 8 digits, then H, M, S, m, u or n)")
+    return time.perf_counter() + int(matched.group(1)) * TIMEOUT_UNITS[matched.group(2)]
+
+
+async def request_message(request: web.Request) -> enrich_pb2.EnrichRequest:
+    """The body as an EnrichRequest: JSON (a transcoder's form), a multipart form's file, or raw bytes.
+    Raises EnrichFailure (REQUEST_INVALID) in words."""
+    if request.content_type == "application/json":
+        try:
+            return request_from_json(await request.json())
+        except ValueError as error:
+            raise request_invalid(str(error)) from error
+    if request.content_type.startswith("multipart/"):
+        try:
+            image = await multipart_file(request)
+        except (ValueError, KeyError, AssertionError) as error:  # aiohttp's ways of saying the form is malformed
+            raise request_invalid("the multipart form cannot be read: its boundary is missing or does not match "
+                                  "the body, or a part is damaged") from error
+    else:
+        image = await request.read()
+    message = enrich_pb2.EnrichRequest(image=image, request_id=request.query.get("request_id", ""))
+    try:
+        if "top_k" in request.query:
+            message.top_k = int(request.query["top_k"])
+        message.caption_mode = caption_mode(request.query.get("caption_mode"))
+    except ValueError as error:
+        words = str(error) if "caption mode" in str(error) else \
+            f"top_k must be a whole number, not {request.query['top_k']!r}"
+        raise request_invalid(words) from error
+    return message
+
+
+async def multipart_file(request: web.Request) -> bytes:
+    async for part in await request.multipart():
+        if isinstance(part, BodyPartReader) and (part.filename is not None or part.name in ("image", "file")):
+            return bytes(await part.read())
+    raise request_invalid("the multipart form has no file part (name it `image`)")
 
 
 class HttpApi:
-    def __init__(self, servicer: EnrichServicer, serving: Callable[[], bool], auth: BearerTokenAuth | None,
-                 max_image_bytes: int, ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, service: EnrichService, auth: BearerTokenAuth | None, max_image_bytes: int,
+                 timeout_seconds: float = 60.0, ssl_context: ssl.SSLContext | None = None,
                  shutdown_seconds: float = 10.0) -> None:
-        self.servicer, self.serving, self.auth = servicer, serving, auth
-        self.ssl_context, self.shutdown_seconds = ssl_context, shutdown_seconds
-        self.max_image_bytes = max_image_bytes
+        self.service, self.auth, self.max_image_bytes = service, auth, max_image_bytes
+        self.timeout_seconds, self.ssl_context, self.shutdown_seconds = timeout_seconds, ssl_context, shutdown_seconds
         # A JSON body carries the image in base64 (4/3 larger); larger bodies get IMAGE_TOO_LARGE as JSON.
-        self.app = web.Application(client_max_size=max_image_bytes * 4 // 3 + 1024 * 1024)
+        self.app = web.Application(client_max_size=max_image_bytes * 4 // 3 + 1024 * 1024, middlewares=[json_errors])
         self.app.add_routes([web.post("/v1/enrich", self.enrich), web.put("/v1/enrich", self.enrich),
                              web.get("/v1/model", self.model), web.get("/healthz", self.health)])
         self.runner: web.AppRunner | None = None
-        self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.shutdown_seconds)
+        """Listens; returns the bound port (a free one for 0)."""
+        # handler_cancellation: a client that goes away cancels its call, as over gRPC.
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.shutdown_seconds,
+                                    handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]") if host not in ("[::]", "::") else None, port,
                            ssl_context=self.ssl_context)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the bound port, for port 0
-        return self.port
+        return self.runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.cleanup()
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
 
-    def _authorised(self, request: web.Request) -> EnrichFailure | None:
+    def _refused(self, request: web.Request) -> EnrichFailure | None:
         """The gRPC port's rule: with tokens configured, `Authorization: Bearer <token>` (health stays open)."""
         header = request.headers.get("Authorization")
         if self.auth is None or self.auth.authorised(header):
             return None
-        return token_invalid(present=header is not None)
+        return self.service.refuse(METHOD, token_invalid(present=header is not None))
 
     async def enrich(self, request: web.Request) -> web.Response:
-        if (refused := self._authorised(request)) is not None:
+        if (refused := self._refused(request)) is not None:
             return error_response(refused)
         try:
-            message = await self._request_message(request)
-        except ValueError as error:
-            return bad_request(str(error))
+            message = await request_message(request)
+            deadline = call_deadline(request, self.timeout_seconds)
         except web.HTTPRequestEntityTooLarge:
-            return error_response(image_too_many_bytes(request.content_length or 0, self.max_image_bytes))
-        started = time.perf_counter()
-        try:
-            with self.servicer.active():  # counted like a gRPC call: shutdown waits for it
-                response = await self.servicer.enrich_one(message, None)
+            failure = image_too_many_bytes(request.content_length or 0, self.max_image_bytes)
+            return error_response(self.service.refuse(METHOD, failure, request.query.get("request_id", "")))
         except EnrichFailure as failure:
-            self.servicer.metrics.count_item("HTTP", failure.code.name, failure.reason_name)
+            return error_response(self.service.refuse(METHOD, failure, request.query.get("request_id", "")))
+        try:
+            response = await self.service.enrich(METHOD, message, deadline)
+        except EnrichFailure as failure:
             return error_response(failure)
-        except Exception:
-            log.exception("HTTP enrich %s failed", printable(message.request_id) or "(no request id)")
-            failure = internal_error()
-            self.servicer.metrics.count_item("HTTP", failure.code.name, failure.reason_name)
-            return error_response(failure)
-        self.servicer.metrics.count_item("HTTP", "OK")
-        log.debug("HTTP enrich %s in %.1f ms", printable(message.request_id), (time.perf_counter() - started) * 1000)
         return web.json_response(to_json(response))
 
-    async def _request_message(self, request: web.Request) -> enrich_pb2.EnrichRequest:
-        """The body as an EnrichRequest: JSON (a transcoder's form), a multipart form's file, or raw bytes."""
-        content_type = request.content_type
-        if content_type == "application/json":
-            try:
-                return json_format.Parse(await request.text(), enrich_pb2.EnrichRequest())
-            except json_format.ParseError as error:
-                raise ValueError(f"the JSON body is not an EnrichRequest: {error}") from error
-        if content_type.startswith("multipart/"):
-            reader = await request.multipart()
-            async for part in reader:
-                if isinstance(part, BodyPartReader) and (part.filename is not None or part.name in ("image", "file")):
-                    image = bytes(await part.read())
-                    break
-            else:
-                raise ValueError("the multipart form has no file part (name it `image`)")
-        else:
-            image = await request.read()
-        message = enrich_pb2.EnrichRequest(image=image, request_id=request.query.get("request_id", ""))
-        if "top_k" in request.query:
-            try:
-                message.top_k = int(request.query["top_k"])
-            except ValueError as error:
-                raise ValueError(f"top_k must be a whole number, not {request.query['top_k']!r}") from error
-        if "caption_mode" in request.query:
-            name = request.query["caption_mode"].lower().removeprefix("caption_mode_")
-            if name not in CAPTION_NAMES:
-                raise ValueError(f"caption_mode must be one of {', '.join(CAPTION_NAMES)}")
-            message.caption_mode = CAPTION_NAMES[name]
-        return message
-
     async def model(self, request: web.Request) -> web.Response:
-        if (refused := self._authorised(request)) is not None:
+        if (refused := self._refused(request)) is not None:
             return error_response(refused)
-        if not self.servicer.slot.ready:
-            return error_response(model_loading())
-        return web.json_response(to_json(self.servicer.model_info()))
+        try:
+            return web.json_response(to_json(self.service.model_info(METHOD)))
+        except EnrichFailure as failure:
+            return error_response(failure)
 
     async def health(self, request: web.Request) -> web.Response:
-        serving = self.serving()
+        serving = self.service.serving
         return web.json_response({"status": "SERVING" if serving else "NOT_SERVING"}, status=200 if serving else 503)

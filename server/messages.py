@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
-from enrich_model.bundle import Bundle
+from enrich_client.contract import CAPTION_MODES, caption_mode, caption_mode_name
+from enrich_model.answers import DEFAULT_TOP_K, MAX_TOP_K, CaptionMode, ItemOptions, ItemPrediction
 from enrich_model.decode import DecodedImage, DecodeLimits
-from enrich_model.predict import MAX_TOP_K, CaptionMode, ItemOptions, ItemPrediction
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
-from .pipeline import StagedAnswer
+from .errors import request_invalid
 
-DEFAULT_TOP_K = 3
+if TYPE_CHECKING:
+    from enrich_model.bundle import Bundle
 
-CAPTION_MODES = {
-    enrich_pb2.CAPTION_MODE_UNSPECIFIED: CaptionMode.GENERATE,
-    enrich_pb2.CAPTION_MODE_GENERATE: CaptionMode.GENERATE,
-    enrich_pb2.CAPTION_MODE_BEAM_SEARCH: CaptionMode.BEAM_SEARCH,
-    enrich_pb2.CAPTION_MODE_TEMPLATE: CaptionMode.TEMPLATE,
-    enrich_pb2.CAPTION_MODE_SKIP: CaptionMode.SKIP,
-}
-PROTO_CAPTION_MODE = {mode: value for value, mode in CAPTION_MODES.items() if value}
+    from .batched import StagedAnswer
 
 
 @dataclass(frozen=True)
@@ -34,9 +29,20 @@ class Limits:
     max_queue: int
 
 
+def runtime_caption_mode(value: int) -> CaptionMode:
+    """The proto's caption mode as the runtime's (the same names); unset means GENERATE. Raises EnrichFailure
+    (REQUEST_INVALID) for a value this server's proto does not have."""
+    if value == enrich_pb2.CAPTION_MODE_UNSPECIFIED:
+        return CaptionMode.GENERATE
+    try:
+        return CaptionMode(caption_mode_name(value))
+    except ValueError:
+        raise request_invalid(f"caption_mode {value} is not one of {', '.join(CAPTION_MODES)}") from None
+
+
 def item_options(request: enrich_pb2.EnrichRequest) -> ItemOptions:
-    return ItemOptions(top_k=min(request.top_k or DEFAULT_TOP_K, MAX_TOP_K),
-                       caption=CAPTION_MODES.get(request.caption_mode, CaptionMode.GENERATE))
+    """Raises EnrichFailure (REQUEST_INVALID) for a caption mode this server does not know."""
+    return ItemOptions(top_k=request.top_k or DEFAULT_TOP_K, caption_mode=runtime_caption_mode(request.caption_mode))
 
 
 def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int) -> enrich_pb2.Metadata:
@@ -49,7 +55,7 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
         ))
     if prediction.caption is not None:
         metadata.product_display_name.CopyFrom(enrich_pb2.Caption(
-            text=prediction.caption.text, method=PROTO_CAPTION_MODE[prediction.caption.mode],
+            text=prediction.caption.text, method=caption_mode(prediction.caption.mode.value),
             confidence=prediction.caption.confidence, decoded_text=prediction.caption.decoded_text))
     return metadata
 
@@ -63,7 +69,7 @@ def encode_response(request_id: str, answer: StagedAnswer, decoded: DecodedImage
         metadata=encode_metadata(answer.prediction, decoded, size_bytes),
         model_version=model_version,
         timings=enrich_pb2.Timings(
-            decode_ms=decode_ms, queue_ms=answer.queue_ms, encoder_ms=timings.encoder_ms,
+            decode_ms=decode_ms, queue_ms=timings.queue_ms, encoder_ms=timings.encoder_ms,
             heads_ms=timings.heads_ms, caption_ms=timings.caption_ms, total_ms=total_ms,
             batch_size=timings.batch_size, caption_batch_size=timings.caption_batch_size),
     )
@@ -82,23 +88,12 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
                runtime: enrich_pb2.Runtime) -> enrich_pb2.ModelInfo:
     config = bundle.config
     height, width = bundle.preprocessing.input_size
-    attributes = []
-    for attribute in ALL_LABEL_ATTRIBUTES:
-        if attribute in DERIVED_ATTRIBUTES:
-            labels = bundle.taxonomy.parent_labels(attribute)
-            derived_from = "articleType"
-        else:
-            labels, derived_from = bundle.vocabs[attribute].labels, ""
-        threshold = config.heads.abstain_thresholds.get(derived_from or attribute, 0.0)
-        attributes.append(enrich_pb2.AttributeInfo(
-            name=attribute, field=PROTO_FIELD[attribute], labels=labels, derived_from=derived_from,
-            abstain_threshold=threshold))
     taxonomy = [enrich_pb2.TaxonomyEntry(article_type=a, sub_category=sub, master_category=master)
                 for a, (sub, master) in bundle.taxonomy.parents.items()]
     return enrich_pb2.ModelInfo(
         model_version=bundle.model_version, bundle_format=config.format, backbone=config.backbone.name,
         backbone_weights=config.backbone.weights, input_height=height, input_width=width,
-        attributes=attributes, taxonomy=taxonomy, warnings=config.warnings,
+        attributes=attribute_infos(bundle), taxonomy=taxonomy, warnings=config.warnings,
         limits=enrich_pb2.Limits(
             max_message_bytes=limits.max_message_bytes, max_image_pixels=limits.decode.max_pixels,
             max_top_k=MAX_TOP_K, max_batch_size=limits.max_batch_size,
@@ -110,6 +105,19 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
         test_metrics=flatten_metrics(config.test_metrics),
         created=config.created,
     )
+
+
+def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:
+    infos = []
+    for attribute in ALL_LABEL_ATTRIBUTES:
+        if attribute in DERIVED_ATTRIBUTES:
+            labels, derived_from = bundle.taxonomy.parent_labels(attribute), "articleType"
+        else:
+            labels, derived_from = bundle.vocabs[attribute].labels, ""
+        threshold = bundle.abstain_thresholds.get(derived_from or attribute, 0.0)
+        infos.append(enrich_pb2.AttributeInfo(name=attribute, field=PROTO_FIELD[attribute], labels=labels,
+                                              derived_from=derived_from, abstain_threshold=threshold))
+    return infos
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

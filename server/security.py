@@ -13,8 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from .errors import token_invalid
-from .logs import CallRecord
+from .errors import EnrichFailure, token_invalid
 from .settings import ServerSettings
 
 PROTECTED_PREFIX = "/enrich.v1.Enrich/"
@@ -64,12 +63,14 @@ def accepted_tokens(settings: ServerSettings) -> list[bytes]:
 
 
 class BearerTokenAuth(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` on the Enrich methods; anything else passes through."""
+    """Requires `authorization: Bearer <token>` on the Enrich methods; anything else passes through.
+    `on_refused(method, failure)` hears of every refusal (the service logs and counts it)."""
 
-    def __init__(self, tokens: list[bytes]) -> None:
+    def __init__(self, tokens: list[bytes],
+                 on_refused: Callable[[str, EnrichFailure], object] = lambda method, failure: None) -> None:
         if not tokens:
             raise ValueError("no tokens given")
-        self.tokens = tokens
+        self.tokens, self.on_refused = tokens, on_refused
 
     def authorised(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
@@ -88,9 +89,7 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
         failure = token_invalid(present=header is not None)
 
         async def refuse(_request, context: grpc.aio.ServicerContext) -> None:
-            record = CallRecord(details.method.rsplit("/", 1)[-1])
-            record.fail(failure.code.name, failure.reason_name)
-            record.write()  # the method and reason only: never the header
+            self.on_refused(details.method.rsplit("/", 1)[-1], failure)  # the method and reason: never the header
             await failure.abort(context)
 
         if handler.request_streaming and handler.response_streaming:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +22,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TINY_BACKBONE = '{"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 4]}'
 
 
-def tiny_training_args(data: Path, out: Path, **overrides: object):
-    from enrich_trainer.arguments import DataArguments, ModelArguments, TrainArguments
+def tiny_training_options(**overrides: object) -> tuple[dict, dict]:
+    """(model arguments, training arguments) of a tiny run, with `overrides` in whichever they belong to."""
+    from enrich_trainer.arguments import ModelArguments
 
     model = dict(backbone_kwargs=TINY_BACKBONE, image_size=32, pretrained="none", decoder="small",
                  decoder_layers=1, decoder_width=32, decoder_heads=2, tokenizer_vocab=300, max_caption_tokens=16)
-    train = dict(out=str(out), probe_epochs=1, head_epochs=2, caption_epochs=2, backbone_mode="finetune",
-                 progress=False)
+    train = dict(probe_epochs=1, head_epochs=2, caption_epochs=2, backbone_mode="finetune", progress=False)
     for key, value in overrides.items():
         (model if key in ModelArguments.__dataclass_fields__ else train)[key] = value
-    return DataArguments(data=str(data)), ModelArguments(**model), TrainArguments(**train)
+    return model, train
+
+
+def tiny_training_args(data: Path, out: Path, **overrides: object):
+    from enrich_trainer.arguments import DataArguments, ModelArguments, TrainArguments
+
+    model, train = tiny_training_options(**overrides)
+    return DataArguments(data=str(data)), ModelArguments(**model), TrainArguments(out=str(out), **train)
+
+
+def tiny_training_command(data: Path, out: Path, **overrides: object) -> list[str]:
+    """The same run as `enrich train` in its own process: training beside a server in this process would share
+    the CPU with that server's idle thread pools."""
+    model, train = tiny_training_options(**overrides)
+    flags = [item for key, value in {**model, **train}.items() for item in (f"--{key}", str(value))]
+    return [sys.executable, "-m", "enrich_cli.main", "train", "--data", str(data), "--out", str(out), *flags]
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +70,23 @@ def bundle_dir(trained) -> Path:
     return trained[0]
 
 
+def wait_for(condition, timeout: float = 20.0) -> None:
+    """Until `condition()` holds (a test waits for the event, never for a guessed time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """wait_for, inside an event loop."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 def image_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
@@ -67,7 +103,7 @@ class LoopbackServer:
     """An EnrichServer on 127.0.0.1 with its event loop in a background thread."""
 
     def __init__(self, bundle: Path, **settings: object) -> None:
-        from enrich_server.app import EnrichServer
+        from enrich_server.ports import EnrichServer
         from enrich_server.settings import ServerSettings
 
         self.loop = asyncio.new_event_loop()
@@ -80,7 +116,7 @@ class LoopbackServer:
                                                   **settings}))
 
         self.server = self.call(create())
-        self.port = self.call(self.server.start())
+        self.port = self.call(self.server.start())["port"]
         self.target = f"127.0.0.1:{self.port}"
 
     def call(self, coroutine, timeout: float = 120.0):
@@ -111,3 +147,23 @@ def client(server: LoopbackServer):
 
     with EnrichClient(server.target, timeout=60) as connected:
         yield connected
+
+
+NODE_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "node"
+
+
+@pytest.fixture(scope="session")
+def node_client() -> Path:
+    """clients/node/enrich.js with its dependencies installed (`npm ci`: exactly the committed lock file)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Node.js client: install node and npm")
+        pytest.skip("node and npm are not installed")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, capture_output=True,
+                   timeout=300)
+    return NODE_CLIENT / "enrich.js"
+
+
+def node_command(script: Path, *args: str) -> list[str]:
+    return [shutil.which("node"), str(script), *args]

@@ -19,12 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
 
-from .conftest import LoopbackServer
+from .conftest import LoopbackServer, wait_for
 
 
 class GatedModel:
     def __init__(self, server: LoopbackServer) -> None:
-        self.batcher = server.server.slot.pipeline.encoder_stage
+        self.batcher = server.server.service.model.batched.encoder_stage
         self.process = self.batcher.process
         self.entered, self.gate = threading.Event(), threading.Event()
         self.batcher.process = self
@@ -35,11 +35,7 @@ class GatedModel:
         return self.process(items)
 
 
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
+
 
 
 @pytest.fixture()
@@ -119,8 +115,8 @@ def test_overload_refuses_unary_at_once_with_a_retry_hint_and_slows_streams(gate
         assert elapsed < 1.0, f"refusal took {elapsed * 1000:.0f} ms"  # not queued: the call's deadline is 60 s
 
         streamed = pool.submit(lambda: list(client.enrich_stream(((f"s{n}", d) for n, d in enumerate(data)),
-                                                                 caption="skip")))
-        time.sleep(0.5)
+                                                                 caption_mode="skip")))
+        wait_for(lambda: server.server.service.admission.waiting == 1)  # the stream's first item, in line
         assert not streamed.done()  # waiting for room, not failed
         health = health_pb2_grpc.HealthStub(client.channel)
         assert health.Check(health_pb2.HealthCheckRequest(service="enrich.v1.Enrich"), timeout=5).status == \
@@ -160,16 +156,17 @@ def test_drain_cutoff_answers_accepted_items_then_ends_the_stream_with_shutting_
 
     def consume(client: EnrichClient):
         try:
-            answers.extend(client.enrich_stream(requests(), caption="skip", timeout=60))
+            answers.extend(client.enrich_stream(requests(), caption_mode="skip", timeout=60))
         except EnrichError as error:
             return error
         return None
 
     with EnrichClient(server.target) as client, ThreadPoolExecutor(1) as pool:
         consuming = pool.submit(consume, client)
-        wait_for(lambda: server.server.servicer.admission.in_flight == 2)
+        wait_for(lambda: server.server.service.admission.in_flight == 2)
         stopping = asyncio.run_coroutine_threadsafe(server.server.stop(grace=2), server.loop)  # cutoff after 1 s
-        time.sleep(1.2)
+        service = server.server.service
+        wait_for(lambda: service.drain_cutoff is not None and time.perf_counter() > service.drain_cutoff)
         more.set()
         model.gate.set()
         ending = consuming.result(30)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,19 +36,42 @@ def photos(catalogue_dir: Path, tmp_path: Path) -> Path:
 
 
 class SlowServer(LoopbackServer):
-    """The test bundle, slowed to ~40 img/s, so a run can be interrupted midway."""
+    """The test bundle, slowed to ~40 img/s; with `answer_first`, it answers that many images and then holds
+    every batch until `release()`: the test, not the clock, decides when a run is interrupted."""
 
-    def __init__(self, bundle: Path, port: int = 0, **settings: object) -> None:
+    def __init__(self, bundle: Path, port: int = 0, answer_first: int | None = None, **settings: object) -> None:
         super().__init__(bundle, max_batch_size=2, max_delay_ms=1, **({"port": port} if port else {}), **settings)
         self.load()
-        stage = self.server.slot.pipeline.encoder_stage
+        stage = self.server.service.model.batched.encoder_stage
         process = stage.process
+        self.answered, self.held, self.gate = 0, threading.Event(), threading.Event()
 
         def slowly(items):
+            if answer_first is not None and self.answered >= answer_first:
+                self.held.set()
+                self.gate.wait(120)
             time.sleep(0.05)
+            self.answered += len(items)
             return process(items)
 
         stage.process = slowly
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+def summary(stderr: str) -> dict[str, int]:
+    """The counts of bulk's summary line, read whole (so "1 enriched" never matches "11 enriched")."""
+    found = re.search(r"^(\d+) enriched, (\d+) failed, (\d+) already in the output", stderr, re.MULTILINE)
+    assert found, stderr
+    return dict(zip(("enriched", "failed", "already"), map(int, found.groups()), strict=True))
+
+
+def wait_for_rows(out: Path, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not out.exists() or out.read_text().count("\n") < count:
+        assert time.monotonic() < deadline, f"fewer than {count} rows in {out}"
+        time.sleep(0.02)
 
 
 def rows(path: Path) -> list[dict]:
@@ -58,64 +83,68 @@ def rows(path: Path) -> list[dict]:
 
 def test_bulk_writes_one_row_per_image_in_jsonl_and_csv(server: LoopbackServer, photos: Path, tmp_path: Path):
     for out in (tmp_path / "results.jsonl", tmp_path / "results.csv"):
-        result = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption", "skip"),
+        result = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip"),
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 1, result.stderr  # one image failed
-        assert "120 enriched, 1 failed" in result.stderr and "IMAGE_UNDECODABLE 1" in result.stderr
+        assert summary(result.stderr) == {"enriched": 120, "failed": 1, "already": 0}
+        assert "IMAGE_UNDECODABLE 1" in result.stderr
         written = rows(out)
-        assert len(written) == 121 and len({r["request_id"] for r in written}) == 121
-        broken = next(r for r in written if r["request_id"].endswith("broken.jpg"))
-        good = next(r for r in written if r["request_id"].endswith("000.jpg"))
+        assert len(written) == 121 and len({r["requestId"] for r in written}) == 121
+        broken = next(r for r in written if r["requestId"].endswith("broken.jpg"))
+        good = next(r for r in written if r["requestId"].endswith("000.jpg"))
         if out.suffix == ".csv":
             assert broken["status"] == "INVALID_ARGUMENT" and broken["reason"] == "IMAGE_UNDECODABLE"
-            assert good["status"] == "OK" and good["article_type"] and float(good["article_type_confidence"]) > 0
+            assert good["status"] == "OK" and good["articleType"] and float(good["articleTypeConfidence"]) > 0
         else:
             assert broken["status"]["reason"] == "IMAGE_UNDECODABLE"
-            assert good["status"]["code"] == 0 and good["metadata"]["article_type"]["label"]
-        again = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out)),
+            assert good["status"]["code"] == 0 and good["metadata"]["articleType"]["label"]
+        again = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip"),
                                capture_output=True, text=True, timeout=300)
-        assert "0 enriched, 0 failed, 121 already in the output" in again.stderr
+        assert again.returncode == 1, again.stderr  # the failed row is still there: not a complete catalogue
+        assert summary(again.stderr) == {"enriched": 0, "failed": 0, "already": 121}
+        assert "(1 of them failed)" in again.stderr
         assert len(rows(out)) == 121
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_an_interrupted_run_continues_and_writes_each_image_once(bundle_dir: Path, photos: Path, tmp_path: Path,
                                                                  sig: signal.Signals):
-    server = SlowServer(bundle_dir)
+    server = SlowServer(bundle_dir, answer_first=20)  # then it holds: the run cannot finish before the signal
     out = tmp_path / "results.jsonl"
     try:
-        run = subprocess.Popen(bulk_command(server.target, str(photos), "--out", str(out), "--caption", "skip"),
+        run = subprocess.Popen(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while (not out.exists() or out.read_text().count("\n") < 20) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert server.held.wait(60), "the run never reached the held server"
+        wait_for_rows(out, 20)
         run.send_signal(sig)
         _, stderr = run.communicate(timeout=60)
+        server.release()
         if sig == signal.SIGINT:
             assert run.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
             assert "run the same command again" in stderr
         partial = len(rows(out))  # a valid file, whatever the moment of the interruption
         assert 20 <= partial < 121
-        rerun = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption", "skip"),
+        rerun = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip"),
                                capture_output=True, text=True, timeout=300)
-        assert f"{partial} already in the output" in rerun.stderr, rerun.stderr
+        assert summary(rerun.stderr) == {"enriched": 121 - partial - 1, "failed": 1, "already": partial} or \
+            summary(rerun.stderr) == {"enriched": 121 - partial, "failed": 0, "already": partial}, rerun.stderr
     finally:
+        server.release()
         server.close()
     written = rows(out)
-    assert sorted(r["request_id"] for r in written) == sorted({r["request_id"] for r in written})
+    assert sorted(r["requestId"] for r in written) == sorted({r["requestId"] for r in written})
     assert len(written) == 121
 
 
 def test_bulk_waits_for_a_restarted_server_and_does_not_retry_bad_images(bundle_dir: Path, photos: Path,
                                                                          tmp_path: Path):
-    first = SlowServer(bundle_dir)
+    first = SlowServer(bundle_dir, answer_first=30)
     port = first.port
     out = tmp_path / "results.csv"
-    run = subprocess.Popen(bulk_command(first.target, str(photos), "--out", str(out), "--caption", "skip",
+    run = subprocess.Popen(bulk_command(first.target, str(photos), "--out", str(out), "--caption-mode", "skip",
                                         "--streams", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while (not out.exists() or out.read_text().count("\n") < 30) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert first.held.wait(60), "the run never reached the held server"
+    first.release()
     first.close()  # drains: accepted images are answered, the streams end UNAVAILABLE
     second = SlowServer(bundle_dir, port=port)
     try:
@@ -123,25 +152,25 @@ def test_bulk_waits_for_a_restarted_server_and_does_not_retry_bad_images(bundle_
     finally:
         second.close()
     assert run.returncode == 1, stderr  # the broken image, recorded once
-    assert "120 enriched, 1 failed" in stderr and "stream retries" in stderr
+    assert summary(stderr) == {"enriched": 120, "failed": 1, "already": 0} and "stream retries" in stderr
     written = rows(out)
-    assert len(written) == 121 and len({r["request_id"] for r in written}) == 121
+    assert len(written) == 121 and len({r["requestId"] for r in written}) == 121
     assert sum(r["reason"] == "IMAGE_UNDECODABLE" for r in written) == 1
 
 
 def test_sidecars_and_a_closed_pipe(server: LoopbackServer, photos: Path, tmp_path: Path):
     shoot = photos / "shoot1"
     result = subprocess.run(bulk_command(server.target, str(shoot), "--out", str(tmp_path / "r.jsonl"),
-                                         "--sidecars", "--caption", "template"),
+                                         "--sidecars", "--caption-mode", "template"),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((shoot / "001.jpg.json").read_text())
-    assert sidecar["article_type"]["label"] and sidecar["product_display_name"]["method"] == "CAPTION_MODE_TEMPLATE"
+    assert sidecar["articleType"]["label"] and sidecar["productDisplayName"]["method"] == "CAPTION_MODE_TEMPLATE"
     # `enrich-client enrich FOLDER | head -1`: ~250 KB of JSON lines, more than a pipe holds, so the writer
     # meets the closed pipe; the client ends without a traceback
     piped = subprocess.run(f"{sys.executable} -m enrich_client.cli --target {server.target} enrich --quiet "
                            f"{photos} | head -1", shell=True, capture_output=True, text=True, timeout=120)
-    assert json.loads(piped.stdout)["request_id"]
+    assert json.loads(piped.stdout)["requestId"]
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
 
 
@@ -160,12 +189,12 @@ def test_manifests_of_paths_and_urls(server: LoopbackServer, photos: Path, tmp_p
         (tmp_path / "more.jsonl").write_text(json.dumps({"path": str(photos / "shoot0" / "003.jpg")}) + "\n")
         out = tmp_path / "manifest.csv"
         result = subprocess.run(bulk_command(server.target, str(tmp_path / "images.csv"), str(tmp_path / "more.jsonl"),
-                                             "--out", str(out), "--caption", "skip"),
+                                             "--out", str(out), "--caption-mode", "skip"),
                                 capture_output=True, text=True, timeout=300)
     finally:
         web.shutdown()
-    assert result.returncode == 1 and "4 enriched, 1 failed" in result.stderr, result.stderr
-    written = {r["request_id"]: r for r in rows(out)}
+    assert result.returncode == 1 and summary(result.stderr) == {"enriched": 4, "failed": 1, "already": 0}
+    written = {r["requestId"]: r for r in rows(out)}
     assert written[f"{base}/002.jpg"]["status"] == "OK"
     missing = written[f"{base}/missing.jpg"]
     assert missing["status"] == "NOT_FOUND" and "cannot read" in missing["message"] and "404" in missing["message"]
@@ -173,17 +202,17 @@ def test_manifests_of_paths_and_urls(server: LoopbackServer, photos: Path, tmp_p
 
 def test_a_half_written_last_line_is_cut_on_resume(server: LoopbackServer, photos: Path, tmp_path: Path):
     out = tmp_path / "results.jsonl"
-    command = bulk_command(server.target, str(photos / "shoot2"), "--out", str(out), "--caption", "skip")
+    command = bulk_command(server.target, str(photos / "shoot2"), "--out", str(out), "--caption-mode", "skip")
     assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
     complete = rows(out)
-    first = complete[0]["request_id"]
+    first = complete[0]["requestId"]
     out.write_text("".join(line + "\n" for line in out.read_text().split("\n")
                            if line and first not in line))  # one row lost: it must be redone
     with out.open("a", encoding="utf-8") as handle:  # what a kill in the middle of a write leaves
-        handle.write('{"request_id": "photos/shoot2/0')
+        handle.write('{"requestId": "photos/shoot2/0')
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0 and "1 enriched" in rerun.stderr, rerun.stderr
-    assert sorted(r["request_id"] for r in rows(out)) == sorted(r["request_id"] for r in complete)
+    assert rerun.returncode == 0 and summary(rerun.stderr)["enriched"] == 1, rerun.stderr
+    assert sorted(r["requestId"] for r in rows(out)) == sorted(r["requestId"] for r in complete)
 
 
 def test_bulk_loses_nothing_when_the_server_recycles_connections(bundle_dir: Path, photos: Path, tmp_path: Path):
@@ -191,11 +220,46 @@ def test_bulk_loses_nothing_when_the_server_recycles_connections(bundle_dir: Pat
     server = SlowServer(bundle_dir, max_connection_age_seconds=0.5, grace_seconds=0.5)
     out = tmp_path / "results.jsonl"
     try:
-        done = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption", "skip",
+        done = subprocess.run(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip",
                                            "--streams", "2"), capture_output=True, text=True, timeout=300)
     finally:
         server.close()
     assert done.returncode == 1, done.stderr  # the broken image, recorded once
-    assert "120 enriched, 1 failed" in done.stderr and "stream retries" in done.stderr, done.stderr
+    assert summary(done.stderr) == {"enriched": 120, "failed": 1, "already": 0} and "stream retries" in done.stderr
     written = rows(out)
-    assert len(written) == 121 and len({r["request_id"] for r in written}) == 121
+    assert len(written) == 121 and len({r["requestId"] for r in written}) == 121
+
+
+def test_inputs_that_match_nothing_are_an_error_not_an_empty_success(server: LoopbackServer, photos: Path,
+                                                                     tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for given in (str(tmp_path / "nope" / "*.jpg"), str(empty), str(photos / "*.png")):
+        done = subprocess.run(bulk_command(server.target, str(photos / "shoot1"), given, "--out",
+                                           str(tmp_path / "r.jsonl")), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and given in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_rerun_with_other_options_is_refused_unless_told(server: LoopbackServer, photos: Path, tmp_path: Path):
+    out = tmp_path / "results.jsonl"
+    first = subprocess.run(bulk_command(server.target, str(photos / "shoot1"), "--out", str(out),
+                                        "--caption-mode", "template", "--top-k", "2"),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = out.read_text()
+    other = subprocess.run(bulk_command(server.target, str(photos / "shoot1"), str(photos / "shoot2"), "--out",
+                                        str(out), "--caption-mode", "skip", "--top-k", "2"),
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "caption_mode template -> skip" in other.stderr and "--mixed-options" in \
+        other.stderr, other.stderr
+    assert out.read_text() == before  # nothing added
+    def again(*inputs: Path, options: tuple[str, ...]) -> subprocess.CompletedProcess:
+        return subprocess.run(bulk_command(server.target, *map(str, inputs), "--out", str(out), "--top-k", "2",
+                                           *options), capture_output=True, text=True, timeout=300)
+
+    resumed = again(photos / "shoot1", photos / "shoot2", options=("--caption-mode", "TEMPLATE"))
+    assert resumed.returncode == 0, resumed.stderr  # the same options, spelt otherwise
+    mixed = again(photos / "shoot1", photos / "shoot2", photos / "shoot0" / "000.jpg",
+                  options=("--caption-mode", "skip", "--mixed-options"))
+    assert mixed.returncode == 0 and summary(mixed.stderr)["enriched"] == 1, mixed.stderr

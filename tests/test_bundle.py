@@ -10,38 +10,39 @@ import pytest
 import torch
 
 from enrich_data.catalogue import load_catalogue
-from enrich_model.bundle import BundleError, load_bundle, save_bundle
+from enrich_model.answers import CaptionMode, ItemOptions
+from enrich_model.bundle import BundleError, load_bundle, save_weights
 from enrich_model.bundle_config import BundleConfig
-from enrich_model.predict import CaptionMode, ItemOptions, Predictor
+from enrich_model.pipeline import EnrichPipeline
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES
 
 
-def predictions(predictor: Predictor, pixels: np.ndarray):
-    options = [ItemOptions(top_k=5, caption=mode) for mode in
+def predictions(pipeline: EnrichPipeline, pixels: np.ndarray):
+    options = [ItemOptions(top_k=5, caption_mode=mode) for mode in
                (CaptionMode.GENERATE, CaptionMode.BEAM_SEARCH, CaptionMode.TEMPLATE, CaptionMode.SKIP)]
-    return predictor.predict(pixels, options).items
+    return pipeline.predict(pixels, options)
 
 
 def sample_pixels(catalogue_dir: Path, preprocessing) -> np.ndarray:
     items = load_catalogue(catalogue_dir).items[:4]
-    return np.stack([preprocessing(item.read_image()) for item in items])
+    return np.stack([preprocessing.from_bytes(item.read_bytes())[1] for item in items])
 
 
 def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_path: Path):
     out, in_memory = trained
     loaded = load_bundle(out)
     pixels = sample_pixels(catalogue_dir, loaded.preprocessing)
-    expected = predictions(Predictor(in_memory), pixels)
-    assert predictions(Predictor(loaded), pixels) == expected
-    with torch.inference_mode():
-        a = in_memory.model.encode(torch.from_numpy(pixels))
-        b = loaded.model.encode(torch.from_numpy(pixels))
-    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    expected = predictions(EnrichPipeline.eager(in_memory), pixels)
+    assert predictions(EnrichPipeline.eager(loaded), pixels) == expected
+    a, b = EnrichPipeline.eager(in_memory).encode(pixels), EnrichPipeline.eager(loaded).encode(pixels)
+    assert all(torch.equal(getattr(a, part), getattr(b, part)) for part in ("pooled", "tokens", "colour"))
     # Saving a loaded bundle again reproduces the same weights, hence the same version.
-    config = save_bundle(tmp_path / "again", loaded.model, loaded.tokenizer, loaded.preprocessing, loaded.vocabs,
-                         loaded.taxonomy, lexicon=loaded.lexicon, abstain_thresholds=loaded.abstain_thresholds)
+    config = save_weights(tmp_path / "again", loaded.model, loaded.config.heads, loaded.tokenizer,
+                          loaded.preprocessing, loaded.vocabs, loaded.taxonomy, lexicon=loaded.lexicon)
+    assert not (tmp_path / "again" / "enrich.json").exists()  # not a bundle until its config is written
+    config.write(tmp_path / "again")
     assert config.model_version == loaded.model_version
-    assert predictions(Predictor(load_bundle(tmp_path / "again")), pixels) == expected
+    assert predictions(EnrichPipeline.eager(load_bundle(tmp_path / "again")), pixels) == expected
 
 
 def test_bundle_is_self_describing(bundle_dir: Path):
@@ -76,7 +77,7 @@ def test_one_backbone_pass_per_batch_feeds_heads_and_captions(trained, catalogue
     backbone.forward_features = lambda x: calls.append(x.shape[0]) or original(x)
     try:
         pixels = sample_pixels(catalogue_dir, bundle.preprocessing)
-        items = predictions(Predictor(bundle), pixels)
+        items = predictions(EnrichPipeline.eager(bundle), pixels)
     finally:
         del backbone.forward_features
     assert calls == [4]  # one pass for the batch of four, though two of them were captioned by the decoder

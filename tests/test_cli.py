@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_demo_end_to_end(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "demo", "--workdir", str(tmp_path),
                              "--count", "240", "--holdout", "5"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "5 enriched, 0 failed" in result.stderr
+    assert re.search(r"^5 enriched, 0 failed$", result.stderr, re.MULTILINE), result.stderr[-2000:]
     assert "test-split metrics" in result.stdout and "articleType" in result.stdout
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 5
     assert "SERVING" in result.stdout
@@ -51,7 +52,29 @@ def test_bench_prints_latency_and_throughput(server):
     figures = json.loads(result.stdout.splitlines()[-1])
     measured = figures["grpc"]["target"]
     assert measured["catalogue/stream/generate"]["images_per_second"] > 0
-    assert figures["ratios"]["caption_cost"] < 1
+    assert figures["ratios"]["caption_cost"] < 1 and figures["cache_hits_during_run"] == 0
+
+
+def test_bench_against_a_caching_server_measures_uncached_answers(bundle_dir: Path):
+    from .conftest import LoopbackServer
+
+    caching = LoopbackServer(bundle_dir, cache_mb=16)  # as `enrich serve` starts by default
+    caching.load()
+    try:
+        result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "bench", "--target", caching.target,
+                                 "--count", "16", "--image-size", "120x160", "--camera", "0", "--json"],
+                                capture_output=True, text=True, timeout=300)
+        load = caching.call(_load(caching))
+    finally:
+        caching.close()
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert "every request is made unique" in result.stdout
+    assert figures["cache_hits_during_run"] == 0 and load.cache_hits == 0 and load.cache_misses > 0
+
+
+async def _load(server):
+    return server.server.service.model_info().load
 
 
 def test_export_writes_the_openvino_files_that_serve_reads(bundle_dir: Path, tmp_path: Path):

@@ -38,7 +38,7 @@ def test_the_client_installs_alone_without_torch_and_enriches(server: LoopbackSe
     result = subprocess.run([venv / "bin" / "enrich-client", "--target", server.target, str(image)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metadata"]["article_type"]["label"]
+    assert json.loads(result.stdout)["metadata"]["articleType"]["label"]
 
 
 def test_async_client_enriches_and_streams(server: LoopbackServer, catalogue_dir: Path):
@@ -46,8 +46,8 @@ def test_async_client_enriches_and_streams(server: LoopbackServer, catalogue_dir
 
     async def main():
         async with AsyncEnrichClient(server.target) as client:
-            one = await client.enrich(images[0][1], "one", caption="skip")
-            streamed = [a async for a in client.enrich_stream([*images, ("bad", b"nope")], caption="skip")]
+            one = await client.enrich(images[0][1], "one", caption_mode="skip")
+            streamed = [a async for a in client.enrich_stream([*images, ("bad", b"nope")], caption_mode="skip")]
             with pytest.raises(EnrichError) as raised:
                 await client.enrich(b"nope")
             return one, streamed, raised.value

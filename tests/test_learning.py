@@ -3,6 +3,7 @@ variants of new images (re-framed, tilted, lit unevenly, noisy, blurred, re-comp
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import torch
 
 from enrich_data.catalogue import load_catalogue
 from enrich_data.synth import write_catalogue
-from enrich_trainer.evaluation import evaluate_bundle
-from enrich_trainer.train import train
+from enrich_model.bundle import load_bundle
+from enrich_model.pipeline import EnrichPipeline
+from enrich_trainer.evaluation import evaluate
 
-from .conftest import tiny_training_args
+from .conftest import tiny_training_command
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +24,19 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            progress=False)
 
 
+def trained(command: list[str]):
+    """`enrich train` in its own process (as a user runs it), and the bundle it wrote."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return load_bundle(command[command.index("--out") + 1])
+
+
 @pytest.fixture(scope="module")
 def learnt(catalogue: Path, tmp_path_factory: pytest.TempPathFactory):
     data, root = catalogue, tmp_path_factory.mktemp("bundle")
-    return train(*tiny_training_args(data, root / "bundle", image_size=64, head_epochs=25, probe_epochs=1,
-                                     finetune_lr=3e-3, caption_epochs=12, decoder_layers=2, decoder_width=128,
-                                     decoder_heads=4, tokenizer_vocab=800, colour_bins=8))
+    return trained(tiny_training_command(data, root / "bundle", image_size=64, head_epochs=25, probe_epochs=1,
+                                         finetune_lr=3e-3, caption_epochs=12, decoder_layers=2, decoder_width=128,
+                                         decoder_heads=4, tokenizer_vocab=800, colour_bins=8))
 
 
 def test_beats_the_majority_baseline_by_a_wide_margin(learnt):
@@ -46,8 +55,9 @@ def test_photo_like_variants_keep_most_of_the_accuracy(learnt, tmp_path: Path):
     clean = load_catalogue(write_catalogue(tmp_path / "clean", 300, seed=77, image_size=(60, 80), progress=False))
     photo = load_catalogue(write_catalogue(tmp_path / "photo", 300, seed=77, image_size=(60, 80), progress=False,
                                            photo_like=True))
-    on_clean = evaluate_bundle(learnt, clean.items, progress=False)
-    on_photo = evaluate_bundle(learnt, photo.items, progress=False)
+    pipeline = EnrichPipeline.load(learnt.path)  # as it serves
+    on_clean, _ = evaluate(pipeline, clean.items, progress=False)
+    on_photo, _ = evaluate(pipeline, photo.items, progress=False)
     for attribute in ("articleType", "baseColour"):
         before, after = on_clean[attribute]["accuracy"], on_photo[attribute]["accuracy"]
         print(f"{attribute}: clean {before:.3f}, photo-like {after:.3f}, ECE {on_photo[attribute]['ece']:.3f}")
@@ -59,9 +69,9 @@ def test_frozen_mode_learns_on_pretrained_features(learnt, catalogue: Path, tmp_
     features computed once (with the class-balanced loss and label smoothing on), flagged as pretrained."""
     weights = tmp_path / "backbone.pth"
     torch.save(learnt.model.encoder.backbone.state_dict(), weights)
-    bundle = train(*tiny_training_args(catalogue, tmp_path / "frozen", pretrained=str(weights), image_size=64,
-                                       backbone_mode="frozen", head_epochs=12, head_lr=1e-2, caption_epochs=1,
-                                       class_balance="logit_adjust", label_smoothing=0.1, colour_bins=8))
+    bundle = trained(tiny_training_command(catalogue, tmp_path / "frozen", pretrained=str(weights), image_size=64,
+                                           backbone_mode="frozen", head_epochs=12, head_lr=1e-2, caption_epochs=1,
+                                           class_balance="logit_adjust", label_smoothing=0.1, colour_bins=8))
     metrics = bundle.metrics
     assert bundle.config.backbone.weights == str(weights) and not bundle.config.backbone.started_random
     for attribute in ("articleType", "baseColour"):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -159,7 +160,8 @@ SERVE_ONLY = textwrap.dedent("""
         owned = {top: {canon(d) for d in owners[top]} for top in imported if top in owners}
         with open(os.environ["REPORT"], "w") as out:
             json.dump({"blocked": blocked, "used": sorted(set().union(*owned.values()) & allowed),
-                       "outside": sorted(top for top, dists in owned.items() if not dists & allowed)}, out)
+                       "outside": sorted(top for top, dists in owned.items() if not dists & allowed),
+                       "ours": sorted(top for top in imported if top.startswith("enrich"))}, out)
     atexit.register(report)
     from enrich_cli.main import main
     sys.exit(main(sys.argv[1:]))
@@ -170,21 +172,19 @@ def test_enrich_serve_runs_with_only_the_serve_extra(bundle_dir: Path, catalogue
     from enrich_client import EnrichClient
 
     serve = requirement_closure(DIST, {"serve"})
-    report = tmp_path / "imported.json"
+    report, ready = tmp_path / "imported.json", tmp_path / "ready.json"
     environment = {**os.environ, "ALLOWED": json.dumps(sorted(serve)), "REPORT": str(report),
                    "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-c", SERVE_ONLY, "serve", "--model", str(bundle_dir), "--host", "127.0.0.1",
-               "--port", "0", "--metrics-port", "0", "--http-port", "0", "--health-port", "0"]
+               "--port", "0", "--metrics-port", "0", "--http-port", "0", "--health-port", "0",
+               "--ready-file", str(ready)]
     with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment)
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=environment)
     try:
-        port = 0
-        for line in server.stdout:
-            if line.startswith("enrich server listening on port"):
-                port = int(line.split()[-1])
-            if line.startswith("enrich server SERVING"):
-                break
-        assert port, (tmp_path / "server.log").read_text()[-3000:]
+        while not ready.exists():
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.05)
+        port = json.loads(ready.read_text())["port"]
         image = next((catalogue_dir / "images").iterdir()).read_bytes()
         with EnrichClient(f"127.0.0.1:{port}", timeout=60) as client:
             answer = client.enrich(image)
@@ -198,3 +198,4 @@ def test_enrich_serve_runs_with_only_the_serve_extra(bundle_dir: Path, catalogue
     assert imported["outside"] == []  # every imported module belongs to a distribution of the serve extra
     assert {"torch", "transformers", "grpcio", "openvino"} <= set(imported["used"])  # the CPU default: OpenVINO
     assert {"datasets", "accelerate", "matplotlib", "sacrebleu", "pytest"} <= set(imported["blocked"])
+    assert imported["ours"] == ["enrich", "enrich_cli", "enrich_client", "enrich_model", "enrich_server"]

@@ -81,14 +81,14 @@ def test_tls_serves_and_mutual_tls_refuses_a_stranger(bundle_dir: Path, pki):
         target = f"localhost:{server.port}"
         with EnrichClient(target, ca=trusted["ca"], cert=trusted["client_cert"], key=trusted["client_key"],
                           timeout=30) as client:
-            assert client.enrich(png_bytes(), caption="skip").status.code == 0
+            assert client.enrich(png_bytes(), caption_mode="skip").status.code == 0
         for cert, key in ((stranger["client_cert"], stranger["client_key"]), (None, None)):
             with EnrichClient(target, ca=trusted["ca"], cert=cert, key=key, timeout=10) as refused:
                 with pytest.raises(EnrichError) as raised:
-                    refused.enrich(png_bytes(), caption="skip")
+                    refused.enrich(png_bytes(), caption_mode="skip")
                 assert raised.value.code == grpc.StatusCode.UNAVAILABLE  # the handshake fails
         with EnrichClient(target, timeout=10) as plaintext, pytest.raises(EnrichError):
-            plaintext.enrich(png_bytes(), caption="skip")
+            plaintext.enrich(png_bytes(), caption_mode="skip")
     finally:
         server.close()
 
@@ -99,7 +99,7 @@ def test_tls_without_client_certificates(bundle_dir: Path, pki):
     try:
         server.load()
         with EnrichClient(f"127.0.0.1:{server.port}", ca=trusted["ca"], timeout=30) as client:
-            assert client.enrich(png_bytes(), caption="skip").status.code == 0
+            assert client.enrich(png_bytes(), caption_mode="skip").status.code == 0
     finally:
         server.close()
 
@@ -111,11 +111,11 @@ def test_health_port_answers_probes_in_plain_text_beside_mutual_tls(bundle_dir: 
     trusted, _ = pki
     server = LoopbackServer(bundle_dir, tls_cert=trusted["server_cert"], tls_key=trusted["server_key"],
                             tls_client_ca=trusted["ca"], health_port=0)
-    health_address = f"127.0.0.1:{server.server.health_port}"
+    health_address = f"127.0.0.1:{server.server.ports['health_port']}"
     try:
         assert enrich(["health", "--address", health_address]) == 1  # NOT_SERVING while loading
         server.load()
-        monkeypatch.setenv("ENRICH_HEALTH_PORT", str(server.server.health_port))
+        monkeypatch.setenv("ENRICH_HEALTH_PORT", str(server.server.ports['health_port']))
         assert enrich(["health"]) == 0
         assert enrich(["health", "--service", "enrich.v1.Enrich"]) == 0
         monkeypatch.delenv("ENRICH_HEALTH_PORT")
@@ -139,8 +139,8 @@ def test_bearer_tokens_guard_enrich_but_not_health(bundle_dir: Path, tmp_path: P
         server.load()
         for token in ("s3cret-one", "s3cret-two"):
             with EnrichClient(server.target, token=token, timeout=30) as client:
-                assert client.enrich(png_bytes(), caption="skip").status.code == 0
-                [answer] = client.enrich_stream([("a", png_bytes())], caption="skip")
+                assert client.enrich(png_bytes(), caption_mode="skip").status.code == 0
+                [answer] = client.enrich_stream([("a", png_bytes())], caption_mode="skip")
                 assert answer.status.code == 0
         for token in (None, "wrong", "s3cret-one "[:-2]):
             with EnrichClient(server.target, token=token, timeout=30) as client:
@@ -175,26 +175,35 @@ def test_json_access_log_has_one_line_per_call_and_no_secrets(bundle_dir: Path, 
     secret = "tok-that-must-not-be-logged"
     os.environ["ENRICH_AUTH_TOKENS"] = secret
     try:
-        process, port = start_server(bundle_dir, log_path, "--log-format", "json")
+        served = start_server(bundle_dir, log_path, "--log-format", "json")
+        process, port = served.process, served.port
     finally:
         del os.environ["ENRICH_AUTH_TOKENS"]
     try:
         with EnrichClient(f"127.0.0.1:{port}", token=secret, timeout=30) as client:
-            client.enrich(png_bytes(), "good-one", caption="skip")
+            client.enrich(png_bytes(), "good-one", caption_mode="skip")
             with pytest.raises(EnrichError):
                 client.enrich(b"not an image", "bad-one")
-            list(client.enrich_stream([("s1", png_bytes()), ("s2", b"junk")], caption="skip"))
+            list(client.enrich_stream([("s1", png_bytes()), ("s2", b"junk")], caption_mode="skip"))
+        with EnrichClient(f"127.0.0.1:{port}", token="wrong", timeout=30) as stranger, pytest.raises(EnrichError):
+            stranger.model_info()
     finally:
         process.terminate()
         assert process.wait(30) == 0
     text = log_path.read_text()
     assert secret not in text and "Traceback" not in text
     lines = [json.loads(line) for line in text.splitlines()]  # every line is JSON
-    calls = {line["request_id"] or line["method"]: line for line in lines if line["logger"] == "enrich.access"}
+    access = [line for line in lines if line["logger"] == "enrich.access"]
+    # One line per call, whatever its outcome: two unary calls, one stream (of two items), one refused token.
+    assert sorted((line["method"], line["request_id"]) for line in access) == [
+        ("Enrich", "bad-one"), ("Enrich", "good-one"), ("EnrichStream", ""), ("GetModelInfo", "")], access
+    calls = {line["request_id"] or line["method"]: line for line in access}
     assert calls["good-one"]["code"] == "OK" and calls["good-one"]["bytes"] == len(png_bytes())
+    assert calls["good-one"]["items"] == 1
     assert (calls["bad-one"]["code"], calls["bad-one"]["reason"]) == ("INVALID_ARGUMENT", "IMAGE_UNDECODABLE")
     stream = calls["EnrichStream"]
-    assert stream["items"] == 2 and stream["failed_items"] == {"IMAGE_UNDECODABLE": 1}
+    assert stream["items"] == 2 and stream["failed_items"] == {"IMAGE_UNDECODABLE": 1} and stream["code"] == "OK"
+    assert (calls["GetModelInfo"]["code"], calls["GetModelInfo"]["reason"]) == ("UNAUTHENTICATED", "TOKEN_INVALID")
     assert all({"time", "level", "message"} <= set(line) for line in lines)
 
 

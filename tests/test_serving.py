@@ -27,60 +27,65 @@ VARIANTS = [BackendChoice(name, precision) for name in available_backends("cpu")
             for precision in (Precision.FP32, *fast_precisions("cpu"))]
 
 
-def catalogue_pixels(bundle, catalogue_dir: Path, count: int = 48) -> np.ndarray:
-    from enrich_model.decode import decode_image
-
+def catalogue_pixels(pipeline, catalogue_dir: Path, count: int = 48) -> np.ndarray:
     paths = sorted((catalogue_dir / "images").glob("*.jpg"))[:count]
-    return np.stack([bundle.preprocessing(decode_image(p.read_bytes()).image) for p in paths])
+    return np.stack([pipeline.decode(p.read_bytes())[1] for p in paths])
+
+
+def eager_pipeline(bundle_dir: Path):
+    from enrich_model.bundle import load_bundle
+    from enrich_model.pipeline import EnrichPipeline
+
+    return EnrichPipeline.eager(load_bundle(bundle_dir), channels_last=False)
+
+
+def classify(pipeline, pixels: np.ndarray):
+    """(labels per image, raw logits per attribute)."""
+    from enrich_model.answers import ItemOptions
+
+    encoded = pipeline.encode(pixels)
+    items = pipeline.classify(encoded, [ItemOptions()] * len(pixels))
+    return [tuple(item.attributes[a].label for a in sorted(item.attributes)) for item in items], \
+        pipeline.logits(encoded)
 
 
 @pytest.fixture(scope="module")
 def pixels_and_reference(bundle_dir: Path, catalogue_dir: Path):
-    from enrich_model.bundle import load_bundle
-    from enrich_model.predict import ItemOptions, Predictor
-
-    bundle = load_bundle(bundle_dir)
-    pixels = catalogue_pixels(bundle, catalogue_dir)
-    reference = Predictor(bundle).classify(pixels, [ItemOptions()] * len(pixels))  # plain eager, as trained
-    return pixels, reference
-
-
-def labels(result) -> list[tuple[str, ...]]:
-    return [tuple(item.attributes[a].label for a in sorted(item.attributes)) for item in result.items]
+    reference = eager_pipeline(bundle_dir)  # plain eager, in the layout training uses
+    pixels = catalogue_pixels(reference, catalogue_dir)
+    return pixels, classify(reference, pixels)
 
 
 @pytest.mark.parametrize("choice", VARIANTS, ids=str)
 def test_every_available_backend_gives_the_labels_of_eager_torch(choice, bundle_dir: Path, tmp_path: Path,
                                                                   pixels_and_reference):
-    from enrich_model.bundle import load_bundle
-    from enrich_model.predict import ItemOptions, Predictor
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
 
-    pixels, reference = pixels_and_reference
+    pixels, (reference_labels, reference_logits) = pixels_and_reference
     copy = tmp_path / "bundle"
     shutil.copytree(bundle_dir, copy)  # the OpenVINO export is cached beside the bundle
-    bundle = load_bundle(copy)
-    encoder = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
-                                    copy)
-    predictor = Predictor(bundle, encoder=encoder)
-    result = predictor.classify(pixels, [ItemOptions()] * len(pixels))
-    agreement = np.mean([a == b for a, b in zip(labels(result), labels(reference), strict=True)])
+    pipeline = EnrichPipeline.load(copy, RuntimeOptions(device="cpu", backend=choice.name,
+                                                        precision=choice.precision.value))
+    assert pipeline.backend.choice == choice
+    labels, logits = classify(pipeline, pixels)
+    agreement = np.mean([a == b for a, b in zip(labels, reference_labels, strict=True)])
     # Serving sends batches of any size up to --max-batch-size: the same answers at 1 and 5.
-    by_parts = [label for part in (pixels[:1], pixels[1:6])
-                for label in labels(predictor.classify(part, [ItemOptions()] * len(part)))]
-    same = sum(a == b for a, b in zip(by_parts, labels(result)[:6], strict=True))
+    by_parts = [label for part in (pixels[:1], pixels[1:6]) for label in classify(pipeline, part)[0]]
+    same = sum(a == b for a, b in zip(by_parts, labels[:6], strict=True))
     assert same == 6 if choice.precision is Precision.FP32 else same >= 5
-    logit_error = max(float((result.logits[a] - reference.logits[a]).abs().max()) for a in reference.logits)
+    logit_error = max(float((logits[a] - reference_logits[a]).abs().max()) for a in reference_logits)
     print(f"\n{choice}: label agreement {agreement:.3f}, largest logit difference {logit_error:.2e}")
     if choice.precision is Precision.FP32:
         assert agreement == 1.0 and logit_error < 1e-3
     else:  # reduced precision moves near-ties only: every answer eager gives by a clear margin stays
         clear = agreed = 0
-        for attribute, logits in reference.logits.items():
-            top2 = logits.topk(2, dim=-1).values
+        for attribute, reference in reference_logits.items():
+            top2 = reference.topk(2, dim=-1).values
             sure = top2[:, 0] - top2[:, 1] > 0.1  # bf16 moved these logits by < 0.01
             clear += int(sure.sum())
-            agreed += int((logits.argmax(-1) == result.logits[attribute].argmax(-1))[sure].sum())
-        assert agreed == clear >= len(reference.logits) * len(pixels) // 2
+            agreed += int((reference.argmax(-1) == logits[attribute].argmax(-1))[sure].sum())
+        assert agreed == clear >= len(reference_logits) * len(pixels) // 2
 
 
 @pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
@@ -121,7 +126,7 @@ def test_a_repeated_image_is_answered_from_the_cache_without_the_model(bundle_di
     server = LoopbackServer(bundle_dir, cache_mb=1)
     server.load()
     try:
-        pipeline = server.server.slot.pipeline
+        pipeline = server.server.service.model.batched
         data = sorted((catalogue_dir / "images").glob("*.jpg"))[0].read_bytes()
         with EnrichClient(server.target, timeout=60) as client:
             first = client.enrich(data, "first", 3, "generate")
@@ -148,14 +153,14 @@ def test_the_metrics_endpoint_shows_stage_histograms_after_traffic(bundle_dir: P
         images = [p.read_bytes() for p in sorted((catalogue_dir / "images").glob("*.jpg"))[:6]]
         with EnrichClient(server.target, timeout=60) as client:
             answers = list(client.enrich_stream(((str(n), d) for n, d in enumerate([*images, b"junk"])),
-                                                caption="generate"))
-            client.enrich(images[0], caption="skip")
+                                                caption_mode="generate"))
+            client.enrich(images[0], caption_mode="skip")
         assert sum(1 for a in answers if a.status.code == 0) == 6
-        port = server.server.metrics_port
+        port = server.server.ports['metrics_port']
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
         server.close()
-    runtime = server.server.slot.runtime
+    runtime = server.server.service.model.runtime
     scraped = samples(text)
     where = {"backend": runtime.backend, "precision": runtime.precision}
     for stage in ("decode", "queue", "encoder", "heads", "caption", "total"):
@@ -175,7 +180,7 @@ def test_the_metrics_endpoint_shows_stage_histograms_after_traffic(bundle_dir: P
 
 
 def runtime_version(server: LoopbackServer) -> str:
-    return server.server.slot.bundle.model_version
+    return server.server.service.model.pipeline.model_version
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -7,10 +7,10 @@ preprocessed tensor, so the server's decode and letterbox stay the only path fro
 
 The server letterboxes a photo *after* it was taken: the light and the sensor noise fell on the photo,
 never on the white padding around it, and re-framing happened inside the photo's own edges. Lighting
-the padding too never shows the grey photo inside a white frame that an unevenly lit upload becomes:
-uneven light alone (no re-framing, noise, blur or JPEG) cost a model trained so 0.05 of articleType and
-0.085 of gender accuracy. The photo's place in the input comes from the letterbox geometry
-(Preprocessing.photo_box), not from the pixels: real product shots often have pure-white backgrounds.
+the padding too never shows the model the grey photo inside a white frame that an unevenly lit upload
+becomes, and such uploads then lose accuracy (the README has the figures). The photo's place in the input
+comes from the letterbox geometry (Preprocessing.photo_box), not from the pixels: real product shots often
+have pure-white backgrounds.
 """
 
 from __future__ import annotations

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from enrich_data.catalogue import CatalogueItem
-from enrich_model.model import ColourFeatures, TinyVitEncoder
+from enrich_model.model import ColourFeatures, Encoded, TinyVitEncoder, encode
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 
@@ -18,14 +16,10 @@ from .augment import Augment, PhotoBox
 
 
 def model_input_and_box(item: CatalogueItem, preprocessing: Preprocessing) -> tuple[np.ndarray, PhotoBox]:
-    """The same decode + preprocessing as the server applies to request bytes, and where the photo lies in
-    the result (inside the letterbox padding): for augmentation."""
-    image = item.read_image(preprocessing.decode_target)
-    return preprocessing(image), preprocessing.photo_box(*image.size)
-
-
-def model_input(item: CatalogueItem, preprocessing: Preprocessing) -> np.ndarray:
-    return model_input_and_box(item, preprocessing)[0]
+    """The item's bytes through the server's own decode + preprocessing (`Preprocessing.from_bytes`), and
+    where the photo lies in the result (inside the letterbox padding): for augmentation."""
+    decoded, pixels = preprocessing.from_bytes(item.read_bytes())
+    return pixels, preprocessing.photo_box(*decoded.image.size)
 
 
 class PixelDataset(Dataset):
@@ -61,7 +55,7 @@ class PixelDataset(Dataset):
 class FeatureDataset(Dataset):
     """Features computed once by a frozen backbone (and the colour features of the same pixels)."""
 
-    def __init__(self, features: Features, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
+    def __init__(self, features: Encoded, items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> None:
         self.features = features
         self.labels = label_tensors(items, vocabs)
 
@@ -106,17 +100,10 @@ def collate_captions(batch: list[dict]) -> dict:
             "decoder_attention_mask": decoder_attention_mask}
 
 
-@dataclass
-class Features:
-    pooled: torch.Tensor  # (N, C) for the heads
-    tokens: torch.Tensor  # (N, h*w, C) for the caption decoder
-    colour: torch.Tensor | None  # (N, F) colour features, when the model has them
-
-
 @torch.inference_mode()
 def extract_features(encoder: TinyVitEncoder, colour: ColourFeatures | None, items: list[CatalogueItem],
                      preprocessing: Preprocessing, batch_size: int, desc: str, progress: bool,
-                     augment: Augment | None = None) -> Features:
+                     augment: Augment | None = None) -> Encoded:
     """One pass of the backbone as it is now over `items` (as they are, or through `augment`)."""
     encoder.eval()
     pooled, tokens, colours = [], [], []
@@ -126,12 +113,12 @@ def extract_features(encoder: TinyVitEncoder, colour: ColourFeatures | None, ite
         pixels = torch.from_numpy(np.stack([array for array, _ in inputs]))
         if augment is not None:
             pixels = torch.stack([augment(image, box) for image, (_, box) in zip(pixels, inputs, strict=True)])
-        pixels = pixels.to(encoder.device)
-        p, t = encoder.features(pixels)
-        pooled.append(p.float().cpu())
-        tokens.append(t.float().cpu())
-        if colour is not None:
-            colours.append(colour.to(encoder.device)(pixels).cpu())
+        encoded = encode(encoder.features, colour.to(encoder.device) if colour is not None else None,
+                         pixels.to(encoder.device))
+        pooled.append(encoded.pooled.float().cpu())
+        tokens.append(encoded.tokens.float().cpu())
+        if encoded.colour is not None:
+            colours.append(encoded.colour.cpu())
     # clone: leave inference mode, so the tensors can feed training
-    return Features(torch.cat(pooled).clone(), torch.cat(tokens).clone(),
+    return Encoded(torch.cat(pooled).clone(), torch.cat(tokens).clone(),
                     torch.cat(colours).clone() if colours else None)

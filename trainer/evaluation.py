@@ -1,10 +1,11 @@
-"""`enrich evaluate`: a bundle, as it ships, on a labelled catalogue.
+"""`enrich evaluate`: a bundle, as it is served, on a labelled catalogue.
 
-    enrich evaluate --model BUNDLE --data CATALOGUE [--split test|all] [--out DIR]
+    enrich evaluate --model BUNDLE --data CATALOGUE [--split test|all] [--out DIR] [--backend B --precision P]
 
-Training runs the same function on the bundle it has just written and loaded back, so the metrics in
-a bundle describe what serves. Everything goes through the serving `Predictor`: decode, preprocess,
-one encoder pass, calibrated heads, captions made to agree with the labels.
+Every image goes through `EnrichPipeline` on the backend and precision `enrich serve` would choose (or the
+ones named): its file's bytes decoded and preprocessed as a request's, one encoder pass, calibrated heads,
+captions made to agree with the labels. Training runs the same on the bundle it has just written and loaded
+back, so the metrics in a bundle describe what serves, and say what they were measured on.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from enrich_data.catalogue import CatalogueItem, DataError, load_catalogue
-from enrich_model.bundle import Bundle, load_bundle
+from enrich_model.answers import CaptionMode, ItemOptions
+from enrich_model.bundle import Bundle
 from enrich_model.consistency import consistency_rate
 from enrich_model.metrics import (
     caption_metrics,
@@ -30,57 +31,38 @@ from enrich_model.metrics import (
     is_clearly_learnt,
     per_class_table,
 )
-from enrich_model.predict import CAPTION_LABELS, CaptionMode, ItemOptions, Predictor
-from enrich_model.schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
+from enrich_model.options import RuntimeOptions, add_options, from_arguments
+from enrich_model.pipeline import EnrichPipeline
+from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CLASSIFIED_ATTRIBUTES, HEADLINE_ATTRIBUTES
 
-from .datasets import model_input
+from .answers import Answers
 from .report import write_report
 from .split import stratified_split
 
-ALL_ATTRIBUTES = (*CLASSIFIED_ATTRIBUTES, *DERIVED_ATTRIBUTES)
 TABLE_ATTRIBUTES = ("articleType", "baseColour")  # per-class precision/recall in the report
-HEADLINE_ATTRIBUTES = ("articleType", "baseColour", "gender")  # a model that fails these is not usable
 
 
-@dataclass
-class Answers:
-    """What the bundle answered, per test item, and how confident it was."""
-
-    labels: dict[str, list[str]] = field(default_factory=lambda: {a: [] for a in ALL_ATTRIBUTES})
-    top3: dict[str, list[list[str]]] = field(default_factory=lambda: {a: [] for a in ALL_ATTRIBUTES})
-    confidence: dict[str, list[float]] = field(default_factory=lambda: {a: [] for a in ALL_ATTRIBUTES})
-    raw_confidence: dict[str, list[float]] = field(default_factory=lambda: {a: [] for a in CLASSIFIED_ATTRIBUTES})
-    unsure: dict[str, list[bool]] = field(default_factory=lambda: {a: [] for a in ALL_ATTRIBUTES})
-    captions: list[str] = field(default_factory=list)
-    decoded_captions: list[str] = field(default_factory=list)
-
-
-def predict_items(bundle: Bundle, items: list[CatalogueItem], batch_size: int = 64, progress: bool = True) -> Answers:
-    predictor = Predictor(bundle)
+def predict_items(pipeline: EnrichPipeline, items: list[CatalogueItem], batch_size: int = 64,
+                  progress: bool = True) -> Answers:
     answers = Answers()
-    options = ItemOptions(top_k=3, caption=CaptionMode.GENERATE)
+    options = ItemOptions(top_k=3, caption_mode=CaptionMode.GENERATE)  # top 3: the report's top-3 accuracy
     for start in tqdm(range(0, len(items), batch_size), desc="evaluate", unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
-        pixels = np.stack([model_input(item, bundle.preprocessing) for item in chunk])
-        result = predictor.predict(pixels, [options] * len(chunk))
-        for attribute, logits in result.logits.items():  # before calibration, for "ECE before"
-            answers.raw_confidence[attribute] += logits.float().softmax(-1).max(-1).values.tolist()
-        for item in result.items:
-            for attribute, prediction in item.attributes.items():
-                answers.labels[attribute].append(prediction.label)
-                answers.top3[attribute].append([a.label for a in prediction.alternatives])
-                answers.confidence[attribute].append(prediction.confidence)
-                answers.unsure[attribute].append(prediction.unsure)
-            answers.captions.append(item.caption.text)
-            answers.decoded_captions.append(item.caption.decoded_text)
+        pixels = np.stack([pipeline.decode(item.read_bytes())[1] for item in chunk])
+        for prediction in pipeline.predict(pixels, [options] * len(chunk)):
+            answers.add(prediction)
     return answers
+
+
+def served_as(pipeline: EnrichPipeline) -> str:
+    return f"{pipeline.backend.choice} on {pipeline.device}"
 
 
 def score(bundle: Bundle, items: list[CatalogueItem], answers: Answers) -> dict:
     """Per-attribute accuracy, macro-F1, majority baseline, top-3, ECE (calibrated and raw); per-class tables;
     caption BLEU-4, ROUGE-L and agreement with the labels."""
     metrics: dict = {"test_items": len(items)}
-    for attribute in ALL_ATTRIBUTES:
+    for attribute in ALL_LABEL_ATTRIBUTES:
         truth = [item.labels[attribute] for item in items]
         m = classification_metrics(truth, answers.labels[attribute], bundle.config.majority_label(attribute),
                                    answers.confidence[attribute], answers.top3[attribute])
@@ -100,7 +82,7 @@ def score(bundle: Bundle, items: list[CatalogueItem], answers: Answers) -> dict:
         metrics[attribute] = m
     caption = caption_metrics([item.name for item in items], answers.captions)
     if bundle.lexicon and caption.get("support"):
-        predicted = [{a: answers.labels[a][i] for a in CAPTION_LABELS} for i in range(len(items))]
+        predicted = [{a: answers.labels[a][i] for a in HEADLINE_ATTRIBUTES} for i in range(len(items))]
         served = consistency_rate(bundle.lexicon, answers.captions, predicted)
         decoder = consistency_rate(bundle.lexicon, answers.decoded_captions, predicted)
         caption["consistency"] = {**served, "decoder_all": decoder.get("all", 0.0)}
@@ -114,7 +96,7 @@ def quality_warnings(metrics: dict, backbone_weights_random: bool) -> list[str]:
     warnings = []
     if backbone_weights_random:
         warnings.append("the backbone started from random weights (no pretrained weights were used)")
-    for attribute in ALL_ATTRIBUTES:
+    for attribute in ALL_LABEL_ATTRIBUTES:
         m = metrics.get(attribute, {})
         if m.get("support") and not is_clearly_learnt(m):
             warnings.append(
@@ -124,15 +106,13 @@ def quality_warnings(metrics: dict, backbone_weights_random: bool) -> list[str]:
     return warnings
 
 
-def evaluate_bundle(bundle: Bundle, items: list[CatalogueItem], out: Path | None = None,
-                    histories: dict[str, list[dict]] | None = None, batch_size: int = 64,
-                    progress: bool = True) -> dict:
-    """Score the bundle on `items`; with `out`, write metrics.json, report.md and the pictures there."""
-    answers = predict_items(bundle, items, batch_size, progress)
-    metrics = score(bundle, items, answers)
-    if out is not None:
-        write_report(out, bundle, items, answers, metrics, histories)
-    return metrics
+def evaluate(pipeline: EnrichPipeline, items: list[CatalogueItem], batch_size: int = 64,
+             progress: bool = True) -> tuple[dict, Answers]:
+    """The pipeline's answers on `items` and their scores (which also say what they were measured on)."""
+    answers = predict_items(pipeline, items, batch_size, progress)
+    metrics = score(pipeline.bundle, items, answers)
+    metrics["served_as"] = served_as(pipeline)
+    return metrics, answers
 
 
 def select_items(bundle: Bundle, catalogue_items: list[CatalogueItem], split: str) -> list[CatalogueItem]:
@@ -146,49 +126,49 @@ def select_items(bundle: Bundle, catalogue_items: list[CatalogueItem], split: st
     return test
 
 
-def best_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrich evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="bundle directory")
     parser.add_argument("--data", required=True, help="catalogue: styles.csv folder, save_to_disk folder or hub id")
     parser.add_argument("--split", choices=("all", "test"), default="all",
                         help="all items, or the bundle's own test split (when --data is its training catalogue)")
-    parser.add_argument("--out", type=Path, help="write metrics.json, report.md and pictures here")
+    parser.add_argument("--out", type=Path, help="write metrics.json, report.md, predictions.csv and pictures here")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the table")
-    args = parser.parse_args(argv)
+    add_options(parser, RuntimeOptions)  # as `enrich serve` runs the bundle, by default
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from enrich_model.bundle_config import BundleError
+    from enrich_model.options import BackendError
 
     try:
-        bundle = load_bundle(args.model, device=best_device(args.device))
+        pipeline = EnrichPipeline.load(args.model, from_arguments(RuntimeOptions, args))
+        bundle = pipeline.bundle
         # --split test: the same dataset split the bundle was trained on (hub and disk datasets have several)
         dataset_split = bundle.config.training.get("arguments", {}).get("split", "train") \
             if args.split == "test" else "train"
         catalogue = load_catalogue(args.data, dataset_split)
-    except (BundleError, DataError, OSError) as error:
+    except (BundleError, BackendError, DataError, OSError) as error:
         print(f"enrich evaluate: {error}", file=sys.stderr)
         return 2
     items = select_items(bundle, catalogue.items, args.split)
-    metrics = evaluate_bundle(bundle, items, args.out, batch_size=args.batch_size)
+    metrics, answers = evaluate(pipeline, items, args.batch_size)
+    if args.out:
+        write_report(args.out, bundle, items, answers, metrics)
     if args.json:
         print(json.dumps(metrics))
-    else:
-        print(f"model {bundle.model_version} on {catalogue.source} ({args.split}: {len(items)} items)")
-        print(format_metrics(metrics))
-        for warning in quality_warnings(metrics, bundle.config.backbone.started_random):
-            print(f"WARNING: {warning}")
-        if args.out:
-            print(f"report: {args.out / 'report.md'}")
+        return 0
+    print(f"model {bundle.model_version} on {catalogue.source} ({args.split}: {len(items)} items)")
+    print(format_metrics(metrics))
+    for warning in quality_warnings(metrics, bundle.config.backbone.started_random):
+        print(f"WARNING: {warning}")
+    if args.out:
+        print(f"report: {args.out / 'report.md'}")
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim._param_groups import param_groups_layer_decay
+from timm.optim import param_groups_layer_decay
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from enrich_data.catalogue import CatalogueItem

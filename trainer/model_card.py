@@ -7,21 +7,13 @@ from pathlib import Path
 from enrich_model.bundle_config import BundleConfig
 from enrich_model.metrics import format_metrics
 
-
-def write_model_card(out: Path, config: BundleConfig) -> None:
-    training, metrics = config.training, config.test_metrics
-    split = training.get("split", {})
-    weights = ("random initialisation (no pretrained weights)" if config.backbone.started_random
-               else f"pretrained ({config.backbone.weights})")
-    warnings = "\n".join(f"- **{w}**" for w in config.warnings) or "- none"
-    abstain = config.heads.abstain_thresholds
-    card = f"""---
+CARD = """---
 library_name: transformers
 pipeline_tag: image-to-text
 tags: [enrich, fashion, product-metadata, image-classification, image-captioning, tiny-vit]
 ---
 
-# {config.model_version}
+# {model_version}
 
 Product photo in, catalogue metadata out: gender, baseColour, season, usage and articleType (with
 subCategory and masterCategory derived from it), each with a calibrated confidence, and a
@@ -29,16 +21,14 @@ productDisplayName caption that agrees with those labels. Served by the Enrich g
 (`enrich serve --model THIS_FOLDER`).
 
 ## Model
-- Backbone: timm `{config.backbone.name}` {config.backbone.kwargs or ''}, {weights}; input
-  {config.preprocessing['input_size']} letterboxed onto white, mean {config.preprocessing['mean']},
-  std {config.preprocessing['std']}.
-- Heads: one linear classifier per attribute over the pooled features{
-  ' (+ foreground colour features for ' + ', '.join(config.heads.colour_attributes) + ')'
-  if config.heads.colour_attributes else ''}; one temperature per head fitted on the validation split
-  (kept where it lowers the calibration error there).
-- Caption decoder: GPT-2 ({config.caption.decoder}, {config.caption.decoder_layers} layers x
-  {config.caption.decoder_width}) reading the same backbone pass through cross-attention.
-- Abstain thresholds (calibrated confidence below which a prediction is flagged unsure): {abstain or 'none'}.
+- Backbone: timm `{backbone}` {backbone_kwargs}, {weights}; input
+  {input_size} letterboxed onto white, mean {mean},
+  std {std}.
+- Heads: one linear classifier per attribute over the pooled features{colour}; one temperature
+  per head fitted on the validation split (kept where it lowers the calibration error there).
+- Caption decoder: GPT-2 ({decoder}, {decoder_layers} layers x
+  {decoder_width}) reading the same backbone pass through cross-attention.
+- Abstain thresholds (calibrated confidence below which a prediction is flagged unsure): {abstain}.
 
 ## Loading
 ```python
@@ -56,14 +46,14 @@ bundle = load_bundle("THIS_FOLDER")
 ```
 
 ## Data
-- Source: `{training.get('data', '?')}`, {training.get('items', '?')} items
-  (skipped: {training.get('skipped', {}) or 'none'}).
-- Split (seeded, stratified by articleType): {split.get('train', '?')} train / {split.get('validation', '?')}
-  validation / {split.get('test', '?')} test.
+- Source: `{data}`, {items} items
+  (skipped: {skipped}).
+- Split (seeded, stratified by articleType): {train} train / {validation}
+  validation / {test} test.
 
 ## Test-split metrics
 ```
-{format_metrics(metrics)}
+{metrics}
 ```
 Pictures beside this card: `training_curves.png`, `reliability.png`, `confusion_articleType.png`,
 `confusion_baseColour.png`; full numbers in `metrics.json` and `report.md`.
@@ -75,11 +65,36 @@ Pictures beside this card: `training_curves.png`, `reliability.png`, `confusion_
 - Intended use: suggesting catalogue metadata for product photos on plain backgrounds, with a human
   or a confidence threshold deciding what to accept. Use `unsure` and the confidences.
 - Vocabularies are closed: the model can only answer labels it saw at least
-  {training.get('arguments', {}).get('min_class_count', '?')} times in training (listed in `enrich.json`).
+  {min_class_count} times in training (listed in `enrich.json`).
 - season and usage are weakly visible in pixels; treat them as hints.
 - Captions are written by a small decoder and edited to agree with the predicted gender, colour and
   article type; brand names in captions are guesses.
 - Trained on the data above only: accuracy on other photography (models wearing clothes, lifestyle
   shots, busy backgrounds) is unmeasured.
 """
-    (out / "README.md").write_text(card)
+
+
+def write_model_card(out: Path, config: BundleConfig) -> None:
+    (out / "README.md").write_text(CARD.format(**card_fields(config)))
+
+
+def card_fields(config: BundleConfig) -> dict[str, object]:
+    training, split = config.training, config.training.get("split", {})
+    colour = config.heads.colour_attributes
+    return {
+        "model_version": config.model_version, "backbone": config.backbone.name,
+        "backbone_kwargs": config.backbone.kwargs or "",
+        "weights": "random initialisation (no pretrained weights)" if config.backbone.started_random
+        else f"pretrained ({config.backbone.weights})",
+        "input_size": config.preprocessing["input_size"], "mean": config.preprocessing["mean"],
+        "std": config.preprocessing["std"],
+        "colour": f" (+ foreground colour features for {', '.join(colour)})" if colour else "",
+        "decoder": config.caption.decoder, "decoder_layers": config.caption.decoder_layers,
+        "decoder_width": config.caption.decoder_width, "abstain": config.heads.abstain_thresholds or "none",
+        "data": training.get("data", "?"), "items": training.get("items", "?"),
+        "skipped": training.get("skipped", {}) or "none", "train": split.get("train", "?"),
+        "validation": split.get("validation", "?"), "test": split.get("test", "?"),
+        "metrics": format_metrics(config.test_metrics),
+        "warnings": "\n".join(f"- **{w}**" for w in config.warnings) or "- none",
+        "min_class_count": training.get("arguments", {}).get("min_class_count", "?"),
+    }

@@ -7,9 +7,6 @@ taught), fits each head by L-BFGS with an L2 penalty chosen on the validation sp
 once), and keeps a refit only where it beats the fine-tuned head there by a clear margin. For colour
 attributes it also tries the colour features alone: on small catalogues they separate colours better than
 network features, which overfit.
-
-Measured on the demo's catalogue (1,500 images, 80 px, random init): articleType 0.872 -> 0.916 on the test
-split, gender 0.651 -> 0.698.
 """
 
 from __future__ import annotations
@@ -95,9 +92,7 @@ def refit_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
                 weight = torch.cat([torch.zeros(len(weight), pooled_width, device=device), weight], dim=1)
                 candidates.append(Candidate("colour only", weight, bias,
                                             score(weight, bias, val_design, val_target), penalty))
-        best = max(candidates, key=lambda c: c.score)
-        if best.score < candidates[0].score + MIN_GAIN:
-            best = candidates[0]
+        best = choose(candidates)
         head.weight.copy_(best.weight)
         head.bias.copy_(best.bias)
         report[name] = {"kept": best.name, "penalty": best.penalty, "validation_score": round(best.score, 4),
@@ -105,6 +100,12 @@ def refit_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
         log.info("refit %s: %s (validation %.3f, fine-tuned head %.3f)", name, best.name, best.score,
                  candidates[0].score)
     return report
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    """The best-scoring candidate, unless it beats the fine-tuned head (the first) by less than MIN_GAIN."""
+    best = max(candidates, key=lambda c: c.score)
+    return best if best.score >= candidates[0].score + MIN_GAIN else candidates[0]
 
 
 def score(weight: torch.Tensor, bias: torch.Tensor, design: torch.Tensor, target: torch.Tensor) -> float:

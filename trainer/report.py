@@ -1,7 +1,9 @@
-"""The evaluation report: metrics.json, report.md, and the pictures (curves, confusions, reliability)."""
+"""The evaluation report: metrics.json, report.md, predictions.csv and the pictures (curves, confusions,
+reliability); this module is the one writer of each."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -15,15 +17,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from enrich_model.metrics import format_metrics, reliability_curve
+from enrich_model.schema import ALL_LABEL_ATTRIBUTES, HEADLINE_ATTRIBUTES
+
+from .answers import Answers
 
 if TYPE_CHECKING:
     from enrich_data.catalogue import CatalogueItem
     from enrich_model.bundle import Bundle
 
-    from .evaluation import Answers
-
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+PREDICTIONS_FILE = "predictions.csv"
 PICTURES = {"curves": "training_curves.png", "reliability": "reliability.png",
             "articleType": "confusion_articleType.png", "baseColour": "confusion_baseColour.png"}
 
@@ -32,6 +36,7 @@ def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers:
                  histories: dict[str, list[dict]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_predictions(out / PREDICTIONS_FILE, items, answers)
     if histories:
         plot_training_curves(histories, out / PICTURES["curves"])
     for attribute in ("articleType", "baseColour"):
@@ -39,7 +44,7 @@ def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers:
                        bundle.vocabs[attribute].labels, f"{attribute} ({len(items)} images)",
                        out / PICTURES[attribute])
     curves = {}
-    for attribute in ("articleType", "baseColour", "gender"):
+    for attribute in HEADLINE_ATTRIBUTES:
         rows = [n for n, item in enumerate(items) if item.labels[attribute]]
         correct = [items[n].labels[attribute] == answers.labels[attribute][n] for n in rows]
         curves[attribute] = {
@@ -50,10 +55,22 @@ def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers:
     (out / REPORT_FILE).write_text(markdown_report(bundle, metrics, histories is not None))
 
 
+def write_predictions(path: Path, items: list[CatalogueItem], answers: Answers) -> None:
+    """One row per image and attribute: what the catalogue says, what the model answered, how sure it was."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "attribute", "true", "predicted", "confidence", "unsure"])
+        for n, item in enumerate(items):
+            for attribute in ALL_LABEL_ATTRIBUTES:
+                writer.writerow([item.id, attribute, item.labels[attribute] or "", answers.labels[attribute][n],
+                                 f"{answers.confidence[attribute][n]:.4f}", int(answers.unsure[attribute][n])])
+
+
 def markdown_report(bundle: Bundle, metrics: dict, with_curves: bool) -> str:
     lines = [f"# Evaluation of {bundle.model_version}", "",
              f"{metrics['test_items']} labelled images, answered through the serving path "
-             "(decode, letterbox, one encoder pass, calibrated heads, captions agreeing with the labels).", "",
+             "(decode, letterbox, one encoder pass, calibrated heads, captions agreeing with the labels), "
+             f"on {metrics.get('served_as', 'an unrecorded backend')}. `{PREDICTIONS_FILE}` has every answer.", "",
              "```", format_metrics(metrics), "```", "",
              "ECE: expected calibration error of the served (calibrated) confidence; ECE raw: before calibration. "
              "majority: accuracy of always answering the most frequent training label.", ""]

@@ -9,7 +9,7 @@ lives in its own module and `train()` reads as the list of them.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import shutil
 import sys
@@ -20,15 +20,18 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from torch.utils.data import ConcatDataset
-from transformers import HfArgumentParser, set_seed
+from transformers import HfArgumentParser, PreTrainedTokenizerBase, set_seed
 from transformers.utils import logging as hf_logging
 
 from enrich_data.catalogue import Catalogue, CatalogueItem, DataError, load_catalogue
-from enrich_model.bundle import Bundle, load_bundle, save_bundle
-from enrich_model.bundle_config import RANDOM_WEIGHTS
+from enrich_model.bundle import Bundle, build_heads, save_weights
+from enrich_model.bundle_config import RANDOM_WEIGHTS, BundleConfig, HeadsConfig
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.metrics import format_metrics
-from enrich_model.model import AttributeClassifier, AttributeHeads, ColourFeatures, EnrichModel, build_captioner
+from enrich_model.model import AttributeClassifier, EnrichModel, build_captioner
+from enrich_model.options import RuntimeOptions
+from enrich_model.pipeline import EnrichPipeline
+from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
 
 from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
@@ -36,15 +39,16 @@ from .augment import Augment
 from .calibration import calibrate
 from .caption_stage import train_captioner
 from .datasets import PixelDataset, extract_features
-from .evaluation import best_device, evaluate_bundle, quality_warnings
+from .evaluation import evaluate, quality_warnings
 from .heads_stage import mixed_precision, train_heads
 from .model_card import write_model_card
 from .refit import refit_heads
-from .report import METRICS_FILE
+from .report import write_report
 from .split import stratified_split
 from .weights import WeightsUnavailable, preprocessing_for, resolve_decoder, resolve_encoder
 
 log = logging.getLogger("enrich.train")
+COLOUR_ATTRIBUTES = ["baseColour"]  # the heads that read the colour features
 
 
 @dataclass
@@ -64,77 +68,103 @@ class Labels:
     majority: dict[str, str]
 
 
+@dataclass
+class Trained:
+    """What the stages made: the classifier (backbone, colour features, calibrated heads), the captioner
+    (holding the same backbone) and what was learnt on the way."""
+
+    classifier: AttributeClassifier
+    heads: HeadsConfig  # what the heads were built from, with the abstain thresholds calibration chose
+    preprocessing: Preprocessing
+    weights: str  # where the backbone started: "hub", a weights file, or random
+    histories: dict[str, list[dict]]
+    training: dict  # for enrich.json: calibration and refit reports, the decoder's name
+
+
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
           catalogue: Catalogue | None = None) -> Bundle | None:
-    """Train, write the bundle, evaluate it as loaded back; returns it (None on non-main processes)."""
+    """Train, write the bundle, evaluate it as loaded back and served; returns it (None on non-main processes)."""
     started = time.perf_counter()
     check_arguments(args)
     set_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     out, work = Path(args.out), Path(args.out) / "_checkpoints"
-
     catalogue = catalogue or load_catalogue(data_args.data, data_args.split)
     splits = split_catalogue(catalogue, data_args, args)
     labels = describe_labels(splits.train, data_args)
+    trained = train_classifier(splits, labels, model_args, args, work)  # stage 1, then calibration
+    captioner, tokenizer = train_caption_decoder(trained, splits, model_args, args, work)  # stage 2
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the bundle
+        return None
+    classifier = trained.classifier
+    training = {
+        "data": catalogue.source, "items": len(splits.train) + len(splits.validation) + len(splits.test),
+        "skipped": dict(catalogue.skipped), "majority": labels.majority, **trained.training,
+        "split": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "backbone_mode": args.backbone_mode, "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
+    }
+    config = save_weights(out, EnrichModel(captioner, classifier.heads, classifier.colour).eval(), trained.heads,
+                          tokenizer, trained.preprocessing, labels.vocabs, labels.taxonomy, name=args.name,
+                          weights=trained.weights, lexicon=labels.lexicon, training=training)
+    bundle = evaluate_as_served(out, config, splits.test, trained, args, started)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("bundle %s written to %s", bundle.model_version, out)
+    return bundle
 
+
+def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments, args: TrainArguments,
+                     work: Path) -> Trained:
+    """The backbone and heads (linear probe, fine-tuning, refit), then their calibration on validation."""
     encoder, weights = resolve_encoder(model_args)
     if args.backbone_mode == "frozen" and weights == RANDOM_WEIGHTS:
         raise UsageError("--backbone_mode frozen with random weights learns nothing: the features of a random "
                          "backbone do not separate products. Use --backbone_mode finetune, or pretrained weights")
     preprocessing = preprocessing_for(encoder)
-    colour = ColourFeatures(preprocessing.mean, preprocessing.std, model_args.colour_bins, model_args.colour_levels) \
-        if model_args.colour_bins else None
-    heads = AttributeHeads(encoder.config.hidden_size, {a: len(v) for a, v in labels.vocabs.items()},
-                           model_args.head_dropout, colour.num_features if colour else 0, ("baseColour",))
+    heads_config = HeadsConfig(dropout=model_args.head_dropout, colour_bins=model_args.colour_bins,
+                               colour_levels=model_args.colour_levels, colour_attributes=COLOUR_ATTRIBUTES)
+    heads, colour = build_heads(heads_config, encoder.config.hidden_size,
+                                {a: len(v) for a, v in labels.vocabs.items()}, preprocessing)
     classifier = AttributeClassifier(heads, encoder, colour, args.label_smoothing,
                                      logit_adjustment(splits.train, labels.vocabs, args.class_balance))
-
-    # Stage 1: heads (+ backbone), then calibration on the validation split.
-    heads_history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args,
-                                work)
+    history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args, work)
     refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
         if args.refit_heads else {}
-    calibration, abstain = calibrate(classifier, calibration_set(splits.validation, preprocessing, labels.vocabs,
-                                                                 args.augment),
-                                     args.eval_batch_size, args.abstain_accuracy)
+    validation = calibration_set(splits.validation, preprocessing, labels.vocabs, args.augment)
+    calibration, abstain = calibrate(classifier, validation, args.eval_batch_size, args.abstain_accuracy)
+    return Trained(classifier, dataclasses.replace(heads_config, abstain_thresholds=abstain), preprocessing, weights,
+                   {"attribute heads": history}, {"refit": refit, "calibration": calibration})
 
-    # Stage 2: the caption decoder on the fixed backbone's tokens.
+
+def train_caption_decoder(trained: Trained, splits: Splits, model_args: ModelArguments, args: TrainArguments,
+                          work: Path) -> tuple[object, PreTrainedTokenizerBase]:
+    """The caption decoder on the fixed backbone's tokens, computed once per split."""
+    encoder = trained.classifier.encoder
     decoder, tokenizer, decoder_name = resolve_decoder(model_args, [i.name for i in splits.train if i.name])
     captioner = build_captioner(encoder, decoder, tokenizer.bos_token_id, tokenizer.eos_token_id,
                                 tokenizer.pad_token_id, model_args.max_caption_tokens)
-    features = {name: extract_features(encoder, None, items, preprocessing, args.eval_batch_size,
-                                       f"encode ({name})", args.progress)
-                for name, items in (("train", splits.train), ("validation", splits.validation))}
-    captioner, caption_history = train_captioner(captioner, tokenizer, {"train": splits.train,
-                                                                        "validation": splits.validation},
-                                                 features, model_args, args, work)
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the bundle
-        return None
+    parts = {"train": splits.train, "validation": splits.validation}
+    features = {name: extract_features(encoder, None, items, trained.preprocessing, args.eval_batch_size,
+                                       f"encode ({name})", args.progress) for name, items in parts.items()}
+    captioner, history = train_captioner(captioner, tokenizer, parts, features, model_args, args, work)
+    trained.histories["captioner"] = history
+    trained.training["decoder"] = decoder_name
+    return captioner, tokenizer
 
-    # The bundle, then its evaluation as loaded back: the metrics describe what ships.
-    training = {
-        "data": catalogue.source, "items": len(splits.train) + len(splits.validation) + len(splits.test),
-        "skipped": dict(catalogue.skipped), "majority": labels.majority, "decoder": decoder_name,
-        "split": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "backbone_mode": args.backbone_mode, "refit": refit, "calibration": calibration,
-        "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
-    }
-    save_bundle(out, EnrichModel(captioner, heads, colour).eval(), tokenizer, preprocessing, labels.vocabs,
-                labels.taxonomy, name=args.name, weights=weights, lexicon=labels.lexicon,
-                abstain_thresholds=abstain, training=training)
-    bundle = load_bundle(out, device=best_device())
-    metrics = evaluate_bundle(bundle, splits.test, out, {"attribute heads": heads_history,
-                                                          "captioner": caption_history},
-                              args.eval_batch_size, args.progress)
+
+def evaluate_as_served(out: Path, config: BundleConfig, test: list[CatalogueItem], trained: Trained,
+                       args: TrainArguments, started: float) -> Bundle:
+    """The weights loaded back from `out` and run as `enrich serve` would run them, scored on the test split;
+    then the report, and enrich.json, once, with the metrics and warnings: the folder is a bundle from here."""
+    pipeline = EnrichPipeline.load(out, RuntimeOptions(threads=args.threads), config)
+    bundle = pipeline.bundle
+    metrics, answers = evaluate(pipeline, test, args.eval_batch_size, args.progress)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out, bundle, test, answers, metrics, trained.histories)
     bundle.config.test_metrics = metrics
-    bundle.config.warnings = quality_warnings(metrics, weights == RANDOM_WEIGHTS)
+    bundle.config.warnings = quality_warnings(metrics, trained.weights == RANDOM_WEIGHTS)
     bundle.config.write(out)
     write_model_card(out, bundle.config)
-    shutil.rmtree(work, ignore_errors=True)
-    log.info("bundle %s written to %s", bundle.model_version, out)
     return bundle
 
 

@@ -5,7 +5,7 @@
     enrich bench --target HOST:PORT        # only the gRPC figures, against a running server
 
 With --model it measures, in this order: the machine (CPU flags, fp32/bf16 matmul GFLOP/s); each encoder
-backend and precision (img/s, label agreement with eager fp32); the seed's design (one backbone pass per
+backend and precision (img/s, label agreement with eager fp32); separate passes (one backbone pass per
 attribute and one for the caption) against the shared pass; decoding camera JPEGs; the serving pipeline
 in process; then real gRPC against two server processes started side by side, the default settings and
 eager torch fp32, measured alternately. Every number is printed; none is asserted.
@@ -30,10 +30,10 @@ from .images import camera_images, catalogue_images
 
 NO_CACHE = ("--cache-mb", "0")  # throughput figures: every image reaches the model
 EAGER = ("--backend", "torch", "--precision", "fp32")
-TARGETS = {  # issue 7's targets, as ratios of figures from the same run
+TARGETS = {  # the serving targets, as ratios of figures from the same run
     "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
     "grpc_vs_eager_serving_caption": 2.5, "camera_grpc_vs_decode": 0.8, "stream_vs_in_process": 0.95,
-    "caption_cost": 0.30, "shared_vs_seed_design": 5.0,
+    "caption_cost": 0.30, "shared_vs_separate_passes": 5.0,
 }
 
 
@@ -44,85 +44,102 @@ def say(text: str) -> None:
 @contextmanager
 def server_process(bundle: Path, name: str, *options: str):
     log_path = Path(tempfile.gettempdir()) / f"enrich-bench-{name}.log"
-    process, port = start_server(bundle, log_path, *options)
+    served = start_server(bundle, log_path, *options)
     try:
-        with EnrichClient(f"127.0.0.1:{port}", timeout=600) as client:
+        with EnrichClient(f"127.0.0.1:{served.port}", timeout=600) as client:
             yield client
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        served.process.send_signal(signal.SIGTERM)
+        served.process.wait(timeout=60)
 
 
 def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from enrich_model.backends import fast_precisions
-    from enrich_model.bundle import load_bundle
-    from enrich_model.predict import CaptionMode
     from enrich_server.settings import ServerSettings
 
-    from . import decoding, inprocess, machine
+    from . import machine
 
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per backend says nothing here
-    settings = ServerSettings(model=args.model)
-    model_threads, decode_threads = settings.thread_budget
+    model_threads, decode_threads = ServerSettings(model=args.model).thread_budget
     torch.set_num_threads(model_threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     figures["machine"] = {**machine.machine_flags(), "device": device}
     if device == "cuda":
         figures["machine"]["gpu"] = torch.cuda.get_device_name()
+    figures["matmul_gflops"] = machine.reduced_precision_gflops(device)
+    pixels = measure_encoders(args, catalogue, figures, model_threads, device)
+    measure_separate_passes(args.model, pixels, figures, device)
+    if camera:
+        from enrich_model.bundle_config import BundleConfig
+        from enrich_model.preprocess import Preprocessing
+
+        from . import decoding
+
+        preprocessing = Preprocessing.from_json(BundleConfig.read(args.model).preprocessing)
+        figures["decode_camera"] = decoding.decode_speeds(camera, preprocessing, decode_threads)
+        say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: "
+            f"{rounded(figures['decode_camera'])}")
+
+
+def measure_encoders(args: argparse.Namespace, catalogue: list[bytes], figures: dict, threads: int,
+                     device: str):
+    """Every encoder backend and precision, with the fp32 matmul rate between them; returns the pixels used."""
+    import torch
+
+    from . import inprocess, machine
+
     fp32_rates: list[float] = []
 
     def matmul_fp32() -> float:
         fp32_rates.append(machine.matmul_gflops(torch.float32, seconds=1.0, device=device))
         return fp32_rates[-1]
 
-    figures["matmul_gflops"] = {}
-    for precision in fast_precisions(device):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision.value]
-        machine.matmul_gflops(dtype, seconds=0.5, device=device)  # the first calls pick kernels
-        figures["matmul_gflops"][precision.value] = machine.matmul_gflops(dtype, device=device)
-
-    bundle = load_bundle(args.model, device=device)
+    reference = inprocess.eager_reference(args.model, device)
+    bundle = reference.bundle
     gflop = machine.encoder_gflop(bundle.model, bundle.preprocessing.input_size)
     figures["encoder"] = {"backbone": bundle.config.backbone.name, "input": list(bundle.preprocessing.input_size),
                           "gflop_per_image": gflop}
-    pixels = inprocess.preprocess_all(bundle, catalogue[:64])
-    agreement = inprocess.preprocess_all(bundle, (catalogue * (args.agreement_images // len(catalogue) + 1))
+    pixels = inprocess.preprocess_all(reference, catalogue[:64])
+    agreement = inprocess.preprocess_all(reference, (catalogue * (args.agreement_images // len(catalogue) + 1))
                                          [: args.agreement_images])
-    del bundle
+    del reference, bundle
     say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image; "
         f"each backend timed in {inprocess.ROUNDS} alternating rounds with the fp32 matmul rate")
-    runs = inprocess.encoder_variants(args.model, pixels, agreement, model_threads, gflop, matmul_fp32, device,
+    runs = inprocess.encoder_variants(args.model, pixels, agreement, threads, gflop, matmul_fp32, device,
                                       progress=say)
     figures["encoders"] = {run.name: vars(run) for run in runs}
     figures["matmul_gflops"]["fp32"] = statistics.median(fp32_rates)
     say(f"machine: {figures['machine']}, matmul GFLOP/s {rounded(figures['matmul_gflops'])}")
     del agreement
     gc.collect()
+    return pixels
 
-    figures["seed_design"] = {}
+
+def measure_separate_passes(bundle: Path, pixels, figures: dict, device: str) -> None:
+    from enrich_model.answers import CaptionMode
+
+    from . import inprocess
+
+    figures["separate_passes"] = {}
     for caption in (CaptionMode.GENERATE, CaptionMode.SKIP):
-        shared, seed = inprocess.seed_design_ratio(args.model, pixels, caption, device)
-        figures["seed_design"][caption.value] = {"shared": shared, "seed": seed, "ratio": shared / seed}
-        say(f"  shared encoder {shared:.1f} img/s vs the seed's design {seed:.1f} img/s (caption={caption.value})")
-
-    if camera:
-        figures["decode_camera"] = decoding.decode_speeds(camera, load_bundle(args.model).preprocessing,
-                                                          decode_threads)
-        say(f"decoding {len(camera)} camera JPEGs on {decode_threads} threads, img/s: "
-            f"{rounded(figures['decode_camera'])}")
+        shared, separate = inprocess.separate_passes_ratio(bundle, pixels, caption, device)
+        figures["separate_passes"][caption.value] = {"shared": shared, "separate": separate,
+                                                     "ratio": shared / separate}
+        say(f"  one shared encoder pass {shared:.1f} img/s vs a pass per attribute {separate:.1f} img/s "
+            f"(caption={caption.value})")
 
 
 def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camera: list[bytes], figures: dict,
-                 in_process=None, rounds: int = 2) -> None:
+                 in_process=None, rounds: int = 2, unique: bool = False) -> None:
     """Alternates the servers (and the in-process pipeline) within each measurement, so drifts of a shared
-    machine hit them alike; the headline catalogue streams take the median of `rounds`."""
-    from enrich_model.predict import CaptionMode
+    machine hit them alike; the headline catalogue streams take the median of `rounds`. `unique`: every
+    request's bytes differ from every earlier one's, so a server's response cache cannot answer them."""
+    from enrich_model.answers import CaptionMode
 
     for client in clients.values():
-        served.warm(client, catalogue)
+        served.warm(client, catalogue, unique)
     plan = [("catalogue", catalogue, "stream", "generate", rounds), ("catalogue", catalogue, "stream", "skip", rounds),
             ("catalogue", catalogue, "unary", "generate", 1), ("catalogue", catalogue, "unary", "skip", 1)]
     if camera:
@@ -134,7 +151,7 @@ def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camer
         for _ in range(repeats):
             for server_name, client in clients.items():
                 results.setdefault(server_name, []).append(
-                    (served.stream if kind == "stream" else served.unary)(client, images, caption))
+                    (served.stream if kind == "stream" else served.unary)(client, images, caption, unique=unique))
             if in_process is not None and images_name == "catalogue" and kind == "stream":
                 results.setdefault("in_process", []).append(
                     served.Served(in_process.images_per_second(images, CaptionMode(caption))))
@@ -144,6 +161,22 @@ def measure_grpc(clients: dict[str, EnrichClient], catalogue: list[bytes], camer
                 name, {})[key] = vars(result)
             say(f"  {name:<10} {key:<28} {result.describe()}"
                 + (f"  (median of {len(measured)})" if len(measured) > 1 else ""))
+
+
+def measure_target(client: EnrichClient, catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
+    """A running server, measured uncached: when it caches answers, every request's bytes are made unique (a
+    trailer after the image's end, which decoders ignore); the cache's own counters then prove no hit."""
+    client.wait_until_serving()
+    before = client.model_info()
+    caches = before.runtime.cache_max_bytes > 0
+    if caches:
+        say(f"the server caches answers ({before.runtime.cache_max_bytes:,} bytes): every request is made unique, "
+            "so that each answer is computed")
+    measure_grpc({"target": client}, catalogue, camera, figures, unique=caches)
+    hits = client.model_info().load.cache_hits - before.load.cache_hits
+    figures["cache_hits_during_run"] = hits
+    say(f"response cache hits during the measurements: {hits}" + ("" if hits == 0 else
+        " (another client's repeats, or this server's cache is keyed otherwise: the figures above include them)"))
 
 
 def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
@@ -187,9 +220,9 @@ def ratios(figures: dict) -> dict[str, float]:
     if default:
         out["caption_cost"] = 1 - (default["catalogue/stream/generate"]["images_per_second"] /
                                    default["catalogue/stream/skip"]["images_per_second"])
-    if "seed_design" in figures:
-        out["shared_vs_seed_design"] = figures["seed_design"]["generate"]["ratio"]
-        out["shared_vs_seed_design_no_caption"] = figures["seed_design"]["skip"]["ratio"]
+    if "separate_passes" in figures:
+        out["shared_vs_separate_passes"] = figures["separate_passes"]["generate"]["ratio"]
+        out["shared_vs_separate_passes_no_caption"] = figures["separate_passes"]["skip"]["ratio"]
     return out
 
 
@@ -234,18 +267,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.target:
         with EnrichClient(args.target, timeout=600) as client:
-            measure_grpc({"target": client}, catalogue, camera, figures)
+            measure_target(client, catalogue, camera, figures)
     else:
         from enrich_server.settings import ServerSettings
 
-        from .inprocess import InProcessPipeline
+        from .inprocess import InProcessServer
 
         measure_model(args, catalogue, camera, figures)
         say("gRPC, two server processes side by side (response cache off), and the same pipeline in process:")
         with ExitStack() as stack:
             clients = {"default": stack.enter_context(server_process(args.model, "default", *NO_CACHE)),
                        "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
-            in_process = InProcessPipeline(ServerSettings(model=args.model))
+            in_process = InProcessServer(ServerSettings(model=args.model))
             measure_grpc(clients, catalogue, camera, figures, in_process)
             del in_process
             gc.collect()

@@ -1,11 +1,13 @@
-"""In-process measurements (no RPC): each encoder backend and precision, the seed's design against the
-shared encoder pass, and the serving pipeline's ceiling."""
+"""In-process measurements (no RPC): each encoder backend and precision, a backbone pass per attribute against
+the one shared pass, and the server's own service without gRPC (the most a gRPC stream could reach)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +15,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enrich_model.backends import (
-    BackendChoice,
-    Precision,
-    available_backends,
-    build_encoder_backend,
-    fast_precisions,
-)
+from enrich.v1 import enrich_pb2
+from enrich_client.contract import caption_mode
+from enrich_model.answers import CaptionMode, ItemOptions
+from enrich_model.backends import Precision, available_backends, fast_precisions
 from enrich_model.bundle import load_bundle
-from enrich_model.predict import CaptionMode, ItemOptions, Predictor
+from enrich_model.options import RuntimeOptions
+from enrich_model.pipeline import EnrichPipeline
 
 BATCH = 8
-# Medians of this many alternating rounds: on a shared 2-core machine the fp32 matmul rate alone swung from
-# 113 to 185 GFLOP/s within minutes, and three rounds left the ratios at the mercy of one bad one.
+# Medians of this many alternating rounds: on a shared 2-core machine the matmul rate alone swings within
+# minutes, and three rounds left the ratios at the mercy of one bad one.
 ROUNDS = 5
+EAGER_REFERENCE = "torch/fp32 (contiguous)"  # eager, in the memory layout training uses: the reference
 
 
 @dataclass
 class EncoderRun:
-    name: str  # e.g. "openvino/bf16", or "torch/fp32 (contiguous)" for eager as first landed
+    name: str  # e.g. "openvino/bf16", or EAGER_REFERENCE
     images_per_second: float  # median over the rounds
     share_of_fp32_matmul: float  # median over the rounds of (GFLOP/s achieved / fp32 matmul GFLOP/s then)
     label_agreement: float  # top-1, all classified attributes, against eager fp32 on the same images
@@ -39,39 +40,43 @@ class EncoderRun:
     max_feature_error: float  # largest |difference| of pooled features and tokens from eager fp32
 
 
-def preprocess_all(bundle, images: list[bytes]) -> np.ndarray:
-    return np.stack([bundle.preprocessing.from_bytes(data)[1] for data in images])
+def preprocess_all(pipeline: EnrichPipeline, images: list[bytes]) -> np.ndarray:
+    return np.stack([pipeline.decode(data)[1] for data in images])
 
 
 def batches(pixels: np.ndarray) -> list[np.ndarray]:
     return [pixels[i:i + BATCH] for i in range(0, len(pixels) - BATCH + 1, BATCH)]
 
 
-def encoder_speed(encode, pixels: np.ndarray, seconds: float = 2.0) -> float:
+def encoder_speed(pipeline: EnrichPipeline, pixels: np.ndarray, seconds: float = 2.0) -> float:
     chunks = batches(pixels)
-    encode(torch.from_numpy(chunks[0]))
+    pipeline.encode(chunks[0])
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or done < 2 * BATCH:
-        pooled, _, _ = encode(torch.from_numpy(chunks[(done // BATCH) % len(chunks)]))
+        encoded = pipeline.encode(chunks[(done // BATCH) % len(chunks)])
         done += BATCH
-    pooled.cpu()  # waits for a GPU to finish
+    encoded.pooled.cpu()  # waits for a GPU to finish
     return done / (time.perf_counter() - started)
 
 
-def labels_of(predictor: Predictor, pixels: np.ndarray) -> dict[str, list[str]]:
+def labels_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for chunk in batches(pixels):
-        result = predictor.classify(chunk, [ItemOptions(caption=CaptionMode.SKIP)] * len(chunk))
-        for item in result.items:
+        skip = [ItemOptions(caption_mode=CaptionMode.SKIP)] * len(chunk)
+        for item in pipeline.classify(pipeline.encode(chunk), skip):
             for attribute, prediction in item.attributes.items():
                 if not prediction.derived:
                     out.setdefault(attribute, []).append(prediction.label)
     return out
 
 
-def features_of(encode, pixels: np.ndarray) -> torch.Tensor:
-    pooled, tokens, _ = encode(torch.from_numpy(pixels[:BATCH]))
-    return torch.cat([pooled.flatten(), tokens.flatten()]).float().cpu()
+def features_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> torch.Tensor:
+    encoded = pipeline.encode(pixels[:BATCH])
+    return torch.cat([encoded.pooled.flatten(), encoded.tokens.flatten()]).float().cpu()
+
+
+def eager_reference(bundle_dir: Path, device: str) -> EnrichPipeline:
+    return EnrichPipeline.eager(load_bundle(bundle_dir, device=device), channels_last=False)
 
 
 def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.ndarray, threads: int,
@@ -79,33 +84,28 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
                      progress=print) -> list[EncoderRun]:
     """Every backend and precision this machine has, built first, then timed in alternating rounds with
     the fp32 matmul rate, so that a shared machine's drift hits all of them alike."""
-    bundle = load_bundle(bundle_dir, device=device)
-    reference = Predictor(bundle)  # eager fp32 as first landed: contiguous memory, no backend
-    encoders = {"torch/fp32 (contiguous)": lambda batch: bundle.model.encode(batch.to(device))}
-    predictors = {"torch/fp32 (contiguous)": reference}
+    pipelines = {EAGER_REFERENCE: eager_reference(bundle_dir, device)}
     kind = device.split(":")[0]
     for name in available_backends(kind):
         for precision in (Precision.FP32, *fast_precisions(kind)):
-            choice = BackendChoice(name, precision)
-            variant = load_bundle(bundle_dir, device=device)
-            encoder = build_encoder_backend(variant.model, choice, variant.preprocessing.input_size,
-                                            variant.model_version, bundle_dir, threads)
-            encoders[str(choice)], predictors[str(choice)] = encoder.encode, Predictor(variant, encoder=encoder)
-    speeds: dict[str, list[float]] = {name: [] for name in encoders}
-    shares: dict[str, list[float]] = {name: [] for name in encoders}
+            options = RuntimeOptions(device=device, backend=name, precision=precision.value, threads=threads)
+            pipeline = EnrichPipeline.load(bundle_dir, options)
+            pipelines[str(pipeline.backend.choice)] = pipeline
+    speeds: dict[str, list[float]] = {name: [] for name in pipelines}
+    shares: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(rounds):
-        for name, encode in encoders.items():
-            speed = encoder_speed(encode, pixels)
+        for name, pipeline in pipelines.items():
+            speed = encoder_speed(pipeline, pixels)
             speeds[name].append(speed)
             shares[name].append(speed * gflop_per_image / matmul_fp32())
-    reference_labels = labels_of(reference, agreement_pixels)
-    reference_features = features_of(encoders["torch/fp32 (contiguous)"], pixels)
+    reference = pipelines[EAGER_REFERENCE]
+    reference_labels, reference_features = labels_of(reference, agreement_pixels), features_of(reference, pixels)
     runs = []
-    for name, encode in encoders.items():
-        labels = labels_of(predictors[name], agreement_pixels)
+    for name, pipeline in pipelines.items():
+        labels = labels_of(pipeline, agreement_pixels)
         per_attribute = [np.mean([a == b for a, b in zip(labels[k], reference_labels[k], strict=True)])
                          for k in reference_labels]
-        error = float((features_of(encode, pixels) - reference_features).abs().max())
+        error = float((features_of(pipeline, pixels) - reference_features).abs().max())
         runs.append(EncoderRun(name, statistics.median(speeds[name]), statistics.median(shares[name]),
                                float(np.mean(per_attribute)), float(min(per_attribute)), error))
         progress(f"  encoder {name:<24} {runs[-1].images_per_second:6.1f} img/s "
@@ -115,70 +115,83 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
     return runs
 
 
-def seed_design_ratio(bundle_dir: Path, pixels: np.ndarray, caption: CaptionMode, device: str = "cpu",
-                      rounds: int = ROUNDS) -> tuple[float, float]:
-    """(shared img/s, seed-design img/s), eager fp32 both, alternated, medians: the seed ran one backbone
-    pass per attribute (five) plus one for the caption; the shared design runs one for everything."""
-    bundle = load_bundle(bundle_dir, device=device)
-    predictor = Predictor(bundle)
+def separate_passes_ratio(bundle_dir: Path, pixels: np.ndarray, caption: CaptionMode, device: str = "cpu",
+                          rounds: int = ROUNDS) -> tuple[float, float]:
+    """(shared img/s, separate img/s), eager fp32 both, alternated, medians: one backbone pass per classified
+    attribute (five) plus one for the caption, against the one pass every stage shares."""
+    pipeline = eager_reference(bundle_dir, device)
     chunks = batches(pixels)[:3]
-    options = [ItemOptions(caption=caption)] * BATCH
-    skip = [ItemOptions(caption=CaptionMode.SKIP)] * BATCH
+    options = [ItemOptions(caption_mode=caption)] * BATCH
+    skip = [ItemOptions(caption_mode=CaptionMode.SKIP)] * BATCH
 
     def shared(chunk):
-        predictor.predict(chunk, options)
+        pipeline.predict(chunk, options)
 
-    def seed(chunk):
+    def separate(chunk):
         for _ in range(5):  # one backbone pass per classified attribute
-            predictor.classify(chunk, skip)
-        if caption is not CaptionMode.SKIP:  # and one more for the caption
-            result = predictor.classify(chunk, skip)
-            predictor.caption([predictor.caption_job(result, i, options[i]) for i in range(BATCH)])
+            pipeline.classify(pipeline.encode(chunk), skip)
+        if caption.needs_decoder:  # and one more for the caption
+            pipeline.caption([item.caption_job for item in pipeline.classify(pipeline.encode(chunk), options)])
 
-    speeds: dict[str, list[float]] = {"shared": [], "seed": []}
+    speeds: dict[str, list[float]] = {"shared": [], "separate": []}
     shared(chunks[0])
     for _ in range(rounds):
-        for name, run in (("shared", shared), ("seed", seed)):
+        for name, run in (("shared", shared), ("separate", separate)):
             started = time.perf_counter()
             for chunk in chunks:
                 run(chunk)
             speeds[name].append(len(chunks) * BATCH / (time.perf_counter() - started))
-    return statistics.median(speeds["shared"]), statistics.median(speeds["seed"])
+    return statistics.median(speeds["shared"]), statistics.median(speeds["separate"])
 
 
-class InProcessPipeline:
-    """The server's own decode pool and pipeline, called in process: the most gRPC could reach."""
+class InProcessServer:
+    """The server's own service (admission, decode pool, batched stages) and stream calls, run in process
+    exactly as the gRPC servicer runs them, minus gRPC: the most a gRPC stream could reach."""
 
     def __init__(self, settings) -> None:
-        from enrich_server.app import load_predictor
+        from enrich_server.ports import load_pipeline
 
-        self.settings = settings
-        model_threads, self.decode_threads = settings.thread_budget
-        self.predictor, _ = load_predictor(settings, model_threads)
+        self.settings = dataclasses.replace(settings, cache_mb=0)  # every image reaches the model
+        self.model_threads, self.decode_threads = self.settings.thread_budget
+        self.pipeline = load_pipeline(self.settings, self.model_threads)
 
-    def images_per_second(self, images: list[bytes], caption: CaptionMode) -> float:
-        return asyncio.run(self._run(images, caption))
+    def images_per_second(self, images: list[bytes], caption: CaptionMode, streams: int = 4) -> float:
+        return asyncio.run(self._run(images, caption, streams))
 
-    async def _run(self, images: list[bytes], caption: CaptionMode) -> float:
-        from enrich_server.pipeline import Pipeline
+    async def _run(self, images: list[bytes], caption: CaptionMode, streams: int) -> float:
+        from enrich_server.metrics import Metrics
+        from enrich_server.ports import batched_pipeline, limits_of
+        from enrich_server.service import EnrichService, LoadedModel
+        from enrich_server.stream import StreamCall
 
-        settings, preprocessing = self.settings, self.predictor.bundle.preprocessing
-
-        pipeline = Pipeline(self.predictor, settings.max_batch_size, settings.max_delay_ms,
-                            settings.caption_batch_size, encoder_wait_ms=settings.encoder_wait_ms)
-        pipeline.start()
-        loop = asyncio.get_running_loop()
-        room = asyncio.Semaphore(settings.max_queue)
+        mode = caption_mode(caption.value)
         with ThreadPoolExecutor(self.decode_threads) as pool:
-            async def one(data: bytes) -> None:
-                async with room:
-                    with pipeline.decoding():
-                        _, pixels = await loop.run_in_executor(pool, preprocessing.from_bytes, data)
-                    await pipeline.run(pixels, ItemOptions(caption=caption))
+            service = EnrichService(limits_of(self.settings), pool, Metrics())
+            batched = batched_pipeline(self.pipeline, self.settings)
+            service.model = LoadedModel(self.pipeline, batched, enrich_pb2.Runtime())
+            batched.start()
 
-            await asyncio.gather(*(one(d) for d in images[:16]))  # warm
+            async def stream(share: list[bytes]) -> None:
+                answers: list[enrich_pb2.EnrichResponse] = []
+                ending = await StreamCall(service, requests(share, mode), as_written(answers), None).run()
+                if ending is not None or len(answers) != len(share) or any(a.status.code for a in answers):
+                    raise RuntimeError("the in-process stream did not answer every image")
+
+            await asyncio.gather(*(stream(images[i:16:streams]) for i in range(streams)))  # warm
             started = time.perf_counter()
-            await asyncio.gather(*(one(d) for d in images))
+            await asyncio.gather(*(stream(images[i::streams]) for i in range(streams)))
             elapsed = time.perf_counter() - started
-        await pipeline.stop()
+            await batched.stop()
         return len(images) / elapsed
+
+
+async def requests(images: list[bytes], mode: int) -> AsyncIterator[enrich_pb2.EnrichRequest]:
+    for n, data in enumerate(images):
+        yield enrich_pb2.EnrichRequest(request_id=str(n), image=data, caption_mode=mode)
+
+
+def as_written(answers: list) -> Callable:
+    async def write(answer: enrich_pb2.EnrichResponse) -> None:
+        answers.append(answer)
+
+    return write

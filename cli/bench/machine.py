@@ -35,6 +35,19 @@ def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.5, de
     return 2 * size ** 3 * runs / (time.perf_counter() - started) / 1e9
 
 
+def reduced_precision_gflops(device: str) -> dict[str, float]:
+    """GEMM GFLOP/s at each reduced precision this device runs in hardware (fp32 is timed between the encoder
+    rounds instead)."""
+    from enrich_model.backends import fast_precisions
+
+    rates = {}
+    for precision in fast_precisions(device):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision.value]
+        matmul_gflops(dtype, seconds=0.5, device=device)  # the first calls pick kernels
+        rates[precision.value] = matmul_gflops(dtype, device=device)
+    return rates
+
+
 def encoder_gflop(model, input_size: tuple[int, int]) -> float:
     """FLOPs of one image through the backbone (2 per multiply-add), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,17 +28,27 @@ class Served:
         return text
 
 
+REQUESTS = itertools.count()
+
+
+def unique_bytes(images: list[bytes]) -> list[bytes]:
+    """The images with a trailer after their end that no request has carried before: decoders ignore it, a
+    response cache (keyed by the bytes' hash) cannot answer it."""
+    return [data + b"\0enrich-bench-" + str(next(REQUESTS)).encode() for data in images]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def stream(client: EnrichClient, images: list[bytes], caption: str, streams: int = 4) -> Served:
+def stream(client: EnrichClient, images: list[bytes], caption: str, streams: int = 4, unique: bool = False) -> Served:
     """`streams` concurrent EnrichStream calls sharing the images, as a bulk job would."""
+    images = unique_bytes(images) if unique else images
     shares = [images[i::streams] for i in range(streams)]
 
     def one(share: list[bytes]) -> list:
-        return list(client.enrich_stream(((str(n), d) for n, d in enumerate(share)), caption=caption))
+        return list(client.enrich_stream(((str(n), d) for n, d in enumerate(share)), caption_mode=caption))
 
     with ThreadPoolExecutor(streams) as pool:
         started = time.perf_counter()
@@ -49,12 +60,13 @@ def stream(client: EnrichClient, images: list[bytes], caption: str, streams: int
     return Served(len(images) / elapsed, mean_batch=statistics.mean(a.timings.batch_size for a in answers))
 
 
-def unary(client: EnrichClient, images: list[bytes], caption: str, callers: int = 8) -> Served:
+def unary(client: EnrichClient, images: list[bytes], caption: str, callers: int = 8, unique: bool = False) -> Served:
+    images = unique_bytes(images) if unique else images
     latencies: list[float] = []
 
     def call(data: bytes) -> None:
         started = time.perf_counter()
-        client.enrich(data, caption=caption)
+        client.enrich(data, caption_mode=caption)
         latencies.append((time.perf_counter() - started) * 1000)
 
     with ThreadPoolExecutor(callers) as pool:
@@ -65,7 +77,7 @@ def unary(client: EnrichClient, images: list[bytes], caption: str, callers: int 
                   percentile(latencies, 0.99))
 
 
-def warm(client: EnrichClient, images: list[bytes]) -> None:
+def warm(client: EnrichClient, images: list[bytes], unique: bool = False) -> None:
     client.wait_until_serving()
     for caption in ("generate", "skip"):
-        stream(client, images[:16], caption)
+        stream(client, images[:16], caption, unique=unique)

@@ -6,7 +6,11 @@
 Every input image gets exactly one row. A rerun with the same --out skips what the file already holds,
 so an interrupted run (Ctrl-C, a killed process, a lost server) continues where it stopped; at most
 the images in flight are sent again. A server that restarts or drains mid-run is waited for, with
-backoff. A bad image is a row with its reason, never the end of the run.
+backoff. A bad image is a row with its reason, never the end of the run. The options a run asked for are
+kept beside the output (OUT.bulk.json): a rerun with other options is refused unless told to mix them.
+
+Exit status: 0 when every input image has an OK row; 1 when some row failed (in this run or an earlier one)
+or the run stopped; 2 when an input matches no image, or the options do not match the output's.
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ import grpc
 
 from enrich.v1 import enrich_pb2
 
-from .client import EnrichClient, EnrichError, image_files, to_json
+from . import contract
+from .client import IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
+from .contract import to_json
 
-# The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each.
-ATTRIBUTES = [f.name for f in enrich_pb2.Metadata.DESCRIPTOR.fields
+# The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each, named as in the
+# JSON (the catalogue's own column names: baseColour, articleType, ...).
+ATTRIBUTES = [f for f in enrich_pb2.Metadata.DESCRIPTOR.fields
               if f.message_type is not None and f.message_type.name == "Prediction"]
-CSV_COLUMNS = ["request_id", "status", "reason", "message",
-               *[c for a in ATTRIBUTES for c in (a, f"{a}_confidence")],
-               "product_display_name", "product_display_name_confidence", "width", "height", "format",
-               "model_version"]
+CAPTION = enrich_pb2.Metadata.DESCRIPTOR.fields_by_name["product_display_name"].json_name
+KEY = enrich_pb2.EnrichResponse.DESCRIPTOR.fields_by_name["request_id"].json_name  # requestId
+CSV_COLUMNS = [KEY, "status", "reason", "message",
+               *[c for a in ATTRIBUTES for c in (a.json_name, f"{a.json_name}Confidence")],
+               CAPTION, f"{CAPTION}Confidence", "width", "height", "format", "modelVersion"]
 # A stream fails as a whole only when the server goes away or drains (a full server slows streams down
 # instead); a message over gRPC's size limit is RESOURCE_EXHAUSTED, which bulk prevents by checking sizes.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -71,24 +79,30 @@ class Source:
 
 
 def collect(inputs: list[str]) -> list[Source]:
-    """Folders (recursive, by extension), globs, single files, and CSV/JSONL manifests of paths or URLs."""
+    """Folders (recursive, by extension), globs, single files, and CSV/JSONL manifests of paths or URLs.
+    An input that yields no image is an error: a typo must not pass for an empty catalogue."""
     found: dict[str, Source] = {}
     for given in inputs:
-        path = Path(given)
-        if path.is_dir():
-            paths = image_files(path)
-            found.update((source.key, source) for source in map(Source.of, map(str, paths)))
-        elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-            found.update((s.key, s) for s in read_manifest(path))
-        elif path.is_file():
-            source = Source.of(given)
-            found[source.key] = source
-        elif any(char in given for char in "*?["):
-            paths = sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file())
-            found.update((source.key, source) for source in map(Source.of, paths))
-        else:
-            raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
+        sources = list(expand(given))
+        if not sources:
+            raise FileNotFoundError(f"{given}: no image files there (by suffix: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                                    if Path(given).is_dir() else f"{given}: matches no image")
+        found.update((source.key, source) for source in sources)
     return list(found.values())
+
+
+def expand(given: str) -> Iterator[Source]:
+    path = Path(given)
+    if path.is_dir():
+        yield from map(Source.of, map(str, image_files(path)))
+    elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
+        yield from read_manifest(path)
+    elif path.is_file():
+        yield Source.of(given)
+    elif any(char in given for char in "*?["):
+        yield from map(Source.of, sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file()))
+    else:
+        raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
 
 
 def read_manifest(path: Path) -> Iterator[Source]:
@@ -108,19 +122,20 @@ def read_manifest(path: Path) -> Iterator[Source]:
 # --- output ------------------------------------------------------------------------------------------
 def csv_row(response: enrich_pb2.EnrichResponse) -> dict[str, object]:
     status = response.status
-    row: dict[str, object] = {"request_id": response.request_id,
+    row: dict[str, object] = {KEY: response.request_id,
                               "status": grpc.StatusCode.OK.name if not status.code else code_name(status.code),
                               "reason": enrich_pb2.ErrorReason.Name(status.reason) if status.reason else "",
                               "message": "" if not status.code else status.message,
-                              "model_version": response.model_version}
+                              "modelVersion": response.model_version}
     if not status.code:
         metadata = response.metadata
         for attribute in ATTRIBUTES:
-            prediction = getattr(metadata, attribute)
-            row[attribute], row[f"{attribute}_confidence"] = prediction.label, round(prediction.confidence, 4)
+            prediction = getattr(metadata, attribute.name)
+            row[attribute.json_name] = prediction.label
+            row[f"{attribute.json_name}Confidence"] = round(prediction.confidence, 4)
         if metadata.HasField("product_display_name"):
-            row["product_display_name"] = metadata.product_display_name.text
-            row["product_display_name_confidence"] = round(metadata.product_display_name.confidence, 4)
+            row[CAPTION] = metadata.product_display_name.text
+            row[f"{CAPTION}Confidence"] = round(metadata.product_display_name.confidence, 4)
         row.update(width=metadata.image.width, height=metadata.image.height, format=metadata.image.format)
     return row
 
@@ -129,29 +144,65 @@ def code_name(code: int) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
+class OptionsMismatch(ValueError):
+    """The output was made with other options than this run asks for."""
+
+
 class Output:
-    """Appends one row per image, flushed as it is written; on open, reads the keys already done and cuts
-    a last line that a killed run left half-written, so the file stays valid."""
+    """Appends one row per image, flushed as it is written; on open, reads the keys already done (and which
+    of them failed) and cuts a last line that a killed run left half-written, so the file stays valid."""
 
     def __init__(self, path: Path, fmt: str) -> None:
         self.path, self.format = path, fmt
         self.done: set[str] = set()
+        self.failed: set[str] = set()  # rows already there whose image failed
         if path.exists():
             data = path.read_bytes()
             complete = data[: data.rfind(b"\n") + 1]
             if len(complete) != len(data):
                 os.truncate(path, len(complete))  # in place: an interruption now cannot lose earlier rows
-            text = complete.decode("utf-8")
-            if fmt == "csv":
-                self.done = {row["request_id"] for row in csv.DictReader(io.StringIO(text))}
-            else:
-                self.done = {json.loads(line)["request_id"] for line in text.split("\n") if line.strip()}
+            for key, ok in self._rows(complete.decode("utf-8")):
+                self.done.add(key)
+                if not ok:
+                    self.failed.add(key)
         fresh = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
         self.csv = csv.DictWriter(self.file, CSV_COLUMNS) if fmt == "csv" else None
         if self.csv and fresh:
             self.csv.writeheader()
         self.lock = threading.Lock()
+
+    def _rows(self, text: str) -> Iterator[tuple[str, bool]]:
+        """(key, OK?) of every complete row."""
+        if self.format == "csv":
+            for row in csv.DictReader(io.StringIO(text)):
+                if KEY not in row:
+                    raise OptionsMismatch(f"{self.path} is not a CSV this version of enrich-client wrote (no "
+                                          f"{KEY} column): choose another --out")
+                yield row[KEY], row["status"] == grpc.StatusCode.OK.name
+        else:
+            for line in filter(str.strip, text.split("\n")):
+                row = json.loads(line)
+                if KEY not in row:
+                    raise OptionsMismatch(f"{self.path} holds rows without {KEY}: not written by this version of "
+                                          "enrich-client; choose another --out")
+                yield row[KEY], not row["status"]["code"]
+
+    def check_options(self, options: dict, mixed: bool) -> None:
+        """Refuses to add rows made with other options than the rows already there, unless `mixed`; then
+        records this run's options."""
+        record = self.path.with_name(self.path.name + ".bulk.json")
+        if self.done and not mixed:
+            if not record.exists():
+                raise OptionsMismatch(f"{self.path} has rows but no {record.name}, so the options that made them "
+                                      "are unknown. Choose another --out, or add --mixed-options to resume anyway")
+            before = json.loads(record.read_text(encoding="utf-8"))
+            changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
+            if changed:
+                words = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+                raise OptionsMismatch(f"{self.path} was made with other options ({words}): its rows would mix "
+                                      "them. Choose another --out, or add --mixed-options to resume anyway")
+        record.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
 
     def write(self, response: enrich_pb2.EnrichResponse) -> None:
         with self.lock:
@@ -186,6 +237,7 @@ def unreadable(source: Source, error: Exception) -> enrich_pb2.EnrichResponse:
 class Summary:
     total: int
     skipped: int  # already in the output
+    failed_before: int = 0  # of those, rows whose image failed
     ok: int = 0
     failed: int = 0
     retries: int = 0
@@ -195,11 +247,18 @@ class Summary:
     def line(self) -> str:
         seconds = time.monotonic() - self.started
         rate = (self.ok + self.failed) / seconds if seconds else 0.0
-        text = (f"{self.ok} enriched, {self.failed} failed, {self.skipped} already in the output, "
+        already = f"{self.skipped} already in the output" + (f" ({self.failed_before} of them failed)"
+                                                             if self.failed_before else "")
+        text = (f"{self.ok} enriched, {self.failed} failed, {already}, "
                 f"{self.total - self.skipped - self.ok - self.failed} not done; {seconds:.0f} s, {rate:.1f} img/s")
         if self.failures:
             text += " (failures: " + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
         return text + (f"; {self.retries} stream retries" if self.retries else "")
+
+    @property
+    def complete(self) -> bool:
+        """Every input image has a row, and none of them failed."""
+        return not (self.failed or self.failed_before) and self.ok + self.skipped == self.total
 
 
 class _StreamState:
@@ -238,15 +297,17 @@ class _StreamState:
             return left
 
 
+
 class BulkRun:
     def __init__(self, client: EnrichClient, sources: list[Source], output: Output, streams: int = 4,
-                 top_k: int = 3, caption: str = "generate", sidecars: bool = False, retry_seconds: float = 120.0,
-                 on_answer=None) -> None:
+                 top_k: int | None = None, caption_mode: str | None = None, sidecars: bool = False,
+                 retry_seconds: float = 120.0, on_answer=None) -> None:
         self.client, self.output, self.streams = client, output, streams
-        self.top_k, self.caption, self.sidecars = top_k, caption, sidecars
+        self.top_k, self.caption_mode, self.sidecars = top_k, caption_mode, sidecars
         self.retry_seconds = retry_seconds
         todo = [s for s in sources if s.key not in output.done]
-        self.summary = Summary(total=len(sources), skipped=len(sources) - len(todo))
+        self.summary = Summary(total=len(sources), skipped=len(sources) - len(todo),
+                               failed_before=sum(s.key in output.failed for s in sources))
         self.pending: queue.SimpleQueue[Source] = queue.SimpleQueue()
         for source in todo:
             self.pending.put(source)
@@ -341,7 +402,7 @@ class BulkRun:
                     data = source.read()
                     if self.max_image_bytes and len(data) > self.max_image_bytes:
                         raise _TooLarge(len(data), self.max_image_bytes)
-                    request = self.client.request(data, source.key, self.top_k, self.caption)
+                    request = self.client.request(data, source.key, self.top_k, self.caption_mode)
                 except Exception as error:  # an unreadable input is a row, not the end of the run
                     if stream.answered(source.key) is not None:  # still ours: the stream may have ended
                         self._record(unreadable(source, error), None)
@@ -382,16 +443,29 @@ def output_format(path: Path, given: str | None) -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
+def run_options(args) -> dict:
+    """What decides a row's content, recorded beside the output (unset: the server's default)."""
+    mode = contract.caption_mode(args.caption_mode)
+    return {"top_k": args.top_k or None, "caption_mode": contract.caption_mode_name(mode) if mode else None,
+            "format": output_format(Path(args.out), args.format)}
+
+
 def bulk_main(client: EnrichClient, args) -> int:
     from tqdm import tqdm
 
+    out = Path(args.out)
     try:
         sources = collect(args.inputs)
+        output = Output(out, output_format(out, args.format))
     except (OSError, ValueError) as error:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    output = Output(out, output_format(out, args.format))
+    try:
+        output.check_options(run_options(args), args.mixed_options)
+    except (OSError, ValueError) as error:
+        output.close()
+        print(f"enrich-client bulk: {error}", file=sys.stderr)
+        return 2
     bar = tqdm(total=len(sources), initial=0, unit="img", desc="enrich", file=sys.stderr, disable=args.quiet,
                dynamic_ncols=True)
     run = None
@@ -401,7 +475,7 @@ def bulk_main(client: EnrichClient, args) -> int:
         if response.status.code:
             bar.set_postfix(failed=run.summary.failed, refresh=False)
 
-    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption, args.sidecars,
+    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode, args.sidecars,
                   args.retry_seconds, answered)
     with contextlib.suppress(EnrichError):  # not serving yet: the streams wait for it; gRPC checks sizes then
         run.max_image_bytes = client.model_info().limits.max_image_bytes
@@ -422,4 +496,4 @@ def bulk_main(client: EnrichClient, args) -> int:
     bar.close()
     output.close()
     print(summary.line(), file=sys.stderr)
-    return 1 if summary.failed or summary.ok + summary.failed + summary.skipped < summary.total else 0
+    return 0 if summary.complete else 1

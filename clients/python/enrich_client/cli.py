@@ -1,10 +1,14 @@
 """`enrich-client`: enrich a file (JSON to stdout) or a folder (one stream, JSON lines, progress bar).
 
     enrich-client photo.jpg
-    enrich-client enrich images/ --out results.jsonl
+    enrich-client enrich images/ --out results.jsonl --caption-mode template
     enrich-client bulk images/ 'more/**/*.png' manifest.csv --out results.csv --streams 4   # resumable
     enrich-client info
     enrich-client health
+
+The server is --target, else ENRICH_TARGET, else localhost:50051; a bearer token comes from ENRICH_TOKEN and a
+CA from --ca or ENRICH_CA, as in the Node client. Output is protobuf's JSON mapping (camelCase names: baseColour,
+articleType, productDisplayName), as the HTTP API and grpcurl write it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import contract
 from .bulk import bulk_main
-from .client import CAPTION_MODES, IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files, to_json
+from .client import IMAGE_SUFFIXES, MAX_MESSAGE_MB, EnrichClient, EnrichError, image_files
+from .contract import to_json
 
 COMMANDS = ("enrich", "bulk", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
@@ -28,7 +34,8 @@ GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca"
 
 def enrich_file(client: EnrichClient, path: Path, args: argparse.Namespace) -> int:
     try:
-        response = client.enrich(path.read_bytes(), request_id=str(path), top_k=args.top_k, caption=args.caption)
+        response = client.enrich(path.read_bytes(), request_id=str(path), top_k=args.top_k,
+                                 caption_mode=args.caption_mode)
     except EnrichError as error:
         print(f"{path}: {error}", file=sys.stderr)
         return 1
@@ -54,7 +61,7 @@ def enrich_folder(client: EnrichClient, root: Path, args: argparse.Namespace) ->
     failed = 0
     try:
         with tqdm(total=len(files), unit="img", desc="enrich", file=sys.stderr, disable=args.quiet) as bar:
-            for response in client.enrich_stream(requests(), top_k=args.top_k, caption=args.caption):
+            for response in client.enrich_stream(requests(), top_k=args.top_k, caption_mode=args.caption_mode):
                 if response.status.code != 0:
                     failed += 1
                     bar.set_postfix(failed=failed)
@@ -70,11 +77,26 @@ def enrich_folder(client: EnrichClient, root: Path, args: argparse.Namespace) ->
     return 1 if failed else 0
 
 
+def caption_mode_argument(value: str) -> str:
+    try:
+        contract.caption_mode(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, help="alternatives per attribute (default: the server's, 3)")
+    parser.add_argument("--caption-mode", type=caption_mode_argument, metavar="MODE",
+                        help=f"{', '.join(contract.CAPTION_MODES)} (default: the server's, generate)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrich-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
-    parser.add_argument("--max-message-mb", type=float, default=66.0)
+    parser.add_argument("--target", help="host:port of the server (default: ENRICH_TARGET, else localhost:50051)")
+    parser.add_argument("--max-message-mb", type=float, default=MAX_MESSAGE_MB,
+                        help="largest message sent or received, in MiB")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per unary call")
     parser.add_argument("--round-robin", action="store_true",
                         help="spread calls over all addresses of the target (dns:///HEADLESS-SERVICE:50051)")
@@ -82,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retries of a unary call on UNAVAILABLE or OVERLOADED, with backoff (0: none)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls", action="store_true", help="connect with TLS, verifying with the system roots")
-    security.add_argument("--ca", type=Path, help="PEM CA that signed the server's certificate (implies --tls)")
+    security.add_argument("--ca", type=Path, help="PEM CA that signed the server's certificate (implies --tls; "
+                          "default: ENRICH_CA)")
     security.add_argument("--cert", type=Path, help="PEM client certificate, for mutual TLS")
     security.add_argument("--key", type=Path, help="PEM private key of --cert")
     security.add_argument("--server-name", help="the name in the server's certificate, when --target is an address")
@@ -91,8 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrich = commands.add_parser("enrich", help="enrich an image file or a folder of images")
     enrich.add_argument("path", type=Path)
     enrich.add_argument("--out", help="write JSON (file) or JSON lines (folder) here instead of stdout")
-    enrich.add_argument("--top-k", type=int, default=3)
-    enrich.add_argument("--caption", choices=sorted(CAPTION_MODES), default="generate")
+    add_request_options(enrich)
     enrich.add_argument("--quiet", action="store_true", help="no progress bar")
     bulk = commands.add_parser("bulk", help="a whole catalogue: folders, globs, CSV/JSONL manifests of paths or "
                                "URLs -> JSON lines or CSV, several streams, resumable")
@@ -101,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--out", required=True, help="results file; a rerun skips what it already holds")
     bulk.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's extension (.csv or JSON lines)")
     bulk.add_argument("--streams", type=int, default=4, help="concurrent streams")
-    bulk.add_argument("--top-k", type=int, default=3)
-    bulk.add_argument("--caption", choices=sorted(CAPTION_MODES), default="generate")
+    add_request_options(bulk)
     bulk.add_argument("--sidecars", action="store_true", help="also write IMAGE.json beside each local image")
+    bulk.add_argument("--mixed-options", action="store_true",
+                      help="resume into an output made with other --top-k/--caption-mode, keeping its rows as they are")
     bulk.add_argument("--retry-seconds", type=float, default=120.0,
                       help="how long to keep retrying an unavailable or overloaded server")
     bulk.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -133,8 +156,7 @@ def run(argv: list[str] | None = None) -> int:
         argv.insert(positional[0], "enrich")
     args = build_parser().parse_args(argv)
     with EnrichClient(args.target, args.max_message_mb, args.timeout, args.round_robin, tls=args.tls, ca=args.ca,
-                      cert=args.cert, key=args.key, token=os.environ.get("ENRICH_TOKEN") or None,
-                      server_name=args.server_name, retries=args.retries) as client:
+                      cert=args.cert, key=args.key, server_name=args.server_name, retries=args.retries) as client:
         if args.command == "health":
             status = client.health()
             print(status)

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 
+from . import contract
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".tif",
                             ".tiff", ".bmp"})
-CAPTION_MODES = {
-    "generate": enrich_pb2.CAPTION_MODE_GENERATE,
-    "beam": enrich_pb2.CAPTION_MODE_BEAM_SEARCH,
-    "template": enrich_pb2.CAPTION_MODE_TEMPLATE,
-    "skip": enrich_pb2.CAPTION_MODE_SKIP,
-}
+DEFAULT_TARGET = "localhost:50051"
+MAX_MESSAGE_MB = 129.0  # what a server with default settings reads: twice its 64 MiB image limit, plus 1 MiB
+
+
+def environment(name: str, given: str | None = None, default: str | None = None) -> str | None:
+    """A client setting: as given, else ENRICH_<NAME> (as the Node client reads them), else the default."""
+    return given if given is not None else os.environ.get(f"ENRICH_{name}") or default
 
 
 def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
@@ -82,8 +85,8 @@ def service_config(round_robin: bool = False, retries: int = 4) -> dict:
     return config
 
 
-def channel_settings(max_message_mb: float = 66.0, round_robin: bool = False, retries: int = 4, tls: bool = False,
-                     ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+def channel_settings(max_message_mb: float = MAX_MESSAGE_MB, round_robin: bool = False, retries: int = 4,
+                     tls: bool = False, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
                      server_name: str | None = None) -> tuple[list[tuple[str, object]], grpc.ChannelCredentials | None]:
     """Channel options and credentials (None: plaintext), shared by the sync and asyncio clients."""
     limit = int(max_message_mb * 1024 * 1024)
@@ -103,30 +106,41 @@ def channel_settings(max_message_mb: float = 66.0, round_robin: bool = False, re
     return options, credentials
 
 
+def image_too_large(size: int, limit: int, where: str) -> EnrichError:
+    return EnrichError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"the image is {size:,} bytes, over the limit of {limit:,} bytes {where}", "IMAGE_TOO_LARGE",
+                       {"limit": "max_message_bytes", "limit_value": str(limit), "seen": str(size)})
+
+
 class EnrichClient:
     """    client = EnrichClient("localhost:50051")
            response = client.enrich(Path("shirt.jpg").read_bytes())
            print(response.metadata.article_type.label)
     """
 
-    def __init__(self, target: str = "localhost:50051", max_message_mb: float = 66.0,
+    def __init__(self, target: str | None = None, max_message_mb: float = MAX_MESSAGE_MB,
                  timeout: float | None = 60.0, round_robin: bool = False, *, tls: bool = False,
                  ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
                  token: str | None = None, server_name: str | None = None, retries: int = 4) -> None:
-        """`tls` (implied by `ca`, `cert`): verify the server against `ca`, or the system roots;
-        `cert` + `key`: present a client certificate (mutual TLS); `token`: bearer token sent with
-        every Enrich call; `server_name`: the name the server's certificate must carry, when the target
-        is an address; `round_robin`: spread calls over every address the target resolves to (e.g.
+        """`target`: host:port, else ENRICH_TARGET, else localhost:50051; `tls` (implied by `ca`, `cert`):
+        verify the server against `ca` (else ENRICH_CA), or the system roots; `cert` + `key`: present a
+        client certificate (mutual TLS); `token`: bearer token sent with every Enrich call (else
+        ENRICH_TOKEN); `server_name`: the name the server's certificate must carry, when the target is an
+        address; `round_robin`: spread calls over every address the target resolves to (e.g.
         `dns:///enrich-headless:50051`); `retries`: unary calls retried on UNAVAILABLE and OVERLOADED
         with exponential backoff, by gRPC itself, after the server's hint when it gives one (0: none)."""
+        self.target = environment("TARGET", target, DEFAULT_TARGET)
+        ca = environment("CA", str(ca) if ca else None)
         options, credentials = channel_settings(max_message_mb, round_robin, retries, tls, ca, cert, key,
                                                 server_name)
-        self.channel = grpc.secure_channel(target, credentials, options=options) if credentials else \
-            grpc.insecure_channel(target, options=options)
+        self.channel = grpc.secure_channel(self.target, credentials, options=options) if credentials else \
+            grpc.insecure_channel(self.target, options=options)
+        token = environment("TOKEN", token)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = enrich_pb2_grpc.EnrichStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.timeout = timeout
+        self.max_message_bytes = int(max_message_mb * 1024 * 1024)
 
     def __enter__(self) -> EnrichClient:
         return self
@@ -138,25 +152,34 @@ class EnrichClient:
         self.channel.close()
 
     @staticmethod
-    def request(image: bytes, request_id: str = "", top_k: int = 3,
-                caption: str = "generate") -> enrich_pb2.EnrichRequest:
-        return enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k,
-                                        caption_mode=CAPTION_MODES[caption])
+    def request(image: bytes, request_id: str = "", top_k: int | None = None,
+                caption_mode: str | int | None = None) -> enrich_pb2.EnrichRequest:
+        """`top_k` and `caption_mode` unset: the server's defaults (3, generate). `caption_mode`: generate,
+        beam_search, template or skip (the proto's names, any case, CAPTION_MODE_ prefix optional); another
+        value raises ValueError naming those."""
+        return enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k or 0,
+                                        caption_mode=contract.caption_mode(caption_mode))
 
-    def enrich(self, image: bytes, request_id: str = "", top_k: int = 3,
-               caption: str = "generate") -> enrich_pb2.EnrichResponse:
+    def enrich(self, image: bytes, request_id: str = "", top_k: int | None = None,
+               caption_mode: str | int | None = None) -> enrich_pb2.EnrichResponse:
+        """One image. Raises EnrichError; an image over this client's own message limit is refused here,
+        IMAGE_TOO_LARGE, before it is sent."""
+        request = self.request(image, request_id, top_k, caption_mode)
+        if request.ByteSize() > self.max_message_bytes:
+            raise image_too_large(len(image), self.max_message_bytes, "this client sends (max_message_mb)")
         try:
-            return self.stub.Enrich(self.request(image, request_id, top_k, caption), timeout=self.timeout,
-                                    metadata=self.metadata)
+            return self.stub.Enrich(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as error:
             raise EnrichError.from_rpc_error(error) from error
 
-    def enrich_stream(self, images: Iterable[tuple[str, bytes]], top_k: int = 3, caption: str = "generate",
+    def enrich_stream(self, images: Iterable[tuple[str, bytes]], top_k: int | None = None,
+                      caption_mode: str | int | None = None,
                       timeout: float | None = None) -> Iterator[enrich_pb2.EnrichResponse]:
         """(request_id, bytes) pairs in, answers out as they are ready (possibly out of order).
 
         `images` is consumed lazily, so a folder of any size streams in bounded memory."""
-        requests = (self.request(data, request_id, top_k, caption) for request_id, data in images)
+        contract.caption_mode(caption_mode)  # a wrong name fails here, not in gRPC's sending thread
+        requests = (self.request(data, request_id, top_k, caption_mode) for request_id, data in images)
         try:
             yield from self.stub.EnrichStream(requests, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as error:
@@ -183,12 +206,6 @@ class EnrichClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not SERVING after {timeout:.0f} s (last status {status})")
             time.sleep(0.2)
-
-
-def to_json(message) -> dict:
-    """A message as JSON-ready dict, with the proto's field names and every field present."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
 
 
 def image_files(root: Path) -> list[Path]:

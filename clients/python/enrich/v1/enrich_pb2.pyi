@@ -32,6 +32,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOKEN_INVALID: _ClassVar[ErrorReason]
     PREDICTION_FAILED: _ClassVar[ErrorReason]
     INTERNAL_ERROR: _ClassVar[ErrorReason]
+    REQUEST_INVALID: _ClassVar[ErrorReason]
 CAPTION_MODE_UNSPECIFIED: CaptionMode
 CAPTION_MODE_GENERATE: CaptionMode
 CAPTION_MODE_BEAM_SEARCH: CaptionMode
@@ -48,6 +49,7 @@ DEADLINE_EXPIRED: ErrorReason
 TOKEN_INVALID: ErrorReason
 PREDICTION_FAILED: ErrorReason
 INTERNAL_ERROR: ErrorReason
+REQUEST_INVALID: ErrorReason
 
 class EnrichRequest(_message.Message):
     __slots__ = ("request_id", "image", "top_k", "caption_mode")

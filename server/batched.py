@@ -1,11 +1,11 @@
-"""The model behind the server, as two batched stages that overlap:
+"""The pipeline's stages batched across callers, as two batchers that overlap:
 
-    pixels -> [encoder stage: one encoder pass, heads, template captions] -> prediction
-                                         `-> tokens -> [caption stage: the decoder] -> caption
+    pixels -> [encoder stage: encode + classify (heads, template captions)] -> answer
+                                    `-> caption job -> [caption stage: the decoder] -> answer with its caption
 
 Captions are the slow, autoregressive part: they batch on their own (larger batches amortise each
 decoding step) while the next images go through the encoder, and a request that skips them never waits
-for them.
+for them. Both stages call `EnrichPipeline`'s hooks, as every other host does.
 """
 
 from __future__ import annotations
@@ -14,35 +14,41 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from enrich_model.predict import (
-    BatchTimings,
-    CaptionJob,
-    CaptionPrediction,
-    ItemOptions,
-    ItemPrediction,
-    Predictor,
-    needs_decoder,
-)
+from enrich_model.answers import CaptionPrediction, ItemOptions, ItemPrediction
 
 from .batcher import DynamicBatcher
+
+if TYPE_CHECKING:
+    from enrich_model.pipeline import CaptionJob, Classified, EnrichPipeline
+
+
+@dataclass
+class StageTimings:
+    """One image's share of its batches: each stage's duration and how many images it served at once."""
+
+    encoder_ms: float = 0.0
+    heads_ms: float = 0.0
+    caption_ms: float = 0.0
+    batch_size: int = 0  # images in the encoder batch
+    caption_batch_size: int = 0  # captions written together; 0 when none
+    queue_ms: float = 0.0  # waiting in both stages' queues
 
 
 @dataclass
 class StagedAnswer:
     prediction: ItemPrediction
-    timings: BatchTimings  # this item's: its encoder batch, and its caption batch if it had one
-    queue_ms: float  # waiting in both stages' queues
+    timings: StageTimings
 
 
 @dataclass
 class _Classified:
-    prediction: ItemPrediction
-    timings: BatchTimings
-    caption_job: CaptionJob | None
+    item: Classified
+    timings: StageTimings
 
 
 @dataclass
@@ -51,28 +57,29 @@ class _Captioned:
     caption_ms: float
 
 
-class Pipeline:
-    def __init__(self, predictor: Predictor, max_batch_size: int = 8, max_delay_ms: float = 5.0,
-                 caption_batch_size: int = 32,
-                 on_batch: Callable[[str, int], None] | None = None, encoder_wait_ms: float = 100.0) -> None:
-        """`on_batch(stage, size)` hears of every batch (for metrics)."""
-        self.predictor = predictor
+class BatchedPipeline:
+    def __init__(self, pipeline: EnrichPipeline, max_batch_size: int = 8, max_delay_ms: float = 5.0,
+                 caption_batch_size: int = 32, on_batch: Callable[[str, int], None] | None = None,
+                 encoder_wait_ms: float = 100.0, caption_wait_ms: float = 250.0) -> None:
+        """`on_batch(stage, size)` hears of every batch (for metrics); `encoder_wait_ms` and `caption_wait_ms`
+        bound how long a partial batch of each stage waits for what is still coming to it."""
+        self.pipeline = pipeline
 
         def observe(stage: str) -> Callable[[int], None] | None:
             return functools.partial(on_batch, stage) if on_batch else None
 
         # A partial encoder batch waits (up to encoder_wait_ms) for images still being decoded: with camera
         # originals the decode pool is the wall, and an encoder that runs every image or two as it arrives
-        # spends twice the CPU per image that a full batch does, CPU the decoders then lack.
+        # spends more CPU per image than a full batch does, CPU the decoders then lack.
         self.encoder_stage: DynamicBatcher[tuple[np.ndarray, ItemOptions], _Classified] = DynamicBatcher(
             self._classify, max_batch_size, max_delay_ms, "encoder", observe("encoder"),
             more_coming=lambda: self.images_decoding > 0, max_wait_ms=encoder_wait_ms)
         self.images_decoding = 0  # admitted images in the decode pool, bound for the encoder stage
-        # Each decoding step costs about the same for 8 captions as for 32, so while the encoder stage holds
+        # A decoding step costs little more for many captions than for a few, so while the encoder stage holds
         # images that want a caption, a partial caption batch waits for them (images that skip it don't count).
         self.caption_stage: DynamicBatcher[CaptionJob, _Captioned] = DynamicBatcher(
             self._caption, caption_batch_size, max_delay_ms, "caption", observe("caption"),
-            more_coming=lambda: self.captions_coming > 0, max_wait_ms=250)
+            more_coming=lambda: self.captions_coming > 0, max_wait_ms=caption_wait_ms)
         self.captions_coming = 0  # images in the encoder stage whose caption the decoder will write
 
     @property
@@ -109,30 +116,32 @@ class Pipeline:
             self.images_decoding -= 1
 
     async def run(self, pixels: np.ndarray, options: ItemOptions, deadline: float | None = None) -> StagedAnswer:
-        captioned = int(needs_decoder(options.caption))
+        captioned = int(options.caption_mode.needs_decoder)
         self.captions_coming += captioned
         try:
             first = await self.encoder_stage.submit((pixels, options), deadline)
         finally:  # in the same step as the caption stage's submit below: it never misses one coming
             self.captions_coming -= captioned
-        classified = first.result
-        timings, queue_ms = classified.timings, first.queue_ms
+        classified, timings = first.result.item, first.result.timings
+        timings.queue_ms = first.queue_ms
+        caption = None
         if classified.caption_job is not None:
             second = await self.caption_stage.submit(classified.caption_job, deadline)
-            classified.prediction.caption = second.result.caption
-            timings = replace(timings, caption_ms=second.result.caption_ms, caption_batch_size=second.batch_size)
-            queue_ms += second.queue_ms
-        return StagedAnswer(classified.prediction, timings, queue_ms)
+            caption = second.result.caption
+            timings.caption_ms, timings.caption_batch_size = second.result.caption_ms, second.batch_size
+            timings.queue_ms += second.queue_ms
+        return StagedAnswer(self.pipeline.answer(classified, caption), timings)
 
     def _classify(self, items: list[tuple[np.ndarray, ItemOptions]]) -> list[_Classified]:
-        options = [opt for _, opt in items]
-        result = self.predictor.classify(np.stack([pixels for pixels, _ in items]), options)
-        return [_Classified(prediction, result.timings,
-                            self.predictor.caption_job(result, row, opt) if needs_decoder(opt.caption) else None)
-                for row, (prediction, opt) in enumerate(zip(result.items, options, strict=True))]
+        started = time.perf_counter()
+        encoded = self.pipeline.encode(np.stack([pixels for pixels, _ in items]))
+        encoded_at = time.perf_counter()
+        classified = self.pipeline.classify(encoded, [options for _, options in items])
+        encoder_ms, heads_ms = (encoded_at - started) * 1000, (time.perf_counter() - encoded_at) * 1000
+        return [_Classified(item, StageTimings(encoder_ms, heads_ms, batch_size=len(items))) for item in classified]
 
     def _caption(self, jobs: list[CaptionJob]) -> list[_Captioned]:
         started = time.perf_counter()
-        captions = self.predictor.caption(jobs)
+        captions = self.pipeline.caption(jobs)
         caption_ms = (time.perf_counter() - started) * 1000
         return [_Captioned(caption, caption_ms) for caption in captions]

@@ -1,0 +1,229 @@
+"""The stages every host runs, as one object with one hook per stage:
+
+    bytes -> decode -> pixels -> encode -> classify -> caption -> answer
+             (preprocessing)    (backend)  (heads)     (decoder)  ItemPrediction
+
+gRPC (unary calls and streams) and HTTP through the server's two batched stages, `enrich bench`,
+`enrich evaluate` and the evaluation at the end of training all call these hooks, on a pipeline built by
+`EnrichPipeline.load` with the backend and precision the server would choose. `predict` runs encode ->
+classify -> caption -> answer on one batch, for hosts that do not batch on their own.
+
+Derived attributes (subCategory, masterCategory) are ranked like any other: by probability, here the total
+probability of the article types under each parent, and each label is its first alternative. When the most
+probable articleType does not sit under the most probable subCategory or masterCategory (a rare, unsure
+image), the tree of labels disagrees: the articleType is then marked unsure, and the parent, which holds
+more probability than any article type under it, is the answer to file the product by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .answers import (
+    MAX_TOP_K,
+    AttributePrediction,
+    CaptionMode,
+    CaptionPrediction,
+    ItemOptions,
+    ItemPrediction,
+    LabelScore,
+)
+from .backends import EncoderBackend, TorchEncoder, build_encoder_backend, choose_backend, cpu_budget, resolve_device
+from .bundle import Bundle, load_bundle
+from .bundle_config import BundleConfig
+from .decode import DecodedImage, DecodeLimits
+from .model import Encoded
+from .options import RuntimeOptions
+from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+
+
+@dataclass
+class CaptionJob:
+    """One image's caption to write: its encoder tokens, the labels the caption must agree with."""
+
+    tokens: torch.Tensor  # (h*w, C)
+    labels: dict[str, str]
+    mode: CaptionMode
+
+
+@dataclass
+class Classified:
+    """What `classify` knows about one image: its attributes, and its caption or what the decoder must write."""
+
+    attributes: dict[str, AttributePrediction]
+    caption: CaptionPrediction | None = None  # a template caption, made at once
+    caption_job: CaptionJob | None = field(default=None, repr=False)  # a caption the decoder must write
+
+
+class EnrichPipeline:
+    def __init__(self, bundle: Bundle, backend: EncoderBackend, caption_beams: int = 3) -> None:
+        self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
+        self.model = bundle.model.eval()
+        self.device = next(self.model.parameters()).device
+        self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
+        self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
+
+    @classmethod
+    def load(cls, path: Path | str, options: RuntimeOptions | None = None,
+             config: BundleConfig | None = None) -> EnrichPipeline:
+        """The bundle at `path` on the backend and precision `options` choose (`auto`: as `enrich serve`
+        would); `config` as in `load_bundle`. Sets torch's thread count to the options' budget."""
+        options = options or RuntimeOptions()
+        threads = options.threads or cpu_budget()
+        torch.set_num_threads(threads)
+        device = resolve_device(options.device)
+        choice = choose_backend(options.backend, options.precision, device.split(":")[0], options.compile)
+        bundle = load_bundle(path, device=device, config=config)
+        backend = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
+                                        bundle.path, threads, options.compile)
+        return cls(bundle, backend, options.caption_beams)
+
+    @classmethod
+    def eager(cls, bundle: Bundle, channels_last: bool = True) -> EnrichPipeline:
+        """The bundle on eager torch at fp32 (with `channels_last=False`, in the memory layout training uses):
+        the reference other backends and precisions are compared with."""
+        return cls(bundle, TorchEncoder(bundle.model.encoder, bundle.model.colour, channels_last=channels_last))
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.model_version
+
+    # --- the stages ---------------------------------------------------------------------------------
+    def decode(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[DecodedImage, np.ndarray]:
+        """Image bytes -> (what was decoded, model input (3, H, W)); raises ImageDecodeError with a reason."""
+        return self.bundle.preprocessing.from_bytes(data, limits)
+
+    @torch.inference_mode()
+    def encode(self, pixels: np.ndarray | torch.Tensor) -> Encoded:
+        """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""
+        return self.backend.encode(torch.as_tensor(pixels))
+
+    @torch.inference_mode()
+    def logits(self, encoded: Encoded) -> dict[str, torch.Tensor]:
+        """Raw (uncalibrated) logits per classified attribute."""
+        colour = None if encoded.colour is None else encoded.colour.to(self.device)
+        return self.model.heads(encoded.pooled.to(self.device), colour)
+
+    @torch.inference_mode()
+    def classify(self, encoded: Encoded, options: list[ItemOptions]) -> list[Classified]:
+        """The calibrated heads, the derived attributes and template captions; what the decoder must write."""
+        logits = self.logits(encoded)
+        calibrated = {k: v.float().cpu() for k, v in self.model.heads.probabilities(logits).items()}
+        raw = {k: v.float().softmax(-1).cpu() for k, v in logits.items()}
+        classified = []
+        for row, option in enumerate(options):
+            attributes = self._attributes(calibrated, raw, row, option.top_k)
+            labels = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
+            item = Classified(attributes)
+            if option.caption_mode is CaptionMode.TEMPLATE:
+                item.caption = self._template_caption(attributes)
+            elif option.caption_mode.needs_decoder:
+                item.caption_job = CaptionJob(encoded.tokens[row], labels, option.caption_mode)
+            classified.append(item)
+        return classified
+
+    @torch.inference_mode()
+    def caption(self, jobs: list[CaptionJob]) -> list[CaptionPrediction]:
+        """Decoder captions for a batch of jobs (any mix of greedy and beam search), made to agree with the
+        labels: the heads are the better judges of gender, colour and article type."""
+        captions: list[CaptionPrediction | None] = [None] * len(jobs)
+        lexicon = self.bundle.lexicon
+        for mode, beams in ((CaptionMode.GENERATE, 1), (CaptionMode.BEAM_SEARCH, self.caption_beams)):
+            rows = [i for i, job in enumerate(jobs) if job.mode is mode]
+            if not rows:
+                continue
+            tokens = torch.stack([jobs[i].tokens for i in rows]).to(self.device)
+            generated = self.model.caption(tokens, self.bundle.tokenizer, num_beams=beams)
+            for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
+                agreed = lexicon.harmonise(text, jobs[i].labels) if lexicon else text
+                captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
+        return captions
+
+    def answer(self, classified: Classified, caption: CaptionPrediction | None = None) -> ItemPrediction:
+        return ItemPrediction(classified.attributes, caption or classified.caption)
+
+    def predict(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> list[ItemPrediction]:
+        """encode -> classify -> caption -> answer for one batch; one options entry per image."""
+        classified = self.classify(self.encode(pixels), options)
+        jobs = [item.caption_job for item in classified if item.caption_job is not None]
+        captions = iter(self.caption(jobs) if jobs else [])
+        return [self.answer(item, next(captions) if item.caption_job is not None else None) for item in classified]
+
+    def warm(self, *batch_sizes: int) -> None:
+        """The first passes allocate memory and pick kernels: done before a server reports SERVING."""
+        height, width = self.bundle.preprocessing.input_size
+        for size in batch_sizes:
+            self.predict(np.zeros((size, 3, height, width), np.float32), [ItemOptions()] * size)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _attributes(self, calibrated: dict[str, torch.Tensor], raw: dict[str, torch.Tensor], row: int,
+                    top_k: int) -> dict[str, AttributePrediction]:
+        return attribute_predictions({a: p[row] for a, p in calibrated.items()}, {a: p[row] for a, p in raw.items()},
+                                     self.labels, self.parents, self.bundle.abstain_thresholds, top_k)
+
+    def _template_caption(self, attributes: dict[str, AttributePrediction]) -> CaptionPrediction:
+        # The product noun names use ("T-shirt"), where the training names taught one.
+        lexicon = self.bundle.lexicon
+        noun = lexicon.nouns.get(attributes["articleType"].label) if lexicon else None
+        gender, colour, article = (attributes[a].label for a in HEADLINE_ATTRIBUTES)
+        confidence = float(np.prod([attributes[a].confidence for a in HEADLINE_ATTRIBUTES]))
+        return CaptionPrediction(" ".join([gender, colour, noun or article]), CaptionMode.TEMPLATE, confidence)
+
+
+@dataclass(frozen=True)
+class Parents:
+    """Per derived attribute, its labels and the parent of each articleType (by index), to add up the
+    probability of the article types under each parent."""
+
+    labels: dict[str, list[str]]
+    index: dict[str, torch.Tensor]  # attribute -> (articleTypes,) parent index
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy, articles: list[str]) -> Parents:
+        labels = {a: taxonomy.parent_labels(a) for a in DERIVED_ATTRIBUTES}
+        index = {a: torch.tensor([labels[a].index(taxonomy.parent(a, article)) for article in articles])
+                 for a in DERIVED_ATTRIBUTES}
+        return cls(labels, index)
+
+    def parent(self, attribute: str, article_index: int) -> str:
+        return self.labels[attribute][int(self.index[attribute][article_index])]
+
+
+def attribute_predictions(calibrated: dict[str, torch.Tensor], raw: dict[str, torch.Tensor],
+                          vocabs: dict[str, list[str]], parents: Parents, thresholds: dict[str, float],
+                          top_k: int) -> dict[str, AttributePrediction]:
+    """One image's attributes from its probabilities per classified attribute (calibrated and raw): each
+    ranked best first, its label the first alternative; the derived ones by the total probability of their
+    article types, and the articleType marked unsure where the tree of labels disagrees (module docstring)."""
+    top_k = max(1, min(top_k, MAX_TOP_K))
+    out: dict[str, AttributePrediction] = {}
+    for attribute in CLASSIFIED_ATTRIBUTES:
+        out[attribute] = ranked(calibrated[attribute], raw[attribute], vocabs[attribute], top_k)
+        out[attribute].unsure = out[attribute].confidence < thresholds.get(attribute, 0.0)
+    article = out["articleType"]
+    article_index = vocabs["articleType"].index(article.label)
+    for attribute in DERIVED_ATTRIBUTES:
+        labels, index = parents.labels[attribute], parents.index[attribute]
+        mass, raw_mass = (torch.zeros(len(labels)).index_add_(0, index, p["articleType"].float())
+                          for p in (calibrated, raw))
+        parent = ranked(mass, raw_mass, labels, top_k)
+        parent.derived = True
+        parent.unsure = parent.confidence < thresholds.get("articleType", 0.0)
+        if parents.parent(attribute, article_index) != parent.label:
+            article.unsure = True  # the tree disagrees: the parent is the surer answer
+        out[attribute] = parent
+    return out
+
+
+def ranked(probabilities: torch.Tensor, uncalibrated: torch.Tensor, labels: list[str],
+           top_k: int) -> AttributePrediction:
+    """The top-k labels, best first; the label is the first of them."""
+    values, indices = probabilities.float().topk(min(top_k, len(labels)))
+    alternatives = [LabelScore(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    best = int(indices[0])
+    return AttributePrediction(alternatives[0].label, alternatives[0].confidence, alternatives,
+                               uncalibrated_confidence=float(uncalibrated[best]))
