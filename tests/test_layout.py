@@ -51,3 +51,66 @@ def test_one_version_for_the_service_the_client_the_chart_and_the_node_example()
                 "chart": re.search(r"^version: (\S+)", chart, re.MULTILINE).group(1),
                 "app": re.search(r'^appVersion: "?([^"\s]+)', chart, re.MULTILINE).group(1)}
     assert len(set(versions.values())) == 1, versions
+
+
+PACKAGES = {"model": "enrich_model", "datatools": "enrich_data", "server": "enrich_server",
+            "trainer": "enrich_trainer", "clients/python/enrich_client": "enrich_client", "cli": "enrich_cli"}
+
+
+def module_imports() -> dict[str, set[str]]:
+    """First-party module -> the first-party modules it imports when it is imported (module level, outside
+    `if TYPE_CHECKING:`; imports inside functions run later and cannot close a cycle at import time)."""
+    graph: dict[str, set[str]] = {}
+    imported: dict[str, list[tuple[str, list[str]]]] = {}  # module -> (imported module, names from it)
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+            graph[name], imported[name] = set(), []
+            for node in top_level_imports(ast.parse(path.read_text()).body):
+                if isinstance(node, ast.Import):
+                    imported[name] += [(alias.name, []) for alias in node.names]
+                    continue
+                base = node.module or ""
+                if node.level:
+                    anchor = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
+                    base = f"{anchor}.{base}" if base else anchor
+                imported[name].append((base, [alias.name for alias in node.names]))
+    for name, sources in imported.items():
+        for base, names in sources:
+            submodules = {f"{base}.{n}" for n in names} & set(graph)
+            # `from package import module` needs the module; the package itself is already being imported
+            graph[name] |= submodules or ({base} & set(graph))
+        graph[name].discard(name)
+    return graph
+
+
+def top_level_imports(body: list[ast.stmt]):
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            yield from top_level_imports(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            yield from top_level_imports(node.body)
+
+
+def test_no_import_cycles():
+    graph = module_imports()
+    assert "enrich_server.service" in graph["enrich_server.stream"]  # the graph sees relative imports
+    cycles, done = [], set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycles.append([*path[path.index(name):], name])
+            return
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert cycles == []

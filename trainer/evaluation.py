@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from enrich_data.catalogue import CatalogueItem, DataError, load_catalogue
 from enrich_model.answers import CaptionMode, ItemOptions
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    hf_logging.disable_progress_bar()  # "Loading weights" says nothing here
     from enrich_model.bundle_config import BundleError
     from enrich_model.options import BackendError
 
