@@ -60,7 +60,8 @@ class Classified:
 
 
 class EnrichPipeline:
-    def __init__(self, bundle: Bundle, backend: EncoderBackend, caption_beams: int = 3) -> None:
+    def __init__(self, bundle: Bundle, backend: EncoderBackend,
+                 caption_beams: int = RuntimeOptions.caption_beams) -> None:
         self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
         self.model = bundle.model.eval()
         self.device = next(self.model.parameters()).device

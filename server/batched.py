@@ -22,6 +22,7 @@ import numpy as np
 from enrich_model.answers import CaptionPrediction, ItemOptions, ItemPrediction
 
 from .batcher import DynamicBatcher
+from .settings import ServerSettings
 
 if TYPE_CHECKING:
     from enrich_model.pipeline import CaptionJob, Classified, EnrichPipeline
@@ -58,9 +59,11 @@ class _Captioned:
 
 
 class BatchedPipeline:
-    def __init__(self, pipeline: EnrichPipeline, max_batch_size: int = 8, max_delay_ms: float = 5.0,
-                 caption_batch_size: int = 32, on_batch: Callable[[str, int], None] | None = None,
-                 encoder_wait_ms: float = 100.0, caption_wait_ms: float = 250.0) -> None:
+    def __init__(self, pipeline: EnrichPipeline, max_batch_size: int = ServerSettings.max_batch_size,
+                 max_delay_ms: float = ServerSettings.max_delay_ms,
+                 caption_batch_size: int = ServerSettings.caption_batch_size,
+                 on_batch: Callable[[str, int], None] | None = None,
+                 encoder_wait_ms: float = ServerSettings.encoder_wait_ms, caption_wait_ms: float = 250.0) -> None:
         """`on_batch(stage, size)` hears of every batch (for metrics); `encoder_wait_ms` and `caption_wait_ms`
         bound how long a partial batch of each stage waits for what is still coming to it."""
         self.pipeline = pipeline

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from enrich_model.bundle_config import MAX_NEW_TOKENS
+
 
 class UsageError(ValueError):
     """A wrong argument or combination of arguments; the message says which and what to do instead."""
@@ -35,7 +37,7 @@ class ModelArguments:
     decoder_width: int = 256
     decoder_heads: int = 4
     tokenizer_vocab: int = field(default=2000, metadata={"help": "BPE vocabulary size for a small decoder"})
-    max_caption_tokens: int = 32
+    max_caption_tokens: int = MAX_NEW_TOKENS
     head_dropout: float = 0.1
     colour_bins: int = field(
         default=8, metadata={"help": "bins per channel of the foreground colour histogram fed to the baseColour "
