@@ -70,11 +70,11 @@ def bundle_dir(trained) -> Path:
     return trained[0]
 
 
-def wait_for(condition, timeout: float = 20.0) -> None:
+def wait_for(condition, timeout: float = 20.0, failure: str = "condition not reached") -> None:
     """Until `condition()` holds (a test waits for the event, never for a guessed time)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, failure
         time.sleep(0.01)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import LoopbackServer
+from .conftest import LoopbackServer, wait_for
 
 
 def bulk_command(target: str, *args: str) -> list[str]:
@@ -68,10 +68,8 @@ def summary(stderr: str) -> dict[str, int]:
 
 
 def wait_for_rows(out: Path, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not out.exists() or out.read_text().count("\n") < count:
-        assert time.monotonic() < deadline, f"fewer than {count} rows in {out}"
-        time.sleep(0.02)
+    wait_for(lambda: out.exists() and out.read_text().count("\n") >= count, timeout,
+             f"fewer than {count} rows in {out}")
 
 
 def rows(path: Path) -> list[dict]:
