@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
 import io
 import json
 import os
-import queue
-import random
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -36,8 +30,10 @@ import grpc
 from enrich.v1 import enrich_pb2
 
 from . import contract
-from .client import IMAGE_SUFFIXES, EnrichClient, EnrichError, image_files
+from .client import EnrichClient, EnrichError
 from .contract import to_json
+from .sources import collect
+from .streaming import BulkRun, code_name
 
 # The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each, named as in the
 # JSON (the catalogue's own column names: baseColour, articleType, ...).
@@ -48,75 +44,7 @@ KEY = enrich_pb2.EnrichResponse.DESCRIPTOR.fields_by_name["request_id"].json_nam
 CSV_COLUMNS = [KEY, "status", "reason", "message",
                *[c for a in ATTRIBUTES for c in (a.json_name, f"{a.json_name}Confidence")],
                CAPTION, f"{CAPTION}Confidence", "width", "height", "format", "modelVersion"]
-# A stream fails as a whole only when the server goes away or drains (a full server slows streams down
-# instead); a message over gRPC's size limit is RESOURCE_EXHAUSTED, which bulk prevents by checking sizes.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-# Item answers that mean "not now", never "not this image": the item is sent again.
-RETRY_LATER = {enrich_pb2.SHUTTING_DOWN, enrich_pb2.MODEL_LOADING, enrich_pb2.OVERLOADED, enrich_pb2.DEADLINE_EXPIRED}
 
-
-# --- inputs ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    key: str  # the request id and the output row's key: the path or URL as given
-    location: str  # a local path or an http(s) URL
-
-    @classmethod
-    def of(cls, location: str) -> Source:
-        # A file name that is not UTF-8 (undecodable bytes kept as surrogates) gets a key that is.
-        key = location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return cls(key, location)
-
-    @property
-    def is_url(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
-
-    def read(self) -> bytes:
-        if self.is_url:
-            with urllib.request.urlopen(self.location, timeout=60) as reply:  # only http(s), checked above
-                return reply.read()
-        return Path(self.location).read_bytes()
-
-
-def collect(inputs: list[str]) -> list[Source]:
-    """Folders (recursive, by extension), globs, single files, and CSV/JSONL manifests of paths or URLs.
-    An input that yields no image is an error: a typo must not pass for an empty catalogue."""
-    found: dict[str, Source] = {}
-    for given in inputs:
-        sources = list(expand(given))
-        if not sources:
-            raise FileNotFoundError(f"{given}: no image files there (by suffix: {', '.join(sorted(IMAGE_SUFFIXES))})"
-                                    if Path(given).is_dir() else f"{given}: matches no image")
-        found.update((source.key, source) for source in sources)
-    return list(found.values())
-
-
-def expand(given: str) -> Iterator[Source]:
-    path = Path(given)
-    if path.is_dir():
-        yield from map(Source.of, map(str, image_files(path)))
-    elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-        yield from read_manifest(path)
-    elif path.is_file():
-        yield Source.of(given)
-    elif any(char in given for char in "*?["):
-        yield from map(Source.of, sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file()))
-    else:
-        raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
-
-
-def read_manifest(path: Path) -> Iterator[Source]:
-    """Rows with a `path` or `url` column (CSV) or key (JSON lines); relative paths are relative to the manifest."""
-    text = path.read_text(encoding="utf-8")
-    rows = csv.DictReader(io.StringIO(text)) if path.suffix.lower() == ".csv" else \
-        (json.loads(line) for line in text.splitlines() if line.strip())
-    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
-        location = (row.get("url") or row.get("path") or "").strip()
-        if not location:
-            raise ValueError(f"{path}:{number}: no `path` or `url`")
-        if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
-            location = str(path.parent / location)
-        yield Source.of(location)
 
 
 # --- output ------------------------------------------------------------------------------------------
@@ -138,10 +66,6 @@ def csv_row(response: enrich_pb2.EnrichResponse) -> dict[str, object]:
             row[f"{CAPTION}Confidence"] = round(metadata.product_display_name.confidence, 4)
         row.update(width=metadata.image.width, height=metadata.image.height, format=metadata.image.format)
     return row
-
-
-def code_name(code: int) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 class OptionsMismatch(ValueError):
@@ -215,226 +139,6 @@ class Output:
     def close(self) -> None:
         self.file.close()
 
-
-class _TooLarge(Exception):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the image is {size:,} bytes, over the server's limit of {limit:,} bytes")
-
-
-def unreadable(source: Source, error: Exception) -> enrich_pb2.EnrichResponse:
-    """A row for an input not sent: one the client could not read (a missing file, a URL that failed), or
-    one over the server's size limit (checked here: gRPC would fail the whole stream for it)."""
-    if isinstance(error, _TooLarge):
-        return enrich_pb2.EnrichResponse(request_id=source.key, status=enrich_pb2.ItemStatus(
-            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=str(error), reason=enrich_pb2.IMAGE_TOO_LARGE))
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return enrich_pb2.EnrichResponse(request_id=source.key, status=enrich_pb2.ItemStatus(
-        code=grpc.StatusCode.NOT_FOUND.value[0], message=f"cannot read {source.location}: {reason}"))
-
-
-# --- the run -----------------------------------------------------------------------------------------
-@dataclass
-class Summary:
-    total: int
-    skipped: int  # already in the output
-    failed_before: int = 0  # of those, rows whose image failed
-    ok: int = 0
-    failed: int = 0
-    retries: int = 0
-    started: float = field(default_factory=time.monotonic)
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
-
-    def line(self) -> str:
-        seconds = time.monotonic() - self.started
-        rate = (self.ok + self.failed) / seconds if seconds else 0.0
-        already = f"{self.skipped} already in the output" + (f" ({self.failed_before} of them failed)"
-                                                             if self.failed_before else "")
-        text = (f"{self.ok} enriched, {self.failed} failed, {already}, "
-                f"{self.total - self.skipped - self.ok - self.failed} not done; {seconds:.0f} s, {rate:.1f} img/s")
-        if self.failures:
-            text += " (failures: " + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
-        return text + (f"; {self.retries} stream retries" if self.retries else "")
-
-    @property
-    def complete(self) -> bool:
-        """Every input image has a row, and none of them failed."""
-        return not (self.failed or self.failed_before) and self.ok + self.skipped == self.total
-
-
-class _StreamState:
-    """What one stream has taken from the queue and not yet answered. gRPC reads the request iterator in
-    its own thread, so taking an item and closing the stream exclude each other: nothing taken after the
-    close can be lost."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.closed = False
-        self.in_flight: dict[str, Source] = {}
-
-    def take(self, pending: queue.SimpleQueue[Source]) -> Source | None:
-        with self.lock:
-            if self.closed:
-                return None
-            try:
-                source = pending.get_nowait()
-            except queue.Empty:
-                return None
-            self.in_flight[source.key] = source
-            return source
-
-    def answered(self, key: str) -> Source | None:
-        with self.lock:
-            return self.in_flight.pop(key, None)
-
-    def stop_taking(self) -> None:
-        with self.lock:
-            self.closed = True
-
-    def close(self) -> list[Source]:
-        with self.lock:
-            self.closed = True
-            left, self.in_flight = list(self.in_flight.values()), {}
-            return left
-
-
-
-class BulkRun:
-    def __init__(self, client: EnrichClient, sources: list[Source], output: Output, streams: int = 4,
-                 top_k: int | None = None, caption_mode: str | None = None, sidecars: bool = False,
-                 retry_seconds: float = 120.0, on_answer=None) -> None:
-        self.client, self.output, self.streams = client, output, streams
-        self.top_k, self.caption_mode, self.sidecars = top_k, caption_mode, sidecars
-        self.retry_seconds = retry_seconds
-        todo = [s for s in sources if s.key not in output.done]
-        self.summary = Summary(total=len(sources), skipped=len(sources) - len(todo),
-                               failed_before=sum(s.key in output.failed for s in sources))
-        self.pending: queue.SimpleQueue[Source] = queue.SimpleQueue()
-        for source in todo:
-            self.pending.put(source)
-        self.stop = threading.Event()
-        self.calls: list[grpc.Call] = []
-        self.lock = threading.Lock()
-        self.fatal: EnrichError | None = None
-        self.on_answer = on_answer or (lambda response: None)
-        self.max_image_bytes = 0  # the server's limit, when known (bulk_main asks GetModelInfo)
-
-    def run(self) -> Summary:
-        workers = [threading.Thread(target=self._worker, name=f"bulk-stream-{n}", daemon=True)
-                   for n in range(self.streams)]
-        for worker in workers:
-            worker.start()
-        try:
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.2)  # short joins: Ctrl-C reaches the main thread
-        except KeyboardInterrupt:
-            self.cancel()  # the streams end; what was answered is written, nothing after
-            for worker in workers:
-                worker.join(10)
-            raise
-        if self.fatal:
-            raise self.fatal
-        return self.summary
-
-    def cancel(self) -> None:
-        self.stop.set()
-        with self.lock:
-            for call in self.calls:
-                call.cancel()
-
-    def _worker(self) -> None:
-        try:
-            self._work()
-        except Exception as error:  # e.g. the disk is full: stop the run rather than lose images quietly
-            self.fatal = self.fatal or EnrichError(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
-            self.cancel()
-
-    def _work(self) -> None:
-        failing_since: float | None = None  # since when nothing got through
-        backoff = 0.5
-        while not self.stop.is_set():
-            stream = _StreamState()
-            answered_any, not_now = False, None
-            try:
-                for response in self._stream(stream):
-                    source = stream.answered(response.request_id)
-                    if response.status.reason in RETRY_LATER and source is not None:
-                        # The server cannot take it now (loading, draining, full): send it again after a pause,
-                        # and take nothing more on this stream.
-                        self.pending.put(source)
-                        stream.stop_taking()
-                        delay = response.status.retry_delay.ToTimedelta().total_seconds()
-                        not_now = EnrichError(grpc.StatusCode.UNAVAILABLE, response.status.message,
-                                              retry_after=delay or None)
-                    else:
-                        answered_any = True
-                        self._record(response, source)
-                error = not_now
-            except EnrichError as failure:
-                error = failure
-            for source in stream.close():  # taken but never answered: sent again
-                self.pending.put(source)
-            if error is None:
-                if self.pending.empty():
-                    return  # everything this stream took was answered, and nothing is left
-                continue
-            if self.stop.is_set():
-                return
-            now = time.monotonic()
-            failing_since = now if answered_any or failing_since is None else failing_since
-            if error.code not in RETRYABLE or now - failing_since > self.retry_seconds:
-                self.fatal = self.fatal or error
-                self.cancel()
-                return
-            with self.lock:
-                self.summary.retries += 1
-            delay = error.retry_after or backoff
-            backoff = min(10.0, backoff * 2) if not answered_any else 0.5
-            self.stop.wait(delay * random.uniform(0.8, 1.2))
-
-    def _stream(self, stream: _StreamState) -> Iterator[enrich_pb2.EnrichResponse]:
-        def requests() -> Iterator[enrich_pb2.EnrichRequest]:
-            while not self.stop.is_set():
-                source = stream.take(self.pending)
-                if source is None:
-                    return
-                try:
-                    data = source.read()
-                    if self.max_image_bytes and len(data) > self.max_image_bytes:
-                        raise _TooLarge(len(data), self.max_image_bytes)
-                    request = self.client.request(data, source.key, self.top_k, self.caption_mode)
-                except Exception as error:  # an unreadable input is a row, not the end of the run
-                    if stream.answered(source.key) is not None:  # still ours: the stream may have ended
-                        self._record(unreadable(source, error), None)
-                    continue
-                yield request
-
-        call = self.client.stub.EnrichStream(requests(), metadata=self.client.metadata)
-        with self.lock:
-            self.calls.append(call)
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise EnrichError.from_rpc_error(error) from error
-        finally:
-            with self.lock:
-                self.calls.remove(call)
-
-    def _record(self, response: enrich_pb2.EnrichResponse, source: Source | None) -> None:
-        self.output.write(response)
-        with self.lock:
-            if response.status.code:
-                self.summary.failed += 1
-                reason = enrich_pb2.ErrorReason.Name(response.status.reason) if response.status.reason else \
-                    code_name(response.status.code)
-                self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
-            else:
-                self.summary.ok += 1
-        if self.sidecars and source is not None and not source.is_url and not response.status.code:
-            sidecar = Path(source.location + ".json")
-            sidecar.write_text(json.dumps(to_json(response.metadata), indent=2, ensure_ascii=False) + "\n",
-                               encoding="utf-8")
-        self.on_answer(response)
 
 
 def output_format(path: Path, given: str | None) -> str:

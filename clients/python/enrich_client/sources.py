@@ -1,0 +1,77 @@
+"""Where a bulk run's images come from: folders, globs, files, and CSV/JSONL manifests of paths or URLs."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import IMAGE_SUFFIXES, image_files
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str  # the request id and the output row's key: the path or URL as given
+    location: str  # a local path or an http(s) URL
+
+    @classmethod
+    def of(cls, location: str) -> Source:
+        # A file name that is not UTF-8 (undecodable bytes kept as surrogates) gets a key that is.
+        key = location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return cls(key, location)
+
+    @property
+    def is_url(self) -> bool:
+        return self.location.startswith(("http://", "https://"))
+
+    def read(self) -> bytes:
+        if self.is_url:
+            with urllib.request.urlopen(self.location, timeout=60) as reply:  # only http(s), checked above
+                return reply.read()
+        return Path(self.location).read_bytes()
+
+
+def collect(inputs: list[str]) -> list[Source]:
+    """Folders (recursive, by extension), globs, single files, and CSV/JSONL manifests of paths or URLs.
+    An input that yields no image is an error: a typo must not pass for an empty catalogue."""
+    found: dict[str, Source] = {}
+    for given in inputs:
+        sources = list(expand(given))
+        if not sources:
+            raise FileNotFoundError(f"{given}: no image files there (by suffix: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                                    if Path(given).is_dir() else f"{given}: matches no image")
+        found.update((source.key, source) for source in sources)
+    return list(found.values())
+
+
+def expand(given: str) -> Iterator[Source]:
+    path = Path(given)
+    if path.is_dir():
+        yield from map(Source.of, map(str, image_files(path)))
+    elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
+        yield from read_manifest(path)
+    elif path.is_file():
+        yield Source.of(given)
+    elif any(char in given for char in "*?["):
+        yield from map(Source.of, sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file()))
+    else:
+        raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
+
+
+def read_manifest(path: Path) -> Iterator[Source]:
+    """Rows with a `path` or `url` column (CSV) or key (JSON lines); relative paths are relative to the manifest."""
+    text = path.read_text(encoding="utf-8")
+    rows = csv.DictReader(io.StringIO(text)) if path.suffix.lower() == ".csv" else \
+        (json.loads(line) for line in text.splitlines() if line.strip())
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+        location = (row.get("url") or row.get("path") or "").strip()
+        if not location:
+            raise ValueError(f"{path}:{number}: no `path` or `url`")
+        if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
+            location = str(path.parent / location)
+        yield Source.of(location)
