@@ -11,6 +11,8 @@ USAGE = """usage: enrich COMMAND [ARGS]
 commands:
   demo     offline end to end: synthetic catalogue -> train -> serve -> enrich through the client
   synth    write a synthetic catalogue (styles.csv + images/) in the Fashion Product Images layout
+  corrupt  copy a catalogue with known mistakes and near-duplicates (truth.json), to measure an audit against
+           (`enrich corrupt --score AUDIT_DIR CORRUPTED` scores an `enrich-client audit` of it)
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
   evaluate score a bundle on a labelled catalogue (--model BUNDLE --data DIR), as it serves
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
@@ -39,6 +41,47 @@ def synth(argv: list[str]) -> int:
     width, height = (int(v) for v in args.image_size.lower().split("x"))
     write_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height), photo_like=args.photo_like)
     print(f"wrote {args.count} rows to {args.out / 'styles.csv'} and images to {args.out / 'images'}")
+    return 0
+
+
+def corrupt(argv: list[str]) -> int:
+    from enrich_data.corrupt import TRUTH_FILE, corrupt
+
+    parser = argparse.ArgumentParser(prog="enrich corrupt", description="Copy a styles.csv + images/ catalogue "
+                                     "with known mistakes: replaced baseColour and articleType values, and extra "
+                                     "rows that are near-duplicate uploads. What changed goes to OUT/truth.json.")
+    parser.add_argument("catalogue", type=Path)
+    parser.add_argument("--out", type=Path, help="where the corrupted copy goes")
+    parser.add_argument("--score", type=Path, metavar="AUDIT_DIR", help="instead: score the audit in AUDIT_DIR "
+                        "(enrich-client audit CATALOGUE --out AUDIT_DIR) against CATALOGUE's truth.json; prints JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colour-rate", type=float, default=0.05, help="share of baseColour values replaced")
+    parser.add_argument("--article-rate", type=float, default=0.05, help="share of articleType values replaced")
+    parser.add_argument("--duplicate-rate", type=float, default=0.03, help="extra rows, near-duplicates of others")
+    args = parser.parse_args(argv)
+    if args.score:
+        return score(args.catalogue, args.score)
+    if not args.out:
+        parser.error("--out (or --score) is required")
+    truth = corrupt(args.catalogue, args.out, args.seed, args.colour_rate, args.article_rate, args.duplicate_rate)
+    print(f"wrote {truth.rows} rows to {args.out / 'styles.csv'}: {len(truth.replaced['baseColour'])} baseColour "
+          f"and {len(truth.replaced['articleType'])} articleType values replaced, {len(truth.duplicates)} "
+          f"near-duplicates added; {args.out / TRUTH_FILE} says which")
+    return 0
+
+
+def score(catalogue: Path, audit: Path) -> int:
+    import csv
+    import json
+
+    from enrich_data.corrupt import Truth, score_audit
+
+    with open(audit / "findings.csv", newline="", encoding="utf-8") as handle:
+        findings = list(csv.DictReader(handle))
+    with open(audit / "duplicates.csv", newline="", encoding="utf-8") as handle:
+        pairs = [(row["id_a"], row["id_b"]) for row in csv.DictReader(handle)]
+    summary = json.loads((audit / "summary.json").read_text(encoding="utf-8"))
+    print(json.dumps(score_audit(Truth.read(catalogue), findings, pairs, summary), indent=2))
     return 0
 
 
@@ -165,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(rest)
     if command == "synth":
         return synth(rest)
+    if command == "corrupt":
+        return corrupt(rest)
     if command == "info":
         return info(rest)
     if command == "export":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enrich_client.sources import csv_rows
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
 
 from .hub import hub_reachable
@@ -46,23 +47,18 @@ def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
     extra fields; those are joined back into productDisplayName rather than dropped."""
     skipped: Counter = Counter()
     rows: list[dict[str, str | None]] = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        missing = set(STYLES_COLUMNS) - set(header)
-        if missing:
-            raise DataError(f"{path}: missing columns {sorted(missing)}; expected the Fashion Product Images "
-                            f"header: {','.join(STYLES_COLUMNS)}")
-        name_at = header.index(CAPTION_ATTRIBUTE)
-        for fields in reader:
-            if not fields:
-                continue
-            if len(fields) > len(header) and name_at == len(header) - 1:
-                fields = [*fields[:name_at], ",".join(fields[name_at:])]
-            if len(fields) != len(header):
-                skipped["malformed row"] += 1
-                continue
-            rows.append({h: (v.strip() or None) for h, v in zip(header, fields, strict=True)})
+    header, lines = csv_rows(path)
+    missing = set(STYLES_COLUMNS) - set(header)
+    if missing:
+        raise DataError(f"{path}: missing columns {sorted(missing)}; expected the Fashion Product Images "
+                        f"header: {','.join(STYLES_COLUMNS)}")
+    if header.index(CAPTION_ATTRIBUTE) != len(header) - 1:
+        raise DataError(f"{path}: {CAPTION_ATTRIBUTE} must be the last column, as in the Fashion Product Images file")
+    for _, fields in lines:
+        if len(fields) != len(header):
+            skipped["malformed row"] += 1
+            continue
+        rows.append({h: (v.strip() or None) for h, v in zip(header, fields, strict=True)})
     return rows, skipped
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from enrich_model.schema import BASE_COLOURS, STYLES_COLUMNS
+from enrich_model.schema import BASE_COLOURS, COLOUR_RGB, STYLES_COLUMNS
 
 from . import photolike
 
@@ -52,21 +52,7 @@ ARTICLES: dict[str, tuple[str, str, int, str]] = {
 # As in the real file, a few articleTypes also appear under a second parent ("Free Gifts").
 SECONDARY_PARENT = {"Socks": ("Free Gifts", "Free Items"), "Wallets": ("Free Gifts", "Free Items")}
 
-RGB: dict[str, tuple[int, int, int]] = {
-    "Black": (20, 20, 22), "White": (246, 246, 240), "Blue": (40, 90, 200), "Brown": (110, 70, 40),
-    "Grey": (128, 128, 128), "Red": (200, 30, 35), "Green": (40, 140, 60), "Pink": (240, 140, 180),
-    "Navy Blue": (25, 35, 90), "Purple": (110, 50, 150), "Silver": (192, 192, 200), "Yellow": (240, 215, 40),
-    "Beige": (225, 205, 170), "Gold": (210, 170, 60), "Maroon": (110, 20, 35), "Orange": (245, 130, 30),
-    "Olive": (110, 115, 40), "Multi": (0, 0, 0), "Cream": (245, 235, 205), "Steel": (110, 125, 140),
-    "Charcoal": (55, 58, 62), "Peach": (250, 190, 150), "Off White": (235, 230, 215), "Skin": (225, 180, 150),
-    "Lavender": (185, 160, 220), "Grey Melange": (150, 150, 150), "Khaki": (190, 175, 120),
-    "Teal": (0, 120, 120), "Magenta": (200, 0, 130), "Tan": (200, 160, 110), "Mustard": (215, 170, 30),
-    "Burgundy": (120, 20, 50), "Coffee Brown": (80, 50, 30), "Turquoise Blue": (40, 190, 200),
-    "Rust": (180, 80, 30), "Copper": (185, 110, 60), "Metallic": (160, 165, 175), "Bronze": (160, 110, 50),
-    "Nude": (230, 195, 170), "Rose": (230, 100, 130), "Mauve": (180, 130, 160), "Sea Green": (60, 170, 120),
-    "Lime Green": (150, 220, 50), "Taupe": (140, 125, 110), "Mushroom Brown": (150, 125, 100),
-    "Fluorescent Green": (90, 255, 60),
-}
+MULTI_UNDERCOAT = (0, 0, 0)
 # Share of each colour in the real catalogue (per mille, rounded; the tail is lumped evenly).
 COLOUR_WEIGHTS = dict.fromkeys(BASE_COLOURS, 4) | {
     "Black": 219, "White": 123, "Blue": 103, "Brown": 78, "Grey": 62, "Red": 58, "Green": 47, "Pink": 42,
@@ -260,7 +246,7 @@ def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Rando
     def xy(coords: list[float]) -> list[float]:
         return [ox + c * box * narrow if i % 2 == 0 else oy + c * box for i, c in enumerate(coords)]
 
-    fill = _jitter(RGB[row.colour], rng)
+    fill = _jitter(COLOUR_RGB.get(row.colour, MULTI_UNDERCOAT), rng)  # Multi: printed over below
     outline = tuple(int(c * 0.6) for c in fill)
     for kind, coords in _shape(row.article):
         if kind == "poly":
@@ -291,10 +277,10 @@ def _print_over(canvas: Image.Image, row: Row, pattern: str | None, rng: random.
     ys, xs = np.mgrid[0:height, 0:width]
     period = max(4, int(height / rng.uniform(8, 14)))
     if row.colour == "Multi":
-        palette = np.array([RGB[c] for c in ("Red", "Yellow", "Blue", "Green", "White", "Orange")], np.uint8)
+        palette = np.array([COLOUR_RGB[c] for c in ("Red", "Yellow", "Blue", "Green", "White", "Orange")], np.uint8)
         pixels[inside] = palette[(ys // period) % len(palette)][inside]
         return Image.fromarray(pixels)
-    accent = (245, 245, 240) if RGB[row.colour][0] < 128 else (25, 25, 30)
+    accent = (245, 245, 240) if COLOUR_RGB[row.colour][0] < 128 else (25, 25, 30)
     if pattern == "Striped":
         # Accent stripes a third of the period wide: baseColour is the dominant colour, as in catalogues.
         # (Half-and-half stripes made a white shirt with black stripes the same picture as a black one with

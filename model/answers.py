@@ -3,8 +3,11 @@ codecs (the server's messages, evaluation) describe answers without loading a mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import Enum
+
+from enrich_client.audit.posterior import DEFAULT_ERROR_PRIOR
 
 DEFAULT_TOP_K = 3  # alternatives per attribute when a request does not say
 MAX_TOP_K = 20  # most alternatives a request may ask for
@@ -23,10 +26,33 @@ class CaptionMode(Enum):
         return self in (CaptionMode.GENERATE, CaptionMode.BEAM_SEARCH)
 
 
+class TaxonomyLevel(Enum):
+    """A level of articleType -> subCategory -> masterCategory; values are enrich.v1.TaxonomyLevel's names
+    without TAXONOMY_LEVEL_."""
+
+    ARTICLE_TYPE = "article_type"
+    SUB_CATEGORY = "sub_category"
+    MASTER_CATEGORY = "master_category"
+
+
+class FindingKind(Enum):
+    """What a catalogue value is against the image; values are enrich.v1.FindingKind's names without
+    FINDING_KIND_."""
+
+    AGREES = "agrees"
+    DISAGREES = "disagrees"
+    FILLED = "filled"  # the catalogue had nothing
+    UNKNOWN_LABEL = "unknown_label"  # not in the model's vocabulary
+    UNCHECKED = "unchecked"  # a name that mentions nothing the model can check
+
+
 @dataclass(frozen=True)
 class ItemOptions:
     top_k: int = DEFAULT_TOP_K
     caption_mode: CaptionMode = CaptionMode.GENERATE
+    catalogue: tuple[tuple[str, str], ...] = ()  # (column, value as the catalogue has it): audit these
+    error_prior: float = DEFAULT_ERROR_PRIOR  # how often a catalogue value is wrong before seeing the image
+    embedding: bool = False  # return the image's embedding
 
 
 @dataclass
@@ -54,8 +80,52 @@ class CaptionPrediction:
 
 
 @dataclass
+class Finding:
+    """One catalogue value against the image (enrich.v1.Finding documents each field)."""
+
+    attribute: str
+    kind: FindingKind
+    supplied: str
+    supplied_label: str = ""
+    p_supplied: float = 0.0
+    predicted: str = ""
+    p_predicted: float = 0.0
+    p_wrong: float = 0.0
+    disagreement_level: TaxonomyLevel | None = None
+
+
+@dataclass
+class PaletteColour:
+    hex: str  # "#1a2b3c"
+    share: float  # of the product's pixels
+    nearest: str  # the nearest baseColour name
+
+
+@dataclass
+class ImageLook:
+    """What the decode stage sees in the pixels themselves, without the model."""
+
+    palette: list[PaletteColour]
+    perceptual_hash: str  # 16 hex digits
+    colour_fingerprint: tuple[float, ...] = ()  # CIELAB of the product's flat interior, then of the background
+
+
+@dataclass
 class ItemPrediction:
     attributes: dict[str, AttributePrediction]
     caption: CaptionPrediction | None
+    findings: list[Finding] = field(default_factory=list)  # when the options carried catalogue values
+    embedding: Sequence[float] | None = None  # L2-normalised, when the options asked for it
+
+    @property
+    def sure_level(self) -> TaxonomyLevel | None:
+        """The most specific level of the tree of labels that is not unsure (None: all three are)."""
+        for attribute, level in (("articleType", TaxonomyLevel.ARTICLE_TYPE),
+                                 ("subCategory", TaxonomyLevel.SUB_CATEGORY),
+                                 ("masterCategory", TaxonomyLevel.MASTER_CATEGORY)):
+            prediction = self.attributes.get(attribute)
+            if prediction is not None and not prediction.unsure:
+                return level
+        return None
 
 

@@ -23,22 +23,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import look
 from .answers import (
     MAX_TOP_K,
     AttributePrediction,
     CaptionMode,
     CaptionPrediction,
+    Finding,
+    ImageLook,
     ItemOptions,
     ItemPrediction,
     LabelScore,
 )
+from .audit import Auditor
 from .backends import EncoderBackend, TorchEncoder, build_encoder_backend, choose_backend, cpu_budget, resolve_device
 from .bundle import Bundle, load_bundle
 from .bundle_config import BundleConfig
 from .decode import DecodedImage, DecodeLimits
 from .model import Encoded
 from .options import RuntimeOptions
-from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Classified:
     attributes: dict[str, AttributePrediction]
     caption: CaptionPrediction | None = None  # a template caption, made at once
     caption_job: CaptionJob | None = field(default=None, repr=False)  # a caption the decoder must write
+    findings: list[Finding] = field(default_factory=list)  # the catalogue's values against the image
+    embedding: np.ndarray | None = field(default=None, repr=False)  # (C,) L2-normalised, when asked for
 
 
 class EnrichPipeline:
@@ -67,6 +73,7 @@ class EnrichPipeline:
         self.device = next(self.model.parameters()).device
         self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
         self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
+        self.auditor = Auditor(self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
 
     @classmethod
     def load(cls, path: Path | str, options: RuntimeOptions | None = None,
@@ -98,6 +105,10 @@ class EnrichPipeline:
         """Image bytes -> (what was decoded, model input (3, H, W)); raises ImageDecodeError with a reason."""
         return self.bundle.preprocessing.from_bytes(data, limits)
 
+    def look(self, decoded: DecodedImage) -> ImageLook:
+        """The product's palette and the image's perceptual hash, from the decoded pixels (no model)."""
+        return look.look(decoded.image, COLOUR_RGB)
+
     @torch.inference_mode()
     def encode(self, pixels: np.ndarray | torch.Tensor) -> Encoded:
         """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""
@@ -120,6 +131,14 @@ class EnrichPipeline:
             attributes = self._attributes(calibrated, raw, row, option.top_k)
             labels = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
             item = Classified(attributes)
+            if option.catalogue:
+                distributions = self.parents.distributions({a: p[row] for a, p in calibrated.items()})
+                item.findings = self.auditor.findings(option.catalogue, {a: d.tolist() for a, d in
+                                                                          distributions.items()},
+                                                      attributes, option.error_prior)
+            if option.embedding:
+                pooled = encoded.pooled[row].float().cpu().numpy()
+                item.embedding = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
             if option.caption_mode is CaptionMode.TEMPLATE:
                 item.caption = self._template_caption(attributes)
             elif option.caption_mode.needs_decoder:
@@ -145,7 +164,8 @@ class EnrichPipeline:
         return captions
 
     def answer(self, classified: Classified, caption: CaptionPrediction | None = None) -> ItemPrediction:
-        return ItemPrediction(classified.attributes, caption or classified.caption)
+        return ItemPrediction(classified.attributes, caption or classified.caption, classified.findings,
+                              classified.embedding)
 
     def predict(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> list[ItemPrediction]:
         """encode -> classify -> caption -> answer for one batch; one options entry per image."""
@@ -193,6 +213,14 @@ class Parents:
     def parent(self, attribute: str, article_index: int) -> str:
         return self.labels[attribute][int(self.index[attribute][article_index])]
 
+    def mass(self, attribute: str, articles: torch.Tensor) -> torch.Tensor:
+        """The probability of each parent label: the total of the article types under it."""
+        return torch.zeros(len(self.labels[attribute])).index_add_(0, self.index[attribute], articles.float())
+
+    def distributions(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One image's classified distributions with the derived ones added."""
+        return probabilities | {a: self.mass(a, probabilities["articleType"]) for a in DERIVED_ATTRIBUTES}
+
 
 def attribute_predictions(calibrated: dict[str, torch.Tensor], raw: dict[str, torch.Tensor],
                           vocabs: dict[str, list[str]], parents: Parents, thresholds: dict[str, float],
@@ -208,9 +236,8 @@ def attribute_predictions(calibrated: dict[str, torch.Tensor], raw: dict[str, to
     article = out["articleType"]
     article_index = vocabs["articleType"].index(article.label)
     for attribute in DERIVED_ATTRIBUTES:
-        labels, index = parents.labels[attribute], parents.index[attribute]
-        mass, raw_mass = (torch.zeros(len(labels)).index_add_(0, index, p["articleType"].float())
-                          for p in (calibrated, raw))
+        labels = parents.labels[attribute]
+        mass, raw_mass = (parents.mass(attribute, p["articleType"]) for p in (calibrated, raw))
         parent = ranked(mass, raw_mass, labels, top_k)
         parent.derived = True
         parent.unsure = parent.confidence < thresholds.get("articleType", 0.0)

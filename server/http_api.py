@@ -2,8 +2,9 @@
 batched stages, deadlines, access log): `curl -T photo.jpg http://HOST:8080/v1/enrich`.
 
     POST|PUT /v1/enrich   body: the image bytes (raw, or the first file of a multipart form), options as
-                          query parameters (top_k, caption_mode, request_id); or an EnrichRequest as
-                          JSON (image in base64), as gRPC-JSON transcoders send it
+                          query parameters (top_k, caption_mode, request_id, include_embedding, and an
+                          audit's catalogue.<column>=value and catalogue.error_prior); or an EnrichRequest
+                          as JSON (image in base64), as gRPC-JSON transcoders send it
     GET /v1/model         ModelInfo
     GET /healthz          {"status": "SERVING"} with 200, or 503 while loading or draining
 
@@ -24,7 +25,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
 from aiohttp import BodyPartReader, web
@@ -33,6 +34,7 @@ from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
 from enrich_client.contract import caption_mode, request_from_json, to_json
+from enrich_model.options import parse_bool
 
 from .errors import EnrichFailure, image_too_many_bytes, request_invalid, token_invalid
 from .security import BearerTokenAuth
@@ -47,6 +49,7 @@ HTTP_STATUS = {  # as grpc-gateway maps gRPC codes
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+CATALOGUE_PREFIX = "catalogue."
 ROUTES = "POST or PUT /v1/enrich, GET /v1/model, GET /healthz"
 GRPC_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -111,15 +114,34 @@ async def request_message(request: web.Request) -> enrich_pb2.EnrichRequest:
                                   "the body, or a part is damaged") from error
     else:
         image = await request.read()
-    message = enrich_pb2.EnrichRequest(image=image, request_id=request.query.get("request_id", ""))
+    return query_request(image, request.query)
+
+
+def query_request(image: bytes, query: Mapping[str, str]) -> enrich_pb2.EnrichRequest:
+    """The raw-bytes form's options from the query: top_k, caption_mode, request_id, include_embedding, and an
+    audit's catalogue.<column>=value and catalogue.error_prior."""
+    message = enrich_pb2.EnrichRequest(image=image, request_id=query.get("request_id", ""))
+    for name, value in query.items():
+        if name.startswith(CATALOGUE_PREFIX) and name != f"{CATALOGUE_PREFIX}error_prior":
+            message.catalogue.values[name.removeprefix(CATALOGUE_PREFIX)] = value
+    numbers = {"top_k": int, f"{CATALOGUE_PREFIX}error_prior": float}
+    for name, parse in numbers.items():
+        if name not in query:
+            continue
+        try:
+            value = parse(query[name])
+        except ValueError:
+            kind = "a whole number" if parse is int else "a number"
+            raise request_invalid(f"{name} must be {kind}, not {query[name]!r}") from None
+        if name == "top_k":
+            message.top_k = value
+        else:
+            message.catalogue.error_prior = value
     try:
-        if "top_k" in request.query:
-            message.top_k = int(request.query["top_k"])
-        message.caption_mode = caption_mode(request.query.get("caption_mode"))
+        message.caption_mode = caption_mode(query.get("caption_mode"))
+        message.include_embedding = parse_bool(query.get("include_embedding", "false"))
     except ValueError as error:
-        words = str(error) if "caption mode" in str(error) else \
-            f"top_k must be a whole number, not {request.query['top_k']!r}"
-        raise request_invalid(words) from error
+        raise request_invalid(str(error)) from error
     return message
 
 

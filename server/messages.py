@@ -6,8 +6,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
+from enrich_client.audit.posterior import valid_prior
 from enrich_client.contract import CAPTION_MODES, caption_mode, caption_mode_name
-from enrich_model.answers import DEFAULT_TOP_K, MAX_TOP_K, CaptionMode, ItemOptions, ItemPrediction
+from enrich_model.answers import (
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    CaptionMode,
+    Finding,
+    ImageLook,
+    ItemOptions,
+    ItemPrediction,
+    TaxonomyLevel,
+)
+from enrich_model.audit import AUDITABLE, unknown_columns
 from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
@@ -41,13 +52,43 @@ def runtime_caption_mode(value: int) -> CaptionMode:
 
 
 def item_options(request: enrich_pb2.EnrichRequest) -> ItemOptions:
-    """Raises EnrichFailure (REQUEST_INVALID) for a caption mode this server does not know."""
-    return ItemOptions(top_k=request.top_k or DEFAULT_TOP_K, caption_mode=runtime_caption_mode(request.caption_mode))
+    """Raises EnrichFailure (REQUEST_INVALID) for a caption mode this server does not know, a catalogue column
+    it does not audit, or an error prior that is not a probability."""
+    values = request.catalogue.values
+    unknown = unknown_columns(list(values))
+    if unknown:
+        raise request_invalid(f"catalogue column {', '.join(map(repr, sorted(unknown)))} is not one this server "
+                              f"audits: {', '.join(AUDITABLE)}")
+    try:
+        prior = valid_prior(request.catalogue.error_prior)
+    except ValueError as error:
+        raise request_invalid(f"catalogue.{error}") from None
+    return ItemOptions(top_k=request.top_k or DEFAULT_TOP_K, caption_mode=runtime_caption_mode(request.caption_mode),
+                       catalogue=tuple(sorted(values.items())), error_prior=prior,
+                       embedding=request.include_embedding)
 
 
-def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int) -> enrich_pb2.Metadata:
+def taxonomy_level(level: TaxonomyLevel | None) -> int:
+    return enrich_pb2.TaxonomyLevel.Value(f"TAXONOMY_LEVEL_{level.name}") if level else 0
+
+
+def encode_finding(finding: Finding) -> enrich_pb2.Finding:
+    return enrich_pb2.Finding(
+        attribute=finding.attribute, kind=enrich_pb2.FindingKind.Value(f"FINDING_KIND_{finding.kind.name}"),
+        supplied=finding.supplied, supplied_label=finding.supplied_label, p_supplied=finding.p_supplied,
+        predicted=finding.predicted, p_predicted=finding.p_predicted, p_wrong=finding.p_wrong,
+        disagreement_level=taxonomy_level(finding.disagreement_level))
+
+
+def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int,
+                    look: ImageLook) -> enrich_pb2.Metadata:
     metadata = enrich_pb2.Metadata(image=enrich_pb2.ImageInfo(
-        width=decoded.width, height=decoded.height, format=decoded.format, size_bytes=size_bytes))
+        width=decoded.width, height=decoded.height, format=decoded.format, size_bytes=size_bytes),
+        sure_level=taxonomy_level(prediction.sure_level),
+        palette=[enrich_pb2.PaletteColour(hex=c.hex, share=c.share, nearest=c.nearest) for c in look.palette],
+        signature=enrich_pb2.ImageSignature(perceptual_hash=look.perceptual_hash,
+                                            embedding=[] if prediction.embedding is None else prediction.embedding,
+                                            colour_fingerprint=look.colour_fingerprint))
     for attribute, value in prediction.attributes.items():
         getattr(metadata, PROTO_FIELD[attribute]).CopyFrom(enrich_pb2.Prediction(
             label=value.label, confidence=value.confidence, derived=value.derived, unsure=value.unsure,
@@ -60,13 +101,21 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
     return metadata
 
 
-def encode_response(request_id: str, answer: StagedAnswer, decoded: DecodedImage, size_bytes: int,
-                    decode_ms: float, total_ms: float, model_version: str) -> enrich_pb2.EnrichResponse:
+def encode_audit(prediction: ItemPrediction, options: ItemOptions) -> enrich_pb2.Audit | None:
+    if not options.catalogue:
+        return None
+    return enrich_pb2.Audit(findings=[encode_finding(f) for f in prediction.findings], error_prior=options.error_prior)
+
+
+def encode_response(request_id: str, answer: StagedAnswer, decoded: DecodedImage, look: ImageLook, size_bytes: int,
+                    decode_ms: float, total_ms: float, model_version: str,
+                    options: ItemOptions) -> enrich_pb2.EnrichResponse:
     timings = answer.timings
     return enrich_pb2.EnrichResponse(
         request_id=request_id,
         status=enrich_pb2.ItemStatus(code=0, message="OK"),
-        metadata=encode_metadata(answer.prediction, decoded, size_bytes),
+        metadata=encode_metadata(answer.prediction, decoded, size_bytes, look),
+        audit=encode_audit(answer.prediction, options),
         model_version=model_version,
         timings=enrich_pb2.Timings(
             decode_ms=decode_ms, queue_ms=timings.queue_ms, encoder_ms=timings.encoder_ms,
@@ -75,12 +124,12 @@ def encode_response(request_id: str, answer: StagedAnswer, decoded: DecodedImage
     )
 
 
-def cached_response(request_id: str, metadata: enrich_pb2.Metadata, model_version: str,
-                    total_ms: float) -> enrich_pb2.EnrichResponse:
-    response = enrich_pb2.EnrichResponse(
-        request_id=request_id, status=enrich_pb2.ItemStatus(code=0, message="OK"), model_version=model_version,
-        timings=enrich_pb2.Timings(total_ms=total_ms, cache_hit=True))
-    response.metadata.CopyFrom(metadata)  # a copy: the cached message is shared by later hits
+def cached_response(request_id: str, cached: enrich_pb2.EnrichResponse, total_ms: float) -> enrich_pb2.EnrichResponse:
+    """A cached answer for another request with the same bytes and options (a copy: later hits share it)."""
+    response = enrich_pb2.EnrichResponse()
+    response.CopyFrom(cached)
+    response.request_id = request_id
+    response.timings.CopyFrom(enrich_pb2.Timings(total_ms=total_ms, cache_hit=True))
     return response
 
 
@@ -102,6 +151,7 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
         load=load,
         runtime=runtime,
         caption_decoder=config.caption.decoder,
+        embedding_size=config.backbone.num_features,
         test_metrics=flatten_metrics(config.test_metrics),
         created=config.created,
     )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
-from enrich_model.answers import ItemOptions
-from enrich_model.decode import ImageDecodeError
+from enrich_model.answers import ImageLook, ItemOptions
+from enrich_model.decode import DecodedImage, ImageDecodeError
 
 from .admission import Admission
 from .batcher import DeadlineExpired
@@ -43,6 +43,8 @@ from .messages import Limits, cached_response, encode_response, item_options, mo
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from enrich_model.pipeline import EnrichPipeline
 
     from .batched import BatchedPipeline
@@ -191,8 +193,8 @@ class EnrichService:
             if cached is not None:
                 total_ms = (time.perf_counter() - received) * 1000
                 self.metrics.observe_stage("total", total_ms)
-                return cached_response(request_id, cached, model.pipeline.model_version, total_ms)
-        decoded, pixels = await self._decode(model, request.image)
+                return cached_response(request_id, cached, total_ms)
+        decoded, pixels, look = await self._decode(model, request.image)
         decode_ms = (time.perf_counter() - received) * 1000
         try:
             submitted = model.batched.run(pixels, options, deadline)
@@ -203,15 +205,15 @@ class EnrichService:
         except Exception as error:  # the model failed on this batch (e.g. out of memory): say so
             log.exception("prediction failed for %s", printable(request_id) or "a request without id")
             raise prediction_failed(error) from error
-        response = encode_response(request_id, answer, decoded, len(request.image), decode_ms,
-                                   (time.perf_counter() - received) * 1000, model.pipeline.model_version)
+        response = encode_response(request_id, answer, decoded, look, len(request.image), decode_ms,
+                                   (time.perf_counter() - received) * 1000, model.pipeline.model_version, options)
         if key is not None:
-            self.cache.put(key, response.metadata)
+            self.cache.put(key, response)
         self._observe(response.timings)
         return response
 
     async def _cache_key(self, image: bytes, options: ItemOptions, model_version: str) -> CacheKey:
-        key_of = functools.partial(CacheKey.of, image, options.top_k, options.caption_mode.value, model_version)
+        key_of = functools.partial(CacheKey.of, image, options, model_version)
         if len(image) < HASH_INLINE_BYTES:
             return key_of()
         # Hashing a camera original takes milliseconds: off the event loop (hashlib releases the GIL).
@@ -221,9 +223,13 @@ class EnrichService:
         loop = asyncio.get_running_loop()
         try:
             with model.batched.decoding():
-                return await loop.run_in_executor(self.decode_pool, model.pipeline.decode, image, self.limits.decode)
+                return await loop.run_in_executor(self.decode_pool, self._decode_and_look, model.pipeline, image)
         except ImageDecodeError as error:
             raise EnrichFailure.from_decode(error) from error
+
+    def _decode_and_look(self, pipeline: EnrichPipeline, image: bytes) -> tuple[DecodedImage, np.ndarray, ImageLook]:
+        decoded, pixels = pipeline.decode(image, self.limits.decode)
+        return decoded, pixels, pipeline.look(decoded)
 
     def _observe(self, timings: enrich_pb2.Timings) -> None:
         for stage in TIMED_STAGES:

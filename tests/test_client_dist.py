@@ -39,6 +39,9 @@ def test_the_client_installs_alone_without_torch_and_enriches(server: LoopbackSe
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metadata"]["articleType"]["label"]
+    audit = subprocess.run([venv / "bin" / "enrich-client", "--target", server.target, "audit", str(catalogue_dir),
+                            "--out", str(tmp_path / "audit")], capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 2 and "pip install 'enrich-grpc-client[audit]'" in audit.stderr
 
 
 def test_async_client_enriches_and_streams(server: LoopbackServer, catalogue_dir: Path):

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from enrich.v1 import enrich_pb2
-from enrich_model.answers import AttributePrediction, ItemPrediction, LabelScore
-from enrich_model.decode import DecodeLimits
+from enrich_model.answers import AttributePrediction, ImageLook, ItemPrediction, LabelScore
+from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.preprocess import Preprocessing
 from enrich_server.batched import StagedAnswer, StageTimings
 from enrich_server.messages import Limits
@@ -59,6 +59,9 @@ class Pipeline:
 
     def decode(self, data: bytes, limits: DecodeLimits):
         return Preprocessing((4, 4), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).from_bytes(data, limits)
+
+    def look(self, decoded: DecodedImage) -> ImageLook:
+        return ImageLook([], "0" * 16)
 
 
 def service_with(stages: HeldStages, read_ahead: int = 32, queue: int = 128) -> EnrichService:

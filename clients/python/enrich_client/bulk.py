@@ -155,8 +155,6 @@ def run_options(args) -> dict:
 
 
 def bulk_main(client: EnrichClient, args) -> int:
-    from tqdm import tqdm
-
     out = Path(args.out)
     try:
         sources = collect(args.inputs)
@@ -170,17 +168,25 @@ def bulk_main(client: EnrichClient, args) -> int:
         output.close()
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
-    bar = tqdm(total=len(sources), initial=0, unit="img", desc="enrich", file=sys.stderr, disable=args.quiet,
+    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode, args.sidecars,
+                  args.retry_seconds)
+    return run_with_progress(client, run, output, "bulk", args.quiet)
+
+
+def run_with_progress(client: EnrichClient, run: BulkRun, output: Output, command: str, quiet: bool) -> int:
+    """Runs `run` with a progress bar; Ctrl-C stops it resumably. The exit status: 0 when every image has an OK
+    row, 1 when some row failed or the run stopped, 130 when interrupted."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=run.summary.total, initial=0, unit="img", desc=command, file=sys.stderr, disable=quiet,
                dynamic_ncols=True)
-    run = None
 
     def answered(response: enrich_pb2.EnrichResponse) -> None:
         bar.update()
         if response.status.code:
             bar.set_postfix(failed=run.summary.failed, refresh=False)
 
-    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode, args.sidecars,
-                  args.retry_seconds, answered)
+    run.on_answer = answered
     with contextlib.suppress(EnrichError):  # not serving yet: the streams wait for it; gRPC checks sizes then
         run.max_image_bytes = client.model_info().limits.max_image_bytes
     bar.update(run.summary.skipped)
@@ -195,7 +201,7 @@ def bulk_main(client: EnrichClient, args) -> int:
     except EnrichError as error:
         bar.close()
         output.close()
-        print(f"enrich-client bulk: stopped: {error}\n{run.summary.line()}", file=sys.stderr)
+        print(f"enrich-client {command}: stopped: {error}\n{run.summary.line()}", file=sys.stderr)
         return 1
     bar.close()
     output.close()

@@ -27,7 +27,7 @@ from .bulk import bulk_main
 from .client import IMAGE_SUFFIXES, MAX_MESSAGE_MB, EnrichClient, EnrichError, image_files
 from .contract import to_json
 
-COMMANDS = ("enrich", "bulk", "info", "health")
+COMMANDS = ("enrich", "bulk", "audit", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
                              "--server-name", "--retries")
 
@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--retry-seconds", type=float, default=120.0,
                       help="how long to keep retrying an unavailable or overloaded server")
     bulk.add_argument("--quiet", action="store_true", help="no progress bar")
+    audit = commands.add_parser("audit", help="check a catalogue's values against its images: findings, error "
+                                "rates, duplicates and an HTML report (the `audit` extra)")
+    audit.add_argument("catalogue", help="a folder with styles.csv and images/ID.jpg, or a .csv/.jsonl manifest with "
+                       "path or url, id, and attribute columns (gender, baseColour, ..., productDisplayName)")
+    audit.add_argument("--out", required=True, help="the audit's folder; a rerun sends only what it lacks")
+    audit.add_argument("--error-prior", type=float, help="how often a catalogue value is wrong before seeing the "
+                       "image (default: the server's, 0.05); the report estimates it from the whole catalogue")
+    audit.add_argument("--streams", type=int, default=4, help="concurrent streams")
+    add_request_options(audit)
+    audit.add_argument("--mixed-options", action="store_true", help="resume with other options")
+    audit.add_argument("--retry-seconds", type=float, default=120.0,
+                       help="how long to keep retrying an unavailable or overloaded server")
+    audit.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_parser("info", help="the served model: version, vocabularies, limits, metrics")
     commands.add_parser("health", help="print SERVING / NOT_SERVING; exit 0 only when SERVING")
     return parser
@@ -170,6 +183,14 @@ def run(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bulk":
             return bulk_main(client, args)
+        if args.command == "audit":
+            try:
+                from .audit.command import audit_main
+            except ImportError as missing:
+                print(f"enrich-client audit needs the `audit` extra ({missing.name} is missing): "
+                      "pip install 'enrich-grpc-client[audit]'", file=sys.stderr)
+                return 2
+            return audit_main(client, args)
         if args.path.is_dir():
             return enrich_folder(client, args.path, args)
         if not args.path.is_file():

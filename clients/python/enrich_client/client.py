@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -152,19 +152,27 @@ class EnrichClient:
         self.channel.close()
 
     @staticmethod
-    def request(image: bytes, request_id: str = "", top_k: int | None = None,
-                caption_mode: str | int | None = None) -> enrich_pb2.EnrichRequest:
+    def request(image: bytes, request_id: str = "", top_k: int | None = None, caption_mode: str | int | None = None,
+                catalogue: Mapping[str, str] | None = None, error_prior: float | None = None,
+                include_embedding: bool = False) -> enrich_pb2.EnrichRequest:
         """`top_k` and `caption_mode` unset: the server's defaults (3, generate). `caption_mode`: generate,
         beam_search, template or skip (the proto's names, any case, CAPTION_MODE_ prefix optional); another
-        value raises ValueError naming those."""
-        return enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k or 0,
-                                        caption_mode=contract.caption_mode(caption_mode))
+        value raises ValueError naming those. `catalogue`: the catalogue's values by column (baseColour, ...) to
+        audit against the image, with `error_prior` (unset: the server's default)."""
+        request = enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k or 0,
+                                           caption_mode=contract.caption_mode(caption_mode),
+                                           include_embedding=include_embedding)
+        if catalogue is not None:
+            request.catalogue.values.update(catalogue)
+            request.catalogue.error_prior = error_prior or 0.0
+        return request
 
     def enrich(self, image: bytes, request_id: str = "", top_k: int | None = None,
-               caption_mode: str | int | None = None) -> enrich_pb2.EnrichResponse:
-        """One image. Raises EnrichError; an image over this client's own message limit is refused here,
-        IMAGE_TOO_LARGE, before it is sent."""
-        request = self.request(image, request_id, top_k, caption_mode)
+               caption_mode: str | int | None = None, catalogue: Mapping[str, str] | None = None,
+               error_prior: float | None = None, include_embedding: bool = False) -> enrich_pb2.EnrichResponse:
+        """One image (options as in `request`). Raises EnrichError; an image over this client's own message limit
+        is refused here, IMAGE_TOO_LARGE, before it is sent."""
+        request = self.request(image, request_id, top_k, caption_mode, catalogue, error_prior, include_embedding)
         if request.ByteSize() > self.max_message_bytes:
             raise image_too_large(len(image), self.max_message_bytes, "this client sends (max_message_mb)")
         try:

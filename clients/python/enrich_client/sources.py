@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -16,14 +15,15 @@ from .client import IMAGE_SUFFIXES, image_files
 
 @dataclass(frozen=True)
 class Source:
-    key: str  # the request id and the output row's key: the path or URL as given
+    key: str  # the request id and the output row's key: the path or URL as given (audit: the catalogue's id)
     location: str  # a local path or an http(s) URL
+    catalogue: tuple[tuple[str, str], ...] = ()  # audit: the catalogue's values for this image, by column
 
     @classmethod
-    def of(cls, location: str) -> Source:
+    def of(cls, location: str, key: str | None = None, catalogue: tuple[tuple[str, str], ...] = ()) -> Source:
         # A file name that is not UTF-8 (undecodable bytes kept as surrogates) gets a key that is.
-        key = location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return cls(key, location)
+        key = key or location.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return cls(key, location, catalogue)
 
     @property
     def is_url(self) -> bool:
@@ -65,13 +65,43 @@ def expand(given: str) -> Iterator[Source]:
 
 def read_manifest(path: Path) -> Iterator[Source]:
     """Rows with a `path` or `url` column (CSV) or key (JSON lines); relative paths are relative to the manifest."""
-    text = path.read_text(encoding="utf-8")
-    rows = csv.DictReader(io.StringIO(text)) if path.suffix.lower() == ".csv" else \
-        (json.loads(line) for line in text.splitlines() if line.strip())
-    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
-        location = (row.get("url") or row.get("path") or "").strip()
-        if not location:
-            raise ValueError(f"{path}:{number}: no `path` or `url`")
-        if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
-            location = str(path.parent / location)
-        yield Source.of(location)
+    for number, row in manifest_rows(path):
+        yield Source.of(manifest_location(path, number, row))
+
+
+def manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a CSV (see csv_rows) or JSON-lines manifest."""
+    if path.suffix.lower() == ".csv":
+        header, rows = csv_rows(path)
+        for number, fields in rows:
+            yield number, dict(zip(header, fields, strict=True))
+        return
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            yield number, json.loads(line)
+
+
+def manifest_location(path: Path, number: int, row: dict) -> str:
+    location = str(row.get("url") or row.get("path") or "").strip()
+    if not location:
+        raise ValueError(f"{path}:{number}: no `path` or `url`")
+    if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
+        location = str(path.parent / location)
+    return location
+
+
+def csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV's header and its rows with their line numbers. A row with more fields than the header had an
+    unquoted comma in its last column (a product name, in catalogues like Fashion Product Images' styles.csv):
+    the extra fields are joined back into it. Rows with fewer fields are dropped (the caller counts them)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) > len(header):
+                fields = [*fields[: len(header) - 1], ",".join(fields[len(header) - 1:])]
+            rows.append((reader.line_num, fields))
+    return header, rows

@@ -19,6 +19,22 @@ class CaptionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPTION_MODE_TEMPLATE: _ClassVar[CaptionMode]
     CAPTION_MODE_SKIP: _ClassVar[CaptionMode]
 
+class FindingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINDING_KIND_UNSPECIFIED: _ClassVar[FindingKind]
+    FINDING_KIND_AGREES: _ClassVar[FindingKind]
+    FINDING_KIND_DISAGREES: _ClassVar[FindingKind]
+    FINDING_KIND_FILLED: _ClassVar[FindingKind]
+    FINDING_KIND_UNKNOWN_LABEL: _ClassVar[FindingKind]
+    FINDING_KIND_UNCHECKED: _ClassVar[FindingKind]
+
+class TaxonomyLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TAXONOMY_LEVEL_UNSPECIFIED: _ClassVar[TaxonomyLevel]
+    TAXONOMY_LEVEL_ARTICLE_TYPE: _ClassVar[TaxonomyLevel]
+    TAXONOMY_LEVEL_SUB_CATEGORY: _ClassVar[TaxonomyLevel]
+    TAXONOMY_LEVEL_MASTER_CATEGORY: _ClassVar[TaxonomyLevel]
+
 class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
@@ -38,6 +54,16 @@ CAPTION_MODE_GENERATE: CaptionMode
 CAPTION_MODE_BEAM_SEARCH: CaptionMode
 CAPTION_MODE_TEMPLATE: CaptionMode
 CAPTION_MODE_SKIP: CaptionMode
+FINDING_KIND_UNSPECIFIED: FindingKind
+FINDING_KIND_AGREES: FindingKind
+FINDING_KIND_DISAGREES: FindingKind
+FINDING_KIND_FILLED: FindingKind
+FINDING_KIND_UNKNOWN_LABEL: FindingKind
+FINDING_KIND_UNCHECKED: FindingKind
+TAXONOMY_LEVEL_UNSPECIFIED: TaxonomyLevel
+TAXONOMY_LEVEL_ARTICLE_TYPE: TaxonomyLevel
+TAXONOMY_LEVEL_SUB_CATEGORY: TaxonomyLevel
+TAXONOMY_LEVEL_MASTER_CATEGORY: TaxonomyLevel
 ERROR_REASON_UNSPECIFIED: ErrorReason
 IMAGE_EMPTY: ErrorReason
 IMAGE_UNDECODABLE: ErrorReason
@@ -52,30 +78,81 @@ INTERNAL_ERROR: ErrorReason
 REQUEST_INVALID: ErrorReason
 
 class EnrichRequest(_message.Message):
-    __slots__ = ("request_id", "image", "top_k", "caption_mode")
+    __slots__ = ("request_id", "image", "top_k", "caption_mode", "catalogue", "include_embedding")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     CAPTION_MODE_FIELD_NUMBER: _ClassVar[int]
+    CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     top_k: int
     caption_mode: CaptionMode
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., caption_mode: _Optional[_Union[CaptionMode, str]] = ...) -> None: ...
+    catalogue: CatalogueRecord
+    include_embedding: bool
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., caption_mode: _Optional[_Union[CaptionMode, str]] = ..., catalogue: _Optional[_Union[CatalogueRecord, _Mapping]] = ..., include_embedding: _Optional[bool] = ...) -> None: ...
+
+class CatalogueRecord(_message.Message):
+    __slots__ = ("values", "error_prior")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_PRIOR_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, str]
+    error_prior: float
+    def __init__(self, values: _Optional[_Mapping[str, str]] = ..., error_prior: _Optional[float] = ...) -> None: ...
 
 class EnrichResponse(_message.Message):
-    __slots__ = ("request_id", "status", "metadata", "model_version", "timings")
+    __slots__ = ("request_id", "status", "metadata", "model_version", "timings", "audit")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     status: ItemStatus
     metadata: Metadata
     model_version: str
     timings: Timings
-    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    audit: Audit
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., audit: _Optional[_Union[Audit, _Mapping]] = ...) -> None: ...
+
+class Audit(_message.Message):
+    __slots__ = ("findings", "error_prior")
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_PRIOR_FIELD_NUMBER: _ClassVar[int]
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    error_prior: float
+    def __init__(self, findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., error_prior: _Optional[float] = ...) -> None: ...
+
+class Finding(_message.Message):
+    __slots__ = ("attribute", "kind", "supplied", "supplied_label", "p_supplied", "predicted", "p_predicted", "p_wrong", "disagreement_level")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUPPLIED_FIELD_NUMBER: _ClassVar[int]
+    SUPPLIED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    P_SUPPLIED_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    P_PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    P_WRONG_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    kind: FindingKind
+    supplied: str
+    supplied_label: str
+    p_supplied: float
+    predicted: str
+    p_predicted: float
+    p_wrong: float
+    disagreement_level: TaxonomyLevel
+    def __init__(self, attribute: _Optional[str] = ..., kind: _Optional[_Union[FindingKind, str]] = ..., supplied: _Optional[str] = ..., supplied_label: _Optional[str] = ..., p_supplied: _Optional[float] = ..., predicted: _Optional[str] = ..., p_predicted: _Optional[float] = ..., p_wrong: _Optional[float] = ..., disagreement_level: _Optional[_Union[TaxonomyLevel, str]] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message", "reason", "metadata", "retry_delay")
@@ -99,7 +176,7 @@ class ItemStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[_Union[ErrorReason, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Metadata(_message.Message):
-    __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image")
+    __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image", "sure_level", "palette", "signature")
     GENDER_FIELD_NUMBER: _ClassVar[int]
     BASE_COLOUR_FIELD_NUMBER: _ClassVar[int]
     SEASON_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +186,9 @@ class Metadata(_message.Message):
     MASTER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PALETTE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     gender: Prediction
     base_colour: Prediction
     season: Prediction
@@ -118,7 +198,30 @@ class Metadata(_message.Message):
     master_category: Prediction
     product_display_name: Caption
     image: ImageInfo
-    def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ...) -> None: ...
+    sure_level: TaxonomyLevel
+    palette: _containers.RepeatedCompositeFieldContainer[PaletteColour]
+    signature: ImageSignature
+    def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., sure_level: _Optional[_Union[TaxonomyLevel, str]] = ..., palette: _Optional[_Iterable[_Union[PaletteColour, _Mapping]]] = ..., signature: _Optional[_Union[ImageSignature, _Mapping]] = ...) -> None: ...
+
+class PaletteColour(_message.Message):
+    __slots__ = ("hex", "share", "nearest")
+    HEX_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_FIELD_NUMBER: _ClassVar[int]
+    hex: str
+    share: float
+    nearest: str
+    def __init__(self, hex: _Optional[str] = ..., share: _Optional[float] = ..., nearest: _Optional[str] = ...) -> None: ...
+
+class ImageSignature(_message.Message):
+    __slots__ = ("perceptual_hash", "embedding", "colour_fingerprint")
+    PERCEPTUAL_HASH_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    COLOUR_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    perceptual_hash: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    colour_fingerprint: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, perceptual_hash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., colour_fingerprint: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("label", "confidence", "alternatives", "derived", "unsure")
@@ -193,7 +296,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load", "runtime")
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load", "runtime", "embedding_size")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +319,7 @@ class ModelInfo(_message.Message):
     BACKBONE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     bundle_format: str
     backbone: str
@@ -231,7 +335,8 @@ class ModelInfo(_message.Message):
     backbone_weights: str
     load: ServerLoad
     runtime: Runtime
-    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ...) -> None: ...
+    embedding_size: int
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ..., embedding_size: _Optional[int] = ...) -> None: ...
 
 class Runtime(_message.Message):
     __slots__ = ("backend", "precision", "device", "model_threads", "decode_threads", "max_caption_batch_size", "cache_max_bytes")

@@ -57,7 +57,8 @@ class EnrichServicer:
     def Enrich(self, request, context):
         """Enrich one image. Errors are call errors, with an ErrorReason in the rich status details:
         INVALID_ARGUMENT    IMAGE_EMPTY, IMAGE_UNDECODABLE (the message says what the bytes look like),
-        REQUEST_INVALID (e.g. a caption_mode this server does not know);
+        REQUEST_INVALID (e.g. a caption_mode this server does not know, a catalogue
+        column it does not audit, an error_prior outside (0, 1));
         RESOURCE_EXHAUSTED  IMAGE_TOO_LARGE (bytes or pixels over a limit), or OVERLOADED (the server's
         queue is full: retry after RetryInfo's delay, ideally on another replica);
         DEADLINE_EXCEEDED   DEADLINE_EXPIRED: your deadline passed first; an image still queued for
@@ -70,7 +71,8 @@ class EnrichServicer:
         Over HTTP (the server's own HTTP port, or any gRPC-JSON transcoder such as Envoy's or
         grpc-gateway): POST or PUT /v1/enrich with this message as JSON (`image` in base64). The server's
         own port also takes the raw image bytes as the body (`curl -T photo.jpg`), with `top_k`,
-        `caption_mode` and `request_id` as query parameters, and a `Grpc-Timeout` header as the deadline.
+        `caption_mode`, `request_id` and `include_embedding` as query parameters, and a `Grpc-Timeout` header
+        as the deadline; an audit needs the JSON body (`catalogue`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,2 @@
+"""Auditing a catalogue against its images: what p_wrong means (`posterior`, shared with the server) and
+`enrich-client audit` (the `audit` extra: NumPy, Pillow, faiss)."""

@@ -1,0 +1,149 @@
+"""A catalogue with known mistakes, to measure an audit against: `enrich corrupt`.
+
+From a styles.csv + images/ catalogue it writes another in which a share of baseColour values is replaced
+(half by the nearest other colour, the kind of slip a person makes; half by any other), a share of
+articleType values is replaced by any other article type, and extra rows are near-duplicate uploads of
+existing products (re-encoded, resized, re-framed by a few per cent, under a new id, with the same values).
+What was changed is written to truth.json beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from enrich_model.look import rgb_to_lab
+from enrich_model.schema import COLOUR_RGB, STYLES_COLUMNS
+
+from .catalogue import read_styles_csv
+
+TRUTH_FILE = "truth.json"
+
+
+@dataclass
+class Truth:
+    """What `corrupt` changed: per attribute, id -> the value it replaced; the duplicate rows' originals."""
+
+    replaced: dict[str, dict[str, str]] = field(default_factory=dict)
+    neighbour_colours: list[str] = field(default_factory=list)  # ids whose colour became its nearest neighbour
+    duplicates: dict[str, str] = field(default_factory=dict)  # new id -> the id it copies
+    rows: int = 0
+
+    def write(self, folder: Path) -> None:
+        (folder / TRUTH_FILE).write_text(json.dumps(self.__dict__, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> Truth:
+        return cls(**json.loads((folder / TRUTH_FILE).read_text(encoding="utf-8")))
+
+
+def nearest_colour(colour: str, choices: list[str]) -> str:
+    """The other colour nearest in CIELAB: the confusable neighbour."""
+    others = [c for c in choices if c != colour and c in COLOUR_RGB]
+    if colour not in COLOUR_RGB:
+        return others[0]
+    lab = rgb_to_lab(np.asarray([COLOUR_RGB[colour], *(COLOUR_RGB[c] for c in others)], np.float64))
+    return others[int(np.argmin(((lab[1:] - lab[0]) ** 2).sum(axis=1)))]
+
+
+def near_duplicate(image: Image.Image, rng: random.Random) -> bytes:
+    """The same photo uploaded again: re-framed by 2-5 % (cropped or padded on each side), resized, re-encoded."""
+    width, height = image.size
+    margins = [round(rng.uniform(0.02, 0.05) * (width if i % 2 == 0 else height)) * rng.choice((-1, 1))
+               for i in range(4)]  # left, top, right, bottom: > 0 crops, < 0 pads
+    left, top, right, bottom = margins
+    background = image.getpixel((0, 0))
+    canvas = Image.new("RGB", (width - left - right, height - top - bottom), background)
+    canvas.paste(image, (-left, -top))
+    scale = rng.uniform(0.75, 1.4)
+    resized = canvas.resize((max(8, round(canvas.width * scale)), max(8, round(canvas.height * scale))),
+                            Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    resized.save(buffer, format="JPEG", quality=rng.randint(70, 92))
+    return buffer.getvalue()
+
+
+def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, article_rate: float = 0.05,
+            duplicate_rate: float = 0.03) -> Truth:
+    rows, _ = read_styles_csv(source / "styles.csv")
+    rows = [row for row in rows if (source / "images" / f"{row['id']}.jpg").is_file()]
+    rng = random.Random(seed)
+    truth = Truth(replaced={"baseColour": {}, "articleType": {}})
+    colours = sorted({r["baseColour"] for r in rows if r["baseColour"]})
+    articles = sorted({r["articleType"] for r in rows if r["articleType"]})
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        shutil.copyfile(source / "images" / f"{row['id']}.jpg", out / "images" / f"{row['id']}.jpg")
+    copies = []  # made first, from the clean values: a re-upload repeats the product's values as they were
+    next_id = max(int(r["id"]) for r in rows) + 1
+    for original in rng.sample(rows, round(duplicate_rate * len(rows))):
+        with Image.open(source / "images" / f"{original['id']}.jpg") as image:
+            (out / "images" / f"{next_id}.jpg").write_bytes(near_duplicate(image.convert("RGB"), rng))
+        copies.append(dict(original, id=str(next_id)))
+        truth.duplicates[str(next_id)] = original["id"]
+        next_id += 1
+    labelled = [r for r in rows if r["baseColour"]]
+    for n, row in enumerate(rng.sample(labelled, round(colour_rate * len(rows)))):
+        original = row["baseColour"]
+        if n % 2 == 0:
+            row["baseColour"] = nearest_colour(original, colours)
+            truth.neighbour_colours.append(row["id"])
+        else:
+            row["baseColour"] = rng.choice([c for c in colours if c != original])
+        truth.replaced["baseColour"][row["id"]] = original
+    for row in rng.sample(rows, round(article_rate * len(rows))):
+        original = row["articleType"]
+        row["articleType"] = rng.choice([a for a in articles if a != original])
+        truth.replaced["articleType"][row["id"]] = original
+    rows += copies
+    rng.shuffle(rows)
+    with open(out / "styles.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(STYLES_COLUMNS)
+        writer.writerows([row[c] or "" for c in STYLES_COLUMNS] for row in rows)
+    truth.rows = len(rows)
+    truth.write(out)
+    return truth
+
+
+# --- scoring an audit against the truth ----------------------------------------------------------------
+def score_audit(truth: Truth, findings: list[dict], duplicate_pairs: list[tuple[str, str]],
+                summary: dict) -> dict:
+    """The audit's findings and duplicates against what `corrupt` changed: per replaced attribute, precision over
+    the top N findings (N = values replaced), recall and the clean values' share at p_wrong >= 0.5, and the
+    estimated error rate against the true one; duplicate pairs' precision and recall."""
+    out: dict = {"rows": truth.rows}
+    for attribute, replaced in truth.replaced.items():
+        rows = sorted((f for f in findings if f["attribute"] == attribute and f["kind"] in ("agrees", "disagrees")),
+                      key=lambda f: -float(f["p_wrong"]))
+        wrong = set(replaced)
+        top = rows[: len(wrong)]
+        flagged = {f["id"] for f in rows if float(f["p_wrong"]) >= 0.5}
+        clean = [f for f in rows if f["id"] not in wrong]
+        neighbours = wrong & set(truth.neighbour_colours) if attribute == "baseColour" else set()
+        entry = {
+            "replaced": len(wrong),
+            "precision_top_n": round(sum(f["id"] in wrong for f in top) / max(1, len(top)), 4),
+            "recall_at_0.5": round(len(flagged & wrong) / max(1, len(wrong)), 4),
+            "clean_flagged_share": round(len(flagged - wrong) / max(1, len(clean)), 4),
+            "true_error_rate": round(len(wrong) / max(1, len(rows)), 4),
+            "estimated_error_rate": summary["attributes"][attribute].get("estimated_error_rate"),
+        }
+        if neighbours:
+            entry["recall_at_0.5_neighbour_colours"] = round(len(flagged & neighbours) / len(neighbours), 4)
+        entry["error_rate_gap_points"] = round(100 * abs(entry["estimated_error_rate"] - entry["true_error_rate"]), 2)
+        out[attribute] = entry
+    true_pairs = {frozenset(pair) for pair in truth.duplicates.items()}
+    found = {frozenset(pair) for pair in duplicate_pairs}
+    out["duplicates"] = {"true_pairs": len(true_pairs), "found_pairs": len(found),
+                         "precision": round(len(found & true_pairs) / max(1, len(found)), 4),
+                         "recall": round(len(found & true_pairs) / max(1, len(true_pairs)), 4)}
+    return out

@@ -1,0 +1,123 @@
+"""Catalogue values against the image: one Finding per value a request supplied (enrich.v1.Finding).
+
+Torch-free: it reads the calibrated distribution of every attribute, which `EnrichPipeline.classify`
+computes anyway, and the p_wrong that `enrich_client.audit.posterior` defines for server and client alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from enrich_client.audit.posterior import any_wrong, p_wrong
+
+from .answers import AttributePrediction, Finding, FindingKind, TaxonomyLevel
+from .consistency import CaptionLexicon
+from .schema import ALL_LABEL_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+
+NAME = "productDisplayName"
+AUDITABLE: tuple[str, ...] = (*ALL_LABEL_ATTRIBUTES, NAME)
+LEVELS: dict[str, TaxonomyLevel] = {"articleType": TaxonomyLevel.ARTICLE_TYPE,
+                                    "subCategory": TaxonomyLevel.SUB_CATEGORY,
+                                    "masterCategory": TaxonomyLevel.MASTER_CATEGORY}
+
+
+def normalised(value: str) -> str:
+    """How catalogue values are matched to labels: case and repeated spaces ignored."""
+    return " ".join(value.split()).casefold()
+
+
+def unknown_columns(columns: Sequence[str]) -> list[str]:
+    return [column for column in columns if column not in AUDITABLE]
+
+
+class Auditor:
+    """The vocabularies and the tree of labels a bundle's findings are made with."""
+
+    def __init__(self, labels: Mapping[str, Sequence[str]], taxonomy: Taxonomy,
+                 lexicon: CaptionLexicon | None) -> None:
+        """`labels`: every label attribute's labels, in the order of its distribution."""
+        self.labels, self.taxonomy, self.lexicon = labels, taxonomy, lexicon
+        self.lookup = {a: {normalised(label): label for label in values} for a, values in labels.items()}
+        self.masters = {sub: master for sub, master in taxonomy.parents.values()}
+
+    def findings(self, supplied: Sequence[tuple[str, str]], distributions: Mapping[str, Sequence[float]],
+                 attributes: Mapping[str, AttributePrediction], prior: float) -> list[Finding]:
+        """One finding per supplied (column, value), in the order of AUDITABLE; `distributions` holds the
+        calibrated probability of every label of every label attribute."""
+        values = dict(supplied)
+        out = []
+        for attribute in AUDITABLE:
+            if attribute not in values:
+                continue
+            value = values[attribute]
+            if attribute == NAME:
+                out.append(self._name(value, distributions, attributes, prior))
+            else:
+                out.append(self._label(attribute, value, distributions[attribute], attributes[attribute], prior))
+        return out
+
+    def read(self, attribute: str, value: str) -> str | None:
+        """The label a catalogue value means, or None when the model has no such label."""
+        return self.lookup[attribute].get(normalised(value))
+
+    def _label(self, attribute: str, value: str, distribution: Sequence[float], predicted: AttributePrediction,
+               prior: float) -> Finding:
+        finding = Finding(attribute, FindingKind.FILLED, value, predicted=predicted.label,
+                          p_predicted=predicted.confidence)
+        if not value.strip():
+            return finding
+        label = self.read(attribute, value)
+        if label is None:
+            finding.kind = FindingKind.UNKNOWN_LABEL
+            return finding
+        labels = self.labels[attribute]
+        p_supplied = float(distribution[labels.index(label)])
+        finding.supplied_label, finding.p_supplied = label, p_supplied
+        finding.p_wrong = float(p_wrong(p_supplied, len(labels), prior))
+        finding.kind = FindingKind.AGREES if label == predicted.label else FindingKind.DISAGREES
+        if attribute in LEVELS and label != predicted.label:
+            finding.disagreement_level = self.disagreement_level(attribute, label, predicted.label)
+        return finding
+
+    def disagreement_level(self, attribute: str, supplied: str, predicted: str) -> TaxonomyLevel:
+        """The broadest level at which two labels of `attribute` differ."""
+        chain = {"articleType": lambda a: (a, *self.taxonomy.parents[a]),
+                 "subCategory": lambda s: (None, s, self.masters[s]),
+                 "masterCategory": lambda m: (None, None, m)}[attribute]
+        for level, ours, theirs in zip(reversed(LEVELS.values()), reversed(chain(supplied)),
+                                       reversed(chain(predicted)), strict=True):
+            if ours != theirs:
+                return level
+        return LEVELS[attribute]
+
+    def _name(self, value: str, distributions: Mapping[str, Sequence[float]],
+              attributes: Mapping[str, AttributePrediction], prior: float) -> Finding:
+        """A name is checked through what it mentions: its gender word, colour and product noun."""
+        finding = Finding(NAME, FindingKind.FILLED, value)
+        predicted = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
+        if self.lexicon is None:
+            finding.kind = FindingKind.UNCHECKED
+            return finding
+        if not value.strip():
+            return finding
+        mentioned = {a: labels[0] for a, labels in self.lexicon.mentions(value).items() if labels}
+        checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]
+        checks = [check for check in checks if check.kind in (FindingKind.AGREES, FindingKind.DISAGREES)]
+        finding.predicted = self.lexicon.harmonise(value, predicted)
+        finding.p_predicted = _product(attributes[a].confidence for a in HEADLINE_ATTRIBUTES if a in mentioned)
+        if not checks:
+            finding.kind = FindingKind.UNCHECKED
+            return finding
+        finding.supplied_label = " / ".join(check.supplied_label for check in checks)
+        finding.p_supplied = _product(check.p_supplied for check in checks)
+        finding.p_wrong = any_wrong(check.p_wrong for check in checks)
+        agrees = all(check.kind is FindingKind.AGREES for check in checks)
+        finding.kind = FindingKind.AGREES if agrees else FindingKind.DISAGREES
+        return finding
+
+
+def _product(values) -> float:
+    result = 1.0
+    for value in values:
+        result *= value
+    return float(result)
