@@ -47,13 +47,11 @@ def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
     extra fields; those are joined back into productDisplayName rather than dropped."""
     skipped: Counter = Counter()
     rows: list[dict[str, str | None]] = []
-    header, lines = csv_rows(path)
+    header, lines = csv_rows(path, spill_column=CAPTION_ATTRIBUTE)
     missing = set(STYLES_COLUMNS) - set(header)
     if missing:
         raise DataError(f"{path}: missing columns {sorted(missing)}; expected the Fashion Product Images "
                         f"header: {','.join(STYLES_COLUMNS)}")
-    if header.index(CAPTION_ATTRIBUTE) != len(header) - 1:
-        raise DataError(f"{path}: {CAPTION_ATTRIBUTE} must be the last column, as in the Fashion Product Images file")
     for _, fields in lines:
         if len(fields) != len(header):
             skipped["malformed row"] += 1

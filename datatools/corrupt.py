@@ -75,6 +75,8 @@ def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, a
             duplicate_rate: float = 0.03) -> Truth:
     rows, _ = read_styles_csv(source / "styles.csv")
     rows = [row for row in rows if (source / "images" / f"{row['id']}.jpg").is_file()]
+    if not rows:
+        raise ValueError(f"{source}: no rows with an image to corrupt")
     rng = random.Random(seed)
     truth = Truth(replaced={"baseColour": {}, "articleType": {}})
     colours = sorted({r["baseColour"] for r in rows if r["baseColour"]})
@@ -83,15 +85,17 @@ def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, a
     for row in rows:
         shutil.copyfile(source / "images" / f"{row['id']}.jpg", out / "images" / f"{row['id']}.jpg")
     copies = []  # made first, from the clean values: a re-upload repeats the product's values as they were
-    next_id = max(int(r["id"]) for r in rows) + 1
+    numeric = all(str(r["id"]).isdigit() for r in rows)
+    next_id = max(int(r["id"]) for r in rows) + 1 if numeric else 0
     for original in rng.sample(rows, round(duplicate_rate * len(rows))):
         with Image.open(source / "images" / f"{original['id']}.jpg") as image:
-            (out / "images" / f"{next_id}.jpg").write_bytes(near_duplicate(image.convert("RGB"), rng))
-        copies.append(dict(original, id=str(next_id)))
-        truth.duplicates[str(next_id)] = original["id"]
+            copy_id = str(next_id) if numeric else f"copy-{next_id}"
+            (out / "images" / f"{copy_id}.jpg").write_bytes(near_duplicate(image.convert("RGB"), rng))
+        copies.append(dict(original, id=copy_id))
+        truth.duplicates[copy_id] = original["id"]
         next_id += 1
     labelled = [r for r in rows if r["baseColour"]]
-    for n, row in enumerate(rng.sample(labelled, round(colour_rate * len(rows)))):
+    for n, row in enumerate(rng.sample(labelled, min(len(labelled), round(colour_rate * len(rows))))):
         original = row["baseColour"]
         if n % 2 == 0:
             row["baseColour"] = nearest_colour(original, colours)
@@ -118,15 +122,17 @@ def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, a
 def score_audit(truth: Truth, findings: list[dict], duplicate_pairs: list[tuple[str, str]],
                 summary: dict) -> dict:
     """The audit's findings and duplicates against what `corrupt` changed: per replaced attribute, precision over
-    the top N findings (N = values replaced), recall and the clean values' share at p_wrong >= 0.5, and the
+    the top N findings (N = values replaced), recall and the clean values' share at p_wrong >= FLAG_AT, and the
     estimated error rate against the true one; duplicate pairs' precision and recall."""
+    from enrich_client.audit.posterior import FLAG_AT
+
     out: dict = {"rows": truth.rows}
     for attribute, replaced in truth.replaced.items():
         rows = sorted((f for f in findings if f["attribute"] == attribute and f["kind"] in ("agrees", "disagrees")),
                       key=lambda f: -float(f["p_wrong"]))
         wrong = set(replaced)
         top = rows[: len(wrong)]
-        flagged = {f["id"] for f in rows if float(f["p_wrong"]) >= 0.5}
+        flagged = {f["id"] for f in rows if float(f["p_wrong"]) >= FLAG_AT}
         clean = [f for f in rows if f["id"] not in wrong]
         neighbours = wrong & set(truth.neighbour_colours) if attribute == "baseColour" else set()
         entry = {
@@ -135,7 +141,7 @@ def score_audit(truth: Truth, findings: list[dict], duplicate_pairs: list[tuple[
             "recall_at_0.5": round(len(flagged & wrong) / max(1, len(wrong)), 4),
             "clean_flagged_share": round(len(flagged - wrong) / max(1, len(clean)), 4),
             "true_error_rate": round(len(wrong) / max(1, len(rows)), 4),
-            "estimated_error_rate": summary["attributes"][attribute].get("estimated_error_rate"),
+            "estimated_error_rate": summary["attributes"].get(attribute, {}).get("estimated_error_rate", 0.0),
         }
         if neighbours:
             entry["recall_at_0.5_neighbour_colours"] = round(len(flagged & neighbours) / len(neighbours), 4)

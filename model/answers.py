@@ -35,6 +35,12 @@ class TaxonomyLevel(Enum):
     MASTER_CATEGORY = "master_category"
 
 
+# The tree of labels, most specific first: articleType -> subCategory -> masterCategory.
+TAXONOMY_LEVELS: dict[str, TaxonomyLevel] = {"articleType": TaxonomyLevel.ARTICLE_TYPE,
+                                             "subCategory": TaxonomyLevel.SUB_CATEGORY,
+                                             "masterCategory": TaxonomyLevel.MASTER_CATEGORY}
+
+
 class FindingKind(Enum):
     """What a catalogue value is against the image; values are enrich.v1.FindingKind's names without
     FINDING_KIND_."""
@@ -120,9 +126,7 @@ class ItemPrediction:
     @property
     def sure_level(self) -> TaxonomyLevel | None:
         """The most specific level of the tree of labels that is not unsure (None: all three are)."""
-        for attribute, level in (("articleType", TaxonomyLevel.ARTICLE_TYPE),
-                                 ("subCategory", TaxonomyLevel.SUB_CATEGORY),
-                                 ("masterCategory", TaxonomyLevel.MASTER_CATEGORY)):
+        for attribute, level in TAXONOMY_LEVELS.items():
             prediction = self.attributes.get(attribute)
             if prediction is not None and not prediction.unsure:
                 return level

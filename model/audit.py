@@ -10,15 +10,13 @@ from collections.abc import Mapping, Sequence
 
 from enrich_client.audit.posterior import any_wrong, p_wrong
 
+from .answers import TAXONOMY_LEVELS as LEVELS
 from .answers import AttributePrediction, Finding, FindingKind, TaxonomyLevel
 from .consistency import CaptionLexicon
-from .schema import ALL_LABEL_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, HEADLINE_ATTRIBUTES, Taxonomy
 
-NAME = "productDisplayName"
-AUDITABLE: tuple[str, ...] = (*ALL_LABEL_ATTRIBUTES, NAME)
-LEVELS: dict[str, TaxonomyLevel] = {"articleType": TaxonomyLevel.ARTICLE_TYPE,
-                                    "subCategory": TaxonomyLevel.SUB_CATEGORY,
-                                    "masterCategory": TaxonomyLevel.MASTER_CATEGORY}
+NAME = CAPTION_ATTRIBUTE
+AUDITABLE: tuple[str, ...] = (*ALL_LABEL_ATTRIBUTES, NAME)  # enrich_client.audit.catalogue.AUDIT_COLUMNS (tested)
 
 
 def normalised(value: str) -> str:
@@ -95,10 +93,10 @@ class Auditor:
         """A name is checked through what it mentions: its gender word, colour and product noun."""
         finding = Finding(NAME, FindingKind.FILLED, value)
         predicted = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
+        if not value.strip():
+            return finding
         if self.lexicon is None:
             finding.kind = FindingKind.UNCHECKED
-            return finding
-        if not value.strip():
             return finding
         mentioned = {a: labels[0] for a, labels in self.lexicon.mentions(value).items() if labels}
         checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]

@@ -63,9 +63,11 @@ def palette(product: np.ndarray,
     out = []
     assignment = _nearest(lab, centres)
     for i in order:
+        members = product[assignment == i]
+        if not len(members):  # a centre left without pixels after merging: no colour of the product
+            continue
         nearest = names[int(np.argmin(((references - centres[i]) ** 2).sum(axis=1)))]
-        out.append(PaletteColour(_hex(product[assignment == i].mean(axis=0)), float(counts[i] / counts.sum()),
-                                 nearest))
+        out.append(PaletteColour(_hex(members.mean(axis=0)), float(counts[i] / counts.sum()), nearest))
     # The dominant colour exactly: every pixel near the largest cluster's centre, wherever k-means drew its border.
     near = np.linalg.norm(lab - centres[order[0]], axis=1) <= DOMINANT_DELTA_E
     return out, product[near].mean(axis=0) if near.any() else product.mean(axis=0)

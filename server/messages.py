@@ -20,6 +20,7 @@ from enrich_model.answers import (
 )
 from enrich_model.audit import AUDITABLE, unknown_columns
 from enrich_model.decode import DecodedImage, DecodeLimits
+from enrich_model.metrics import is_clearly_learnt
 from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
 from .errors import request_invalid
@@ -165,8 +166,11 @@ def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:
         else:
             labels, derived_from = bundle.vocabs[attribute].labels, ""
         threshold = bundle.abstain_thresholds.get(derived_from or attribute, 0.0)
+        metrics = bundle.config.test_metrics.get(attribute) or {}
+        barely = bool(metrics.get("support")) and "majority_accuracy" in metrics and not is_clearly_learnt(metrics)
         infos.append(enrich_pb2.AttributeInfo(name=attribute, field=PROTO_FIELD[attribute], labels=labels,
-                                              derived_from=derived_from, abstain_threshold=threshold))
+                                              derived_from=derived_from, abstain_threshold=threshold,
+                                              barely_learnt=barely))
     return infos
 
 

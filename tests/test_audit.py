@@ -156,6 +156,16 @@ def test_enrich_client_audit_writes_findings_duplicates_summary_and_a_report(ser
     changed = subprocess.run(audit_command(server.target, str(corrupted), "--out", str(out), "--error-prior", "0.2"),
                              capture_output=True, text=True, timeout=60)
     assert changed.returncode == 2 and "error_prior None -> 0.2" in changed.stderr
+    styles = (corrupted / "styles.csv").read_text().splitlines()
+    first = styles[1].split(",")
+    first[5] = "Navy Blue" if first[5] != "Navy Blue" else "Black"  # baseColour, edited in the catalogue
+    (corrupted / "styles.csv").write_text("\n".join([styles[0], ",".join(first), *styles[2:]]) + "\n")
+    edited = subprocess.run(audit_command(server.target, str(corrupted), "--out", str(out)), capture_output=True,
+                            text=True, timeout=300)
+    assert edited.returncode == 0 and f"1 enriched, 0 failed, {truth.rows - 1} already in the output" in edited.stderr
+    with open(out / "findings.csv", newline="", encoding="utf-8") as handle:
+        now = {(f["id"], f["attribute"]): f["supplied"] for f in csv.DictReader(handle)}
+    assert now[first[0], "baseColour"] == first[5]
     open_in_chromium(out / "report.html", tmp_path / "report.png")
 
 

@@ -85,6 +85,26 @@ def predicted(label: str, confidence: float) -> AttributePrediction:
     return AttributePrediction(label, confidence, [LabelScore(label, confidence)])
 
 
+def test_the_server_audits_the_columns_the_client_sends():
+    from enrich_client.audit.catalogue import AUDIT_COLUMNS
+    from enrich_model.audit import AUDITABLE
+
+    assert AUDITABLE == AUDIT_COLUMNS  # the client's from the proto, the server's from the schema
+
+
+def test_the_report_page_cannot_be_broken_by_what_a_catalogue_holds(tmp_path: Path):
+    from enrich_client.audit.findings import FindingRow
+    from enrich_client.audit.report import write_report
+
+    hostile = '</script><!--<script>{{data}}'
+    row = FindingRow(hostile, "baseColour", "disagrees", hostile, "Red", 0.01, 0.9, 0.99)
+    page = write_report(tmp_path, "{{data}} & <b>", {}, [row], [], {}, {}).read_text()
+    script = page[page.index('<script id="audit-data"'):]
+    script = script[:script.index("</script>")]
+    assert "<!--" not in script and "</" not in script.split(">", 1)[1]
+    assert "<title>{{data}} &amp; &lt;b&gt;</title>" in page and page.count('"total_findings"') == 1
+
+
 def test_findings_say_agrees_disagrees_filled_or_unknown_and_where_the_tree_disagrees(auditor: Auditor):
     distributions = {"gender": [0.9, 0.1], "baseColour": [0.05, 0.9, 0.05], "articleType": [0.8, 0.15, 0.04, 0.01],
                      "subCategory": [0.04, 0.95, 0.01], "masterCategory": [0.01, 0.99]}

@@ -85,10 +85,10 @@ def caption_mode_argument(value: str) -> str:
     return value
 
 
-def add_request_options(parser: argparse.ArgumentParser) -> None:
+def add_request_options(parser: argparse.ArgumentParser, caption_default: str = "the server's, generate") -> None:
     parser.add_argument("--top-k", type=int, help="alternatives per attribute (default: the server's, 3)")
     parser.add_argument("--caption-mode", type=caption_mode_argument, metavar="MODE",
-                        help=f"{', '.join(contract.CAPTION_MODES)} (default: the server's, generate)")
+                        help=f"{', '.join(contract.CAPTION_MODES)} (default: {caption_default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--error-prior", type=float, help="how often a catalogue value is wrong before seeing the "
                        "image (default: the server's, 0.05); the report estimates it from the whole catalogue")
     audit.add_argument("--streams", type=int, default=4, help="concurrent streams")
-    add_request_options(audit)
+    add_request_options(audit, caption_default="skip: an audit checks the catalogue's names, it needs no new ones")
     audit.add_argument("--mixed-options", action="store_true", help="resume with other options")
     audit.add_argument("--retry-seconds", type=float, default=120.0,
                        help="how long to keep retrying an unavailable or overloaded server")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .client import IMAGE_SUFFIXES, image_files
 
+NAME_COLUMN = "productDisplayName"  # a catalogue's product name: where unquoted commas spill over
+
 
 @dataclass(frozen=True)
 class Source:
@@ -72,9 +74,9 @@ def read_manifest(path: Path) -> Iterator[Source]:
 def manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) of a CSV (see csv_rows) or JSON-lines manifest."""
     if path.suffix.lower() == ".csv":
-        header, rows = csv_rows(path)
+        header, rows = csv_rows(path, spill_column=NAME_COLUMN)
         for number, fields in rows:
-            yield number, dict(zip(header, fields, strict=True))
+            yield number, dict(zip(header, fields + [""] * (len(header) - len(fields)), strict=False))
         return
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
@@ -90,18 +92,19 @@ def manifest_location(path: Path, number: int, row: dict) -> str:
     return location
 
 
-def csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """A CSV's header and its rows with their line numbers. A row with more fields than the header had an
-    unquoted comma in its last column (a product name, in catalogues like Fashion Product Images' styles.csv):
-    the extra fields are joined back into it. Rows with fewer fields are dropped (the caller counts them)."""
+def csv_rows(path: Path, spill_column: str | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV's header and its rows with their line numbers, as the file has them. When `spill_column` is the
+    header's last column (a product name, as in Fashion Product Images' styles.csv), a row with more fields
+    than the header had unquoted commas in it: the extra fields are joined back into it."""
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
+        rejoin = bool(header) and header[-1] == spill_column
         rows = []
         for fields in reader:
             if not fields:
                 continue
-            if len(fields) > len(header):
+            if rejoin and len(fields) > len(header):
                 fields = [*fields[: len(header) - 1], ",".join(fields[len(header) - 1:])]
             rows.append((reader.line_num, fields))
     return header, rows

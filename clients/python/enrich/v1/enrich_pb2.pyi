@@ -373,18 +373,20 @@ class ServerLoad(_message.Message):
     def __init__(self, in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., predicted: _Optional[int] = ..., skipped: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
 
 class AttributeInfo(_message.Message):
-    __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold")
+    __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold", "barely_learnt")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     ABSTAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BARELY_LEARNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     field: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     derived_from: str
     abstain_threshold: float
-    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ..., abstain_threshold: _Optional[float] = ...) -> None: ...
+    barely_learnt: bool
+    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ..., abstain_threshold: _Optional[float] = ..., barely_learnt: _Optional[bool] = ...) -> None: ...
 
 class TaxonomyEntry(_message.Message):
     __slots__ = ("article_type", "sub_category", "master_category")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from enrich.v1 import enrich_pb2
 
-from ..sources import Source, csv_rows, manifest_location, manifest_rows
+from ..sources import NAME_COLUMN, Source, csv_rows, manifest_location, manifest_rows
 
 # The columns an audit checks: Metadata's attributes by their JSON (the catalogue's) names, the name last.
 AUDIT_COLUMNS: tuple[str, ...] = tuple(f.json_name for f in enrich_pb2.Metadata.DESCRIPTOR.fields
@@ -24,12 +24,22 @@ class CatalogueError(ValueError):
 
 def read_catalogue(path: Path) -> list[Source]:
     """One Source per row, keyed by the catalogue's id, carrying its values of the audited columns (empty
-    where the catalogue has nothing). Raises CatalogueError."""
+    where the catalogue has nothing). Raises CatalogueError, also for an id that two rows share (answers are
+    matched to rows by id)."""
     if path.is_dir():
-        return _styles_folder(path)
-    if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-        return _manifest(path)
-    raise CatalogueError(f"{path}: not a folder with styles.csv, nor a .csv or .jsonl manifest")
+        sources = _styles_folder(path)
+    elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
+        sources = _manifest(path)
+    else:
+        raise CatalogueError(f"{path}: not a folder with styles.csv, nor a .csv or .jsonl manifest")
+    seen: dict[str, int] = {}
+    for source in sources:
+        seen[source.key] = seen.get(source.key, 0) + 1
+    repeated = [key for key, count in seen.items() if count > 1]
+    if repeated:
+        raise CatalogueError(f"{path}: {len(repeated)} ids appear in more than one row (e.g. {repeated[0]!r}); "
+                             "give every row its own id")
+    return sources
 
 
 def _values(row: dict) -> tuple[tuple[str, str], ...]:
@@ -40,7 +50,7 @@ def _styles_folder(root: Path) -> list[Source]:
     styles = root / "styles.csv"
     if not styles.is_file():
         raise CatalogueError(f"{root}: no styles.csv (a catalogue folder holds styles.csv and images/ID.jpg)")
-    header, rows = csv_rows(styles)
+    header, rows = csv_rows(styles, spill_column=NAME_COLUMN)
     if "id" not in header:
         raise CatalogueError(f"{styles}: no id column")
     if not set(AUDIT_COLUMNS) & set(header):

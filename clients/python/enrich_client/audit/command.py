@@ -34,14 +34,14 @@ from .report import MAX_GROUPS, MAX_MEMBERS, shown_findings, write_report, write
 ANSWERS = "answers.jsonl"
 
 
+DEFAULT_CAPTION_MODE = "skip"  # an audit reads the catalogue's names, it does not need new ones
+
+
 def audit_main(client: EnrichClient, args) -> int:
     folder = Path(args.out)
     try:
         sources = read_catalogue(Path(args.catalogue))
         valid_prior(args.error_prior or 0.0)
-        folder.mkdir(parents=True, exist_ok=True)
-        output = Output(folder / ANSWERS, "jsonl")
-        output.check_options(run_options(args), args.mixed_options)
     except (OSError, ValueError, CatalogueError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 2
@@ -49,10 +49,17 @@ def audit_main(client: EnrichClient, args) -> int:
         client.wait_until_serving(args.retry_seconds)
         info = client.model_info()
     except (EnrichError, TimeoutError) as error:
-        output.close()
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 1
-    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode,
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        output = Output(folder / ANSWERS, "jsonl")
+        output.check_options(run_options(args, info.model_version), args.mixed_options)
+    except (OSError, ValueError) as error:
+        print(f"enrich-client audit: {error}", file=sys.stderr)
+        return 2
+    output.done -= changed_rows(folder / ANSWERS, sources)  # sent again: the catalogue changed since
+    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode or DEFAULT_CAPTION_MODE,
                   retry_seconds=args.retry_seconds, error_prior=args.error_prior, include_embedding=True)
     status = run_with_progress(client, run, output, "audit", args.quiet)
     if status == 130:
@@ -61,11 +68,22 @@ def audit_main(client: EnrichClient, args) -> int:
     return status
 
 
-def run_options(args) -> dict:
-    """What decides the answers' content, recorded beside them (unset: the server's default)."""
-    mode = caption_mode(args.caption_mode)
-    return {"top_k": args.top_k or None, "caption_mode": caption_mode_name(mode) if mode else None,
-            "error_prior": args.error_prior, "include_embedding": True}
+def run_options(args, model_version: str) -> dict:
+    """What decides the answers' content, recorded beside them: a rerun against another model, or with other
+    options, would mix answers (unset: the server's default)."""
+    mode = caption_mode(args.caption_mode or DEFAULT_CAPTION_MODE)
+    return {"top_k": args.top_k or None, "caption_mode": caption_mode_name(mode), "error_prior": args.error_prior,
+            "include_embedding": True, "model_version": model_version}
+
+
+def changed_rows(path: Path, sources: list) -> set[str]:
+    """Ids whose answer in the folder audited other values than the catalogue now holds."""
+    if not path.exists():
+        return set()
+    now = {source.key: dict(source.catalogue) for source in sources}
+    return {answer["requestId"] for answer in latest_answers(path) if answer["requestId"] in now and
+            {f["attribute"]: f["supplied"] for f in answer.get("audit", {}).get("findings", [])} !=
+            now[answer["requestId"]]}
 
 
 def latest_answers(path: Path) -> list[dict]:
@@ -89,7 +107,7 @@ def write_audit(folder: Path, sources: list, info: dict, title: str) -> dict:
     write_findings(folder / "findings.csv", rows)
     write_duplicates(folder / "duplicates.csv", pairs, duplicate_groups)
     summary = {"catalogue": title, "model_version": info["modelVersion"], "rows": len(sources),
-               "answered": len(answers), "attributes": attribute_summary(rows, rates, info.get("testMetrics", {})),
+               "answered": len(answers), "attributes": attribute_summary(rows, rates, info),
                "duplicates": {"pairs": len(pairs), "groups": len(duplicate_groups),
                               "extra_copies": sum(len(g) - 1 for g in duplicate_groups)}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -140,15 +140,12 @@ def catalogue_findings(answers: list[dict],
     return rows, rates
 
 
-RELIABLE_MARGIN = 0.05  # test accuracy above always answering the majority label, for findings worth a look
-
-
-def attribute_summary(rows: list[FindingRow], rates: dict[str, ErrorRate],
-                      test_metrics: dict[str, float] | None = None) -> dict[str, dict]:
+def attribute_summary(rows: list[FindingRow], rates: dict[str, ErrorRate], info: dict | None = None) -> dict[str, dict]:
     """Per attribute, in the catalogue's column order: counts of each kind, values flagged (p_wrong >= FLAG_AT),
-    the estimated error rate, and the model's test accuracy against the majority label's (ModelInfo's
-    test_metrics): where it barely beats it, its findings say little."""
-    metrics = test_metrics or {}
+    the estimated error rate, and (from ModelInfo as JSON) the model's test accuracy against the majority
+    label's, and whether it was barely learnt: then its findings say little."""
+    metrics = (info or {}).get("testMetrics", {})
+    barely = {a["name"] for a in (info or {}).get("attributes", []) if a.get("barelyLearnt")}
     kinds = ("agrees", "disagrees", "filled", "unknown_label", "unchecked")
     summary: dict[str, dict] = {}
     for attribute in AUDIT_COLUMNS:
@@ -160,8 +157,8 @@ def attribute_summary(rows: list[FindingRow], rates: dict[str, ErrorRate],
         entry["flagged"] = sum(r.kind in CHECKED and r.p_wrong >= FLAG_AT for r in mine)
         accuracy, majority = metrics.get(f"{attribute}.accuracy"), metrics.get(f"{attribute}.majority_accuracy")
         if accuracy is not None and majority is not None:
-            entry |= {"model_test_accuracy": round(accuracy, 4), "majority_accuracy": round(majority, 4),
-                      "model_reliable": accuracy >= majority + RELIABLE_MARGIN}
+            entry |= {"model_test_accuracy": round(accuracy, 4), "majority_accuracy": round(majority, 4)}
+        entry["model_reliable"] = attribute not in barely
         rate = rates.get(attribute)
         if rate is not None:
             entry |= {"estimated_error_rate": round(rate.rate, 5),

@@ -26,7 +26,7 @@ def p_wrong(p_supplied, n_labels, prior):
 def uniform_mistake(p_supplied, n_labels):
     """w when every label is as likely a mistake: the chance a wrong value is this one, over the image's
     other labels."""
-    return (1.0 - p_supplied) / (n_labels - 1)
+    return (1.0 - p_supplied) / max(n_labels - 1, 1)  # one label: never a mistake (1 - p is 0)
 
 
 def p_wrong_given(p_supplied, mistake, prior):

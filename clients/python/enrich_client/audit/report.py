@@ -7,17 +7,20 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 from .findings import FindingRow
+from .posterior import FLAG_AT
 
 THUMB_SIDE = 128
 MAX_SHOWN = 600  # findings drawn on the page (the worst first); findings.csv has them all
 MAX_GROUPS, MAX_MEMBERS = 200, 12  # duplicate groups drawn, and copies per group; duplicates.csv has them all
 TEMPLATE = Path(__file__).with_name("report.html.in")
+PLACEHOLDER = re.compile(r"\{\{(title|data)\}\}")  # filled in one pass: a value is never read as a placeholder
 
 
 def thumbnail(data: bytes, out: Path) -> None:
@@ -57,14 +60,16 @@ def write_report(folder: Path, title: str, summary: dict, rows: list[FindingRow]
         "findings": [row.csv() | {"thumb": thumbs.get(row.id, ""), "palette": looks.get(row.id, {}).get("palette", [])}
                      for row in shown_findings(rows)],
         "total_findings": len(rows),
+        "flag_at": FLAG_AT,
         "groups": [group | {"members": [m | {"thumb": thumbs.get(m["key"], "")} for m in group["members"]]}
                    for group in groups],
         "total_groups": len(groups),
     }
-    page = TEMPLATE.read_text(encoding="utf-8")
-    page = page.replace("{{title}}", html.escape(title))
-    # </script> inside the JSON would end the script element early.
-    page = page.replace("{{data}}", json.dumps(data, ensure_ascii=False).replace("</", "<\\/"))
+    # <, > and & escaped inside the JSON: no value can end the script element or open a comment in it.
+    embedded = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("&", "\\u0026")
+    values = {"title": html.escape(title), "data": embedded}
+    page = PLACEHOLDER.sub(lambda match: values[match.group(1)], TEMPLATE.read_text(encoding="utf-8"))
     out = folder / "report.html"
     out.write_text(page, encoding="utf-8")
     return out
