@@ -1,7 +1,8 @@
 """`enrich demo`: the whole path, offline, on a laptop-class CPU in a few minutes.
 
 synthetic catalogue -> train a small model -> `enrich serve` (a real server process) ->
-`enrich-client` streams held-out images over gRPC -> typed results and test metrics printed.
+`enrich-client` streams held-out images over gRPC -> typed results and test metrics printed; then the
+held-out catalogue, with known mistakes, is audited against its images and the audit scored.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         results = workdir / "results.jsonl"
         run("enrich the held-out images over one gRPC stream",
             [*client, "enrich", str(holdout / "images"), "--out", str(results)])
+        audited, audit = workdir / "holdout-with-mistakes", workdir / "audit"
+        run("the held-out catalogue with known mistakes: values replaced, photos uploaded twice",
+            [*enrich, "corrupt", str(holdout), "--out", str(audited), "--seed", "1"])
+        run("audit it against its images", [*client, "audit", str(audited), "--out", str(audit), "--quiet"])
     finally:
         served.process.send_signal(signal.SIGTERM)
         served.process.wait(timeout=30)
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((bundle / "metrics.json").read_text())
     print("\ntest-split metrics (written to the bundle's metrics.json):")
     print(format_metrics(metrics))
-    print(f"\npictures: {bundle / 'training_curves.png'}, {bundle / 'confusion_articleType.png'}")
+    run("the audit against what was changed", [*enrich, "corrupt", str(audited), "--score", str(audit)])
+    print(f"\npictures: {bundle / 'training_curves.png'}, {bundle / 'confusion_articleType.png'}; the audit's "
+          f"report: {audit / 'report.html'}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s; everything is under {workdir}")
     return 0
 

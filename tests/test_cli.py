@@ -41,6 +41,7 @@ def test_demo_end_to_end(tmp_path: Path):
     assert "test-split metrics" in result.stdout and "articleType" in result.stdout
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 5
     assert "SERVING" in result.stdout
+    assert (tmp_path / "audit" / "report.html").is_file() and '"duplicates"' in result.stdout
 
 
 def test_bench_prints_latency_and_throughput(server):
