@@ -110,8 +110,11 @@ def test_an_interrupted_run_continues_and_writes_each_image_once(bundle_dir: Pat
     server = SlowServer(bundle_dir, answer_first=20)  # then it holds: the run cannot finish before the signal
     out = tmp_path / "results.jsonl"
     try:
+        # A suite started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler: the child gets the default back, as a terminal's Ctrl-C finds it.
         run = subprocess.Popen(bulk_command(server.target, str(photos), "--out", str(out), "--caption-mode", "skip"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert server.held.wait(60), "the run never reached the held server"
         wait_for_rows(out, 20)
         run.send_signal(sig)
