@@ -113,7 +113,7 @@ class ImageLook:
 
     palette: list[PaletteColour]
     perceptual_hash: str  # 16 hex digits
-    colour_fingerprint: tuple[float, ...] = ()  # CIELAB of the product's flat interior, then of the background
+    colour_fingerprint: tuple[float, ...] = ()  # CIELAB of the product's dominant colour, then of the background
 
 
 @dataclass

@@ -6,6 +6,7 @@ computes anyway, and the p_wrong that `enrich_client.audit.posterior` defines fo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from enrich_client.audit.posterior import any_wrong, p_wrong
@@ -102,20 +103,13 @@ class Auditor:
         checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]
         checks = [check for check in checks if check.kind in (FindingKind.AGREES, FindingKind.DISAGREES)]
         finding.predicted = self.lexicon.harmonise(value, predicted)
-        finding.p_predicted = _product(attributes[a].confidence for a in HEADLINE_ATTRIBUTES if a in mentioned)
+        finding.p_predicted = float(math.prod(attributes[a].confidence for a in HEADLINE_ATTRIBUTES if a in mentioned))
         if not checks:
             finding.kind = FindingKind.UNCHECKED
             return finding
         finding.supplied_label = " / ".join(check.supplied_label for check in checks)
-        finding.p_supplied = _product(check.p_supplied for check in checks)
+        finding.p_supplied = float(math.prod(check.p_supplied for check in checks))
         finding.p_wrong = any_wrong(check.p_wrong for check in checks)
         agrees = all(check.kind is FindingKind.AGREES for check in checks)
         finding.kind = FindingKind.AGREES if agrees else FindingKind.DISAGREES
         return finding
-
-
-def _product(values) -> float:
-    result = 1.0
-    for value in values:
-        result *= value
-    return float(result)

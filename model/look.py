@@ -16,18 +16,17 @@ MIN_SHARE = 0.04  # smaller clusters are anti-aliased edges and shading, not col
 BACKGROUND_DISTANCE = 40.0  # RGB distance from the background's colour from which a pixel is the product
 MERGE_DELTA_E = 10.0  # clusters closer than this in CIELAB are one colour
 DOMINANT_DELTA_E = 15.0  # pixels this close to the largest cluster's centre are the dominant colour
-HASH_SIDE, HASH_BITS = 32, 8  # pHash: DCT of the 32x32 grey image, its 8x8 lowest frequencies
-
-
 FLAT_STEP = 8.0  # largest step to a neighbouring pixel inside a flat area (RGB levels)
+HASH_SIDE, HASH_BITS = 32, 8  # pHash: DCT of the 32x32 grey image, its 8x8 lowest frequencies
 
 
 def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]]) -> ImageLook:
     small = image.convert("RGB")
     small.thumbnail((PALETTE_SIDE, PALETTE_SIDE), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, np.float32)
-    colours, dominant = palette(product_pixels(rgb), colour_names)
-    return ImageLook(colours, perceptual_hash(image), colour_fingerprint(dominant, _background(rgb)))
+    background = _background(rgb)
+    colours, dominant = palette(product_pixels(rgb, background), colour_names)
+    return ImageLook(colours, perceptual_hash(image), colour_fingerprint(dominant, background))
 
 
 # --- perceptual hash -----------------------------------------------------------------------------------
@@ -80,12 +79,7 @@ def _background(rgb: np.ndarray, ring: int = 2) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def _foreground(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) mask of the product: pixels far from the background's colour."""
-    return np.linalg.norm(rgb - _background(rgb), axis=2) > BACKGROUND_DISTANCE
-
-
-def product_pixels(rgb: np.ndarray) -> np.ndarray:
+def product_pixels(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     """The product's pixels in an (H, W, 3) RGB array: those away from the background's colour and inside a
     flat area (anti-aliased edges, shading steps and print borders are blends, not colours of the product).
     Falls back to every product pixel, then to every pixel, when too few are left."""
@@ -93,7 +87,7 @@ def product_pixels(rgb: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     steps = [np.abs(rgb - padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]).max(axis=2)
              for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
-    foreground = _foreground(rgb)
+    foreground = np.linalg.norm(rgb - background, axis=2) > BACKGROUND_DISTANCE
     flat = foreground & (np.max(steps, axis=0) < FLAT_STEP)
     enough = max(16, height * width // 100)
     for pixels in (rgb[flat], rgb[foreground]):

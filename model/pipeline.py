@@ -106,7 +106,8 @@ class EnrichPipeline:
         return self.bundle.preprocessing.from_bytes(data, limits)
 
     def look(self, decoded: DecodedImage) -> ImageLook:
-        """The product's palette and the image's perceptual hash, from the decoded pixels (no model)."""
+        """The product's palette, the image's perceptual hash and its colour fingerprint, from the decoded pixels
+        (no model)."""
         return look.look(decoded.image, COLOUR_RGB)
 
     @torch.inference_mode()

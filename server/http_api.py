@@ -121,28 +121,29 @@ def query_request(image: bytes, query: Mapping[str, str]) -> enrich_pb2.EnrichRe
     """The raw-bytes form's options from the query: top_k, caption_mode, request_id, include_embedding, and an
     audit's catalogue.<column>=value and catalogue.error_prior."""
     message = enrich_pb2.EnrichRequest(image=image, request_id=query.get("request_id", ""))
+    prior = f"{CATALOGUE_PREFIX}error_prior"
     for name, value in query.items():
-        if name.startswith(CATALOGUE_PREFIX) and name != f"{CATALOGUE_PREFIX}error_prior":
+        if name.startswith(CATALOGUE_PREFIX) and name != prior:
             message.catalogue.values[name.removeprefix(CATALOGUE_PREFIX)] = value
-    numbers = {"top_k": int, f"{CATALOGUE_PREFIX}error_prior": float}
-    for name, parse in numbers.items():
-        if name not in query:
-            continue
-        try:
-            value = parse(query[name])
-        except ValueError:
-            kind = "a whole number" if parse is int else "a number"
-            raise request_invalid(f"{name} must be {kind}, not {query[name]!r}") from None
-        if name == "top_k":
-            message.top_k = value
-        else:
-            message.catalogue.error_prior = value
+    if "top_k" in query:
+        message.top_k = query_number(query, "top_k", int)
+    if prior in query:
+        message.catalogue.error_prior = query_number(query, prior, float)
     try:
         message.caption_mode = caption_mode(query.get("caption_mode"))
         message.include_embedding = parse_bool(query.get("include_embedding", "false"))
     except ValueError as error:
         raise request_invalid(str(error)) from error
     return message
+
+
+def query_number(query: Mapping[str, str], name: str, parse: type[int] | type[float]) -> int | float:
+    """A number from the query; raises EnrichFailure (REQUEST_INVALID) in words."""
+    try:
+        return parse(query[name])
+    except ValueError:
+        kind = "a whole number" if parse is int else "a number"
+        raise request_invalid(f"{name} must be {kind}, not {query[name]!r}") from None
 
 
 async def multipart_file(request: web.Request) -> bytes:

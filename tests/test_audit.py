@@ -146,8 +146,13 @@ def test_enrich_client_audit_writes_findings_duplicates_summary_and_a_report(ser
         colour["estimated_error_rate"] <= colour["error_rate_interval_95"][1] <= 1
     with open(out / "duplicates.csv", newline="", encoding="utf-8") as handle:
         pairs = list(csv.DictReader(handle))
+    assert len(pairs) == summary["duplicates"]["pairs"]
     assert all(set(p) == {"id_a", "id_b", "similarity", "hash_bits_differing", "kind", "keep"} for p in pairs)
-    assert all(p["keep"] in (p["id_a"], p["id_b"]) or p["keep"] for p in pairs)
+    keep = {}  # every id of a group names the same copy to keep, and that copy is one of the group's
+    for pair in pairs:
+        for key in (pair["id_a"], pair["id_b"]):
+            assert keep.setdefault(key, pair["keep"]) == pair["keep"]
+    assert all(kept in keep for kept in keep.values())
     report = (out / "report.html").read_text()
     assert "<script id=\"audit-data\"" in report and (out / "thumbs").is_dir()
     again = subprocess.run(audit_command(server.target, str(corrupted), "--out", str(out)), capture_output=True,

@@ -32,14 +32,14 @@ from enrich.v1 import enrich_pb2
 from . import contract
 from .client import EnrichClient, EnrichError
 from .contract import to_json
-from .sources import collect
+from .sources import NAME_COLUMN, collect
 from .streaming import BulkRun, code_name
 
 # The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each, named as in the
 # JSON (the catalogue's own column names: baseColour, articleType, ...).
 ATTRIBUTES = [f for f in enrich_pb2.Metadata.DESCRIPTOR.fields
               if f.message_type is not None and f.message_type.name == "Prediction"]
-CAPTION = enrich_pb2.Metadata.DESCRIPTOR.fields_by_name["product_display_name"].json_name
+CAPTION = NAME_COLUMN
 KEY = enrich_pb2.EnrichResponse.DESCRIPTOR.fields_by_name["request_id"].json_name  # requestId
 CSV_COLUMNS = [KEY, "status", "reason", "message",
                *[c for a in ATTRIBUTES for c in (a.json_name, f"{a.json_name}Confidence")],

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from enrich.v1 import enrich_pb2
+
 from .client import IMAGE_SUFFIXES, image_files
 
-NAME_COLUMN = "productDisplayName"  # a catalogue's product name: where unquoted commas spill over
+# A catalogue's product name, as the JSON names it: where unquoted commas spill over.
+NAME_COLUMN = enrich_pb2.Metadata.DESCRIPTOR.fields_by_name["product_display_name"].json_name
 
 
 @dataclass(frozen=True)

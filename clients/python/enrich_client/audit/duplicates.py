@@ -1,11 +1,10 @@
 """Exact and near-duplicate images from their answers' signatures: the encoder's embedding finds each image's
-nearest neighbours (faiss), and the colour fingerprint confirms them: copies of one photo keep the colours of
-the product's flat interior and of the background, which two photos of look-alike products rarely share. The
-perceptual hash tells exact copies; it misses re-framed ones (a few per cent of framing moves many bits).
+nearest neighbours (faiss), and the colour fingerprint confirms them: copies of one photo keep the product's
+dominant colour and the background's, which two photos of look-alike products rarely share. The perceptual
+hash tells exact copies; it misses re-framed ones (a few per cent of framing moves many bits).
 
-faiss, chosen by measurement for k=10 neighbours of every row on 2 cores: 40,000 rows of 96 dimensions in
-2.2 s exact (IndexFlatIP) against 8.4 s for hnswlib and 17 s for scikit-learn; at 576 dimensions its HNSW
-index took 7.7 s at 0.996 recall. Exact search below EXACT_UP_TO rows, HNSW above.
+faiss was the fastest of the nearest-neighbour libraries measured side by side (README, "Audit a
+catalogue"): exact search below EXACT_UP_TO rows, HNSW above.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 NEIGHBOURS = 50  # look-alike products crowd a photo's nearest neighbours: its copies need room among them
 EXACT_UP_TO = 50_000
 MIN_COSINE = 0.85  # below this, two images are not of the same product
-MAX_PRODUCT_DELTA_E = 2.0  # CIELAB distance of the products' flat colours that a copy stays within
+MAX_PRODUCT_DELTA_E = 2.0  # CIELAB distance of the products' dominant colours that a copy stays within
 MAX_BACKGROUND_DELTA_E = 1.0  # and of the backgrounds' (flat, so measured more exactly)
 
 
@@ -29,7 +28,7 @@ class Signature:
     size_bytes: int
     perceptual_hash: str
     embedding: np.ndarray | None  # L2-normalised
-    fingerprint: np.ndarray | None  # CIELAB of the product's flat colour, then of the background
+    fingerprint: np.ndarray | None  # CIELAB of the product's dominant colour, then of the background
 
     @classmethod
     def of(cls, answer: dict) -> Signature:

@@ -97,12 +97,17 @@ def estimate_error_rate(p_supplied: np.ndarray, uniform: np.ndarray, confusable:
     return ErrorRate(float(rate[0, 0]), float(low), float(high), len(p_supplied), float(share[0, 0]))
 
 
+def mixed_mistake(uniform, confusable, share):
+    """w when a share of mistakes are confusions and the rest any label alike."""
+    return (1 - share) * uniform + share * confusable
+
+
 def _expectation_maximisation(p: np.ndarray, uniform: np.ndarray, confusable: np.ndarray, rate: np.ndarray,
                               share: np.ndarray, steps: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(rate, share) per row of the (runs, rows) arrays, from the given start, to a hundred-thousandth (EM
     creeps towards a rate near 0: it is close long before it is there)."""
     for _ in range(steps):
-        mistake = (1 - share) * uniform + share * confusable
+        mistake = mixed_mistake(uniform, confusable, share)
         wrong = p_wrong_given(p, mistake, rate)
         new_rate = np.clip(wrong.mean(axis=1, keepdims=True), 1e-6, 1 - 1e-6)
         new_share = (wrong * share * confusable / np.maximum(mistake, 1e-300)).sum(axis=1, keepdims=True) / \
@@ -132,7 +137,7 @@ def catalogue_findings(answers: list[dict],
         confusable = np.asarray([confusions.mistake(row.supplied_label, ranked) for ranked, row in checked])
         estimate = estimate_error_rate(p, uniform, confusable)
         rates[attribute] = estimate
-        mistake = (1 - estimate.confusable_share) * uniform + estimate.confusable_share * confusable
+        mistake = mixed_mistake(uniform, confusable, estimate.confusable_share)
         for (_, row), value in zip(checked, p_wrong_given(p, mistake, estimate.rate), strict=True):
             row.p_wrong = float(value)
     rows = [row for _, row in found]

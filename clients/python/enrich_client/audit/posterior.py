@@ -14,6 +14,8 @@ arguments may be floats or NumPy arrays.
 
 from __future__ import annotations
 
+import math
+
 DEFAULT_ERROR_PRIOR = 0.05  # a catalogue value is wrong this often before anyone looks at the image
 FLAG_AT = 0.5  # p_wrong from which a value is more likely wrong than right
 
@@ -38,10 +40,7 @@ def p_wrong_given(p_supplied, mistake, prior):
 
 def any_wrong(p_wrongs) -> float:
     """The probability that at least one of several independent values is wrong (a name's mentions)."""
-    all_right = 1.0
-    for value in p_wrongs:
-        all_right *= 1.0 - value
-    return 1.0 - all_right
+    return 1.0 - math.prod(1.0 - value for value in p_wrongs)
 
 
 def valid_prior(value: float) -> float:
