@@ -16,7 +16,7 @@ commands:
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
   evaluate score a bundle on a labelled catalogue (--model BUNDLE --data DIR), as it serves
   serve    serve a bundle over gRPC (--model BUNDLE, port 50051)
-  export   write the OpenVINO export beside a bundle now (e.g. while building an image), not at first start
+  export   write the OpenVINO export beside a bundle (every stage; a CPU server then runs without torch)
   info     print a bundle's version, vocabulary sizes and test metrics
   fetch    copy a bundle from the hub, a URL or a path into a folder (an init container's job)
   health   ask the local server for its grpc.health.v1 status (the image's HEALTHCHECK)
@@ -120,29 +120,32 @@ def info(argv: list[str]) -> int:
 
 
 def export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="enrich export", description="Write BUNDLE/openvino/ (the encoder "
-                                     "as OpenVINO IR, fp32 weights), which `enrich serve` reads instead of "
-                                     "converting at start-up.")
+    parser = argparse.ArgumentParser(prog="enrich export", description="Write BUNDLE/openvino/: every stage of "
+                                     "the model as OpenVINO IR (fp32 weights) and the tokenizer, which a CPU server "
+                                     "runs without torch (the serve-cpu extra). Needs torch (the serve or train "
+                                     "extra).")
     parser.add_argument("bundle", type=Path)
     args = parser.parse_args(argv)
-    from enrich_model.backends import openvino_installed
+    from enrich_model.backends import openvino_installed, torch_installed
     from enrich_model.bundle_config import BundleError
-    from enrich_model.options import RuntimeOptions
-    from enrich_model.pipeline import EnrichPipeline
 
-    if not openvino_installed():
-        print("enrich export: openvino is not installed (pip install openvino)", file=sys.stderr)
+    if not (openvino_installed() and torch_installed()):
+        print("enrich export: needs openvino and torch: pip install 'enrich-service[serve]'", file=sys.stderr)
         return 2
+    from enrich_model.bundle import load_bundle
+    from enrich_model.export import export_bundle
+
     try:
-        pipeline = EnrichPipeline.load(args.bundle, RuntimeOptions(device="cpu", backend="openvino", precision="fp32"))
+        exported = export_bundle(load_bundle(args.bundle))
     except BundleError as error:
         print(f"enrich export: {error}", file=sys.stderr)
         return 2
-    written = args.bundle / "openvino" / "export.json"
-    if not written.exists() or pipeline.model_version not in written.read_text():
-        print(f"enrich export: could not write {written.parent} (see the warning above)", file=sys.stderr)
+    except OSError as error:
+        print(f"enrich export: could not write {args.bundle / 'openvino'}: {error.strerror or error}", file=sys.stderr)
         return 1
-    print(f"wrote {written.parent} for {pipeline.model_version}")
+    size = sum(f.stat().st_size for f in exported.folder.iterdir()) / 1e6
+    print(f"wrote {exported.folder} for {exported.manifest.model_version} in {exported.seconds:.1f} s: "
+          f"{', '.join(exported.files)} ({size:.0f} MB)")
     return 0
 
 

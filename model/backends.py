@@ -1,42 +1,31 @@
-"""Where the one encoder pass runs: eager torch (the reference) or OpenVINO, at a precision the hardware has.
+"""Where the model runs: eager torch (the reference, GPUs, training) or OpenVINO (CPUs, without torch), at a
+precision the hardware has. A backend runs the model's three numeric parts for the pipeline:
 
-    pixels (B, 3, H, W) -> EncoderBackend.encode -> Encoded: pooled (B, C), tokens (B, h*w, C), colour (B, F)
+    pixels (B, 3, H, W) -> Backend.encode -> EncodedBatch: pooled (B, C), tokens (B, h*w, C), colour (B, F)
+    EncodedBatch -> Backend.logits -> raw logits per attribute (calibrated in the pipeline, alike for all)
+    tokens of some images -> Backend.caption -> Captions (greedy or beam search)
 
-A backend runs the backbone; the colour features are computed the same way for every backend
-(`model.encode`). Every backend returns fp32 tensors on the model's device, so the heads and the caption
-decoder (torch) read its output unchanged. What a machine can do is detected at start-up, never assumed: bf16 runs on
-CPUs that have it in hardware (AVX-512 BF16 or AMX), and on CUDA devices that support it.
-
-The OpenVINO export is made once and cached beside the bundle (`BUNDLE/openvino/`), keyed by the model
-version and the OpenVINO version; a later start reads it instead of converting again.
+`torch_backend.py` and `openvino_backend.py` hold the two; this module chooses between them and imports
+neither torch nor openvino itself. What a machine can do is detected at start-up, never assumed: bf16 runs on
+CPUs that have it in hardware (AVX-512 BF16 or AMX), and on CUDA devices that support it. The OpenVINO
+backend reads the bundle's export (`BUNDLE/openvino/`, `enrich export` writes it); where torch is installed
+and the export is missing or stale, it is made at start-up and cached there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import sys
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from .model import ColourFeatures, Encoded, TinyVitEncoder, encode
 from .options import BackendError
-
-if TYPE_CHECKING:
-    from .model import EnrichModel
 
 log = logging.getLogger("enrich.backends")
 
@@ -79,11 +68,32 @@ def cpu_budget(cgroup: Path = Path("/sys/fs/cgroup"), affinity: int | None = Non
     return max(1, count)
 
 
+def gpu_present() -> bool:
+    """A GPU driver's device nodes (NVIDIA, or AMD's ROCm, which torch also calls cuda): without them torch
+    cannot see a GPU, so a CPU machine need not import torch to find that out."""
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def resolve_device(device: str) -> str:
     """`auto`: the first CUDA device when torch sees one, else the CPU. Raises BackendError for a device this
-    machine does not have."""
+    machine does not have. Imports torch only where a GPU could be."""
+    if device == "cpu":
+        return device
     if device == "auto":
+        if not (gpu_present() and torch_installed()):
+            return "cpu"
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch_installed():
+        raise BackendError(f"device {device!r} needs torch, which is not installed here: install the serve "
+                           "extra, or serve on cpu")
+    import torch
+
     try:
         parsed = torch.device(device)
     except RuntimeError:
@@ -98,6 +108,8 @@ def resolve_device(device: str) -> str:
 def fast_precisions(device: str) -> list[Precision]:
     """Reduced precisions this device runs in hardware, fastest first."""
     if device.startswith("cuda"):
+        import torch
+
         index = torch.device(device).index or 0
         with torch.cuda.device(index):  # bf16 in hardware (Ampere and later), not emulated
             native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
@@ -110,7 +122,8 @@ def openvino_installed() -> bool:
 
 
 def available_backends(device: str) -> list[str]:
-    return ["torch", "openvino"] if device == "cpu" and openvino_installed() else ["torch"]
+    installed = ["torch"] if torch_installed() else []
+    return [*installed, "openvino"] if device == "cpu" and openvino_installed() else installed or ["torch"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,9 @@ def choose_backend(backend: str, precision: str, device: str, compile: bool = Fa
     """Resolve `auto` for both: OpenVINO on CPU when installed (torch when asked to compile), the fastest
     precision the hardware has."""
     available = available_backends(device)
+    if backend == "torch" and not torch_installed():
+        raise BackendError("backend 'torch' needs torch, which is not installed here (the serve-cpu extra has "
+                           "none): install the serve extra, or use --backend openvino")
     if backend == "auto":
         backend = "openvino" if "openvino" in available and not compile else "torch"
     elif backend not in available:
@@ -147,178 +163,77 @@ def choose_backend(backend: str, precision: str, device: str, compile: bool = Fa
     return BackendChoice(backend, chosen)
 
 
-# --- backends ----------------------------------------------------------------------------------------
-class EncoderBackend:
-    """Runs the backbone (`backbone`); `encode` adds the colour features of the same pixels, alike for all."""
+# --- the backends' common shape ----------------------------------------------------------------------
+@dataclass
+class EncodedBatch:
+    """One batch's encoder pass as the pipeline holds it."""
+
+    pooled: np.ndarray  # (B, C) fp32: for the heads and the embedding
+    tokens: Any  # (B, h*w, C) fp32, in the backend's own arrays (a torch tensor stays on its device)
+    colour: np.ndarray | None  # (B, F) fp32: colour features of the same pixels, when the model has them
+
+
+class Backend:
+    """Runs the model's numeric parts; everything else (calibration, labels, audit, caption editing) is the
+    pipeline's, alike for every backend."""
 
     choice: BackendChoice
+    device: str
+    temperatures: dict[str, float]  # per attribute: calibrated probabilities are softmax(logits / temperature)
 
-    def __init__(self, colour: ColourFeatures | None) -> None:
-        self.colour = colour
-
-    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled (B, C), tokens (B, h*w, C)), fp32."""
+    def encode(self, pixels: np.ndarray) -> EncodedBatch:
         raise NotImplementedError
 
-    def encode(self, pixels: torch.Tensor) -> Encoded:
-        return encode(self.backbone, self.colour, pixels)
+    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
+        """Raw (uncalibrated) logits per classified attribute, fp32."""
+        raise NotImplementedError
+
+    def caption(self, tokens: list, num_beams: int = 1):
+        """Captions (search.Captions) for some images' encoder tokens (rows of EncodedBatch.tokens)."""
+        raise NotImplementedError
 
 
-class TorchEncoder(EncoderBackend):
-    """Eager PyTorch: channels_last memory layout (faster convolutions on CPU), autocast for bf16/fp16.
+def needs_torch(path: Path, model_version: str, choice: BackendChoice) -> bool:
+    """Whether serving `choice` imports torch: the torch backend does, and OpenVINO does to make a missing or
+    stale export. Without torch, a missing export raises ExportMissing, which says how to make it."""
+    if choice.name == "torch":
+        return True
+    from .openvino_backend import EXPORT_DIR, ExportMissing, read_manifest
 
-    `compile=True` runs the backbone through torch.compile (dynamic batch size, so one compilation
-    serves every batch): worth it on GPUs, where it fuses the many small kernels; the first batch then
-    takes minutes, which the server's warm-up absorbs before it reports SERVING. `channels_last=False`
-    keeps the layout training uses (the benchmark's reference)."""
-
-    def __init__(self, encoder: TinyVitEncoder, colour: ColourFeatures | None, precision: Precision = Precision.FP32,
-                 compile: bool = False, channels_last: bool = True) -> None:
-        super().__init__(colour)
-        self.choice = BackendChoice("torch", precision)
-        self.device = next(encoder.parameters()).device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        encoder.to(memory_format=self.memory_format)
-        self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
-        self.features = torch.compile(encoder.features, dynamic=True) if compile else encoder.features
-
-    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            pooled, tokens = self.features(pixels.contiguous(memory_format=self.memory_format))
-        return pooled.float(), tokens.float()
-
-    def encode(self, pixels: torch.Tensor) -> Encoded:
-        return super().encode(pixels.to(self.device, non_blocking=True))
-
-
-class _Backbone(nn.Module):
-    """The graph OpenVINO converts: the backbone pass only."""
-
-    def __init__(self, encoder: TinyVitEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder.features(pixel_values)
-
-
-def import_openvino():
-    """openvino, with its converter's usage telemetry off.
-
-    Unless a consent file says otherwise, OpenVINO's model converter reports usage to Google Analytics from
-    forked processes. A server must not phone home (nor fork under gRPC's threads): with its telemetry
-    package blocked, the converter falls back to its own no-op stub."""
-    sys.modules.setdefault("openvino_telemetry", None)
-    import openvino
-
-    return openvino
-
-
-def save_export(ov, graph, stamp: dict, cache_dir: Path) -> None:
-    """Written beside the final folder and renamed into place, stamp last: servers sharing a bundle never
-    read a half-written export."""
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".openvino-", dir=cache_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from a server running as another user
     try:
-        ov.save_model(graph, staging / "encoder.xml", compress_to_fp16=False)  # fp32 weights: `fp32` stays exact
-        (staging / "export.json").write_text(json.dumps(stamp, indent=2) + "\n")
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir, ignore_errors=True)
-        os.replace(staging, cache_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        read_manifest(path / EXPORT_DIR, model_version)
+    except ExportMissing:
+        if torch_installed():
+            return True
+        raise
+    return False
 
 
-class OpenVinoEncoder(EncoderBackend):
-    """The backbone compiled by OpenVINO for this CPU; bf16 via its inference precision hint.
-
-    A batch runs as two halves on two streams, each with half the threads: small convolutions and
-    attention blocks keep one thread each busier than two threads share one op (the README has the
-    figures). A lone image takes the other compilation, which gives it every thread, so a single unary
-    call does not wait twice as long."""
-
-    def __init__(self, encoder: TinyVitEncoder, colour: ColourFeatures | None, input_size: tuple[int, int],
-                 model_version: str, precision: Precision = Precision.FP32, cache_dir: Path | None = None,
-                 threads: int = 0) -> None:
-        ov = import_openvino()
-
-        super().__init__(colour)
-        self.choice = BackendChoice("openvino", precision)
-        core = ov.Core()
-        graph = self._exported(ov, core, encoder, input_size, model_version, cache_dir)
-        threads = threads or cpu_budget()
-        self.streams = 2 if threads >= 2 else 1
-        base = {"INFERENCE_PRECISION_HINT": "bf16" if precision is Precision.BF16 else "f32",
-                "INFERENCE_NUM_THREADS": threads}
-        latency = core.compile_model(graph, "CPU", {**base, "PERFORMANCE_HINT": "LATENCY"})
-        self.single = latency.create_infer_request()
-        if self.streams > 1:
-            throughput = core.compile_model(graph, "CPU", {**base, "PERFORMANCE_HINT": "THROUGHPUT",
-                                                           "NUM_STREAMS": self.streams})
-            self.parallel = [throughput.create_infer_request() for _ in range(self.streams)]
-
-    @staticmethod
-    def _exported(ov, core, encoder: TinyVitEncoder, input_size: tuple[int, int], model_version: str,
-                  cache_dir: Path | None):
-        from enrich_model import __version__ as code_version
-
-        stamp = {"model_version": model_version, "openvino": ov.__version__, "input_size": list(input_size),
-                 "enrich": code_version}
-        if cache_dir:
-            try:
-                if (cache_dir / "export.json").exists():
-                    if json.loads((cache_dir / "export.json").read_text()) == stamp:
-                        return core.read_model(cache_dir / "encoder.xml")
-                    log.info("the OpenVINO export in %s is for another model or version: exporting again",
-                             cache_dir)
-            except Exception as error:  # unreadable, torn or not ours to read: make it again
-                log.warning("the OpenVINO export in %s cannot be read (%s): exporting again", cache_dir, error)
-        started = time.perf_counter()
-        height, width = input_size
-        example = torch.zeros(2, 3, height, width)
-        # TinyViT's padding checks are shape-dependent Python branches; at the bundle's fixed input size the
-        # traced branch is the right one for every image, so the tracer's warnings say nothing here.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", FutureWarning)  # torch deprecating the tracer OpenVINO converts with
-            graph = ov.convert_model(_Backbone(encoder).eval(), example_input=example,
-                                     input=[ov.PartialShape([-1, 3, height, width])])
-        log.info("exported the encoder to OpenVINO in %.1f s", time.perf_counter() - started)
-        if cache_dir:
-            try:
-                save_export(ov, graph, stamp, cache_dir)
-            except OSError as error:  # a read-only bundle still serves; it just converts at each start
-                log.warning("cannot cache the OpenVINO export in %s (%s): it will be made again next start "
-                            "(`enrich export` writes it ahead of time)", cache_dir, error.strerror or error)
-        return graph
-
-    def backbone(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        array = pixels.numpy()
-        if self.streams == 1 or len(array) < 2:
-            outputs = self.single.infer([array], share_inputs=True)
-            return torch.from_numpy(outputs[0].copy()), torch.from_numpy(outputs[1].copy())
-        parts = [np.ascontiguousarray(part) for part in np.array_split(array, self.streams)]  # alive until done
-        started = []
-        try:
-            for request, part in zip(self.parallel, parts, strict=True):
-                request.start_async([part], share_inputs=True)
-                started.append(request)
-        finally:  # even when one fails, none may still read `parts` (shared, not copied) after we return
-            for request in started:
-                request.wait()
-        pooled, tokens = (torch.from_numpy(np.concatenate([r.get_output_tensor(i).data for r in self.parallel]))
-                          for i in range(2))
-        return pooled, tokens
-
-
-def build_encoder_backend(model: EnrichModel, choice: BackendChoice, input_size: tuple[int, int],
-                          model_version: str, bundle_path: Path | None = None, threads: int = 0,
-                          compile: bool = False) -> EncoderBackend:
+def load_backend(path: Path, model_version: str, choice: BackendChoice, device: str, threads: int,
+                 compile: bool = False, config=None) -> Backend:
+    """The bundle at `path` on `choice`. OpenVINO reads the bundle's export; where it is missing or stale and
+    torch is installed, it is made now (and cached beside the bundle when the folder is writable)."""
     if choice.name == "openvino":
-        cache = bundle_path / "openvino" if bundle_path else None
-        return OpenVinoEncoder(model.encoder, model.colour, input_size, model_version, choice.precision, cache,
-                               threads)
-    return TorchEncoder(model.encoder, model.colour, choice.precision, compile)
+        from .openvino_backend import EXPORT_DIR, ExportMissing, OpenVinoBackend, read_manifest
+
+        folder = path / EXPORT_DIR
+        try:
+            manifest = read_manifest(folder, model_version)
+        except ExportMissing as missing:
+            if not torch_installed():
+                raise
+            log.info("%s; exporting now", missing)
+            from .export import export_at_start
+
+            folder = export_at_start(path, config)
+            manifest = read_manifest(folder, model_version)
+        from .bundle_config import BundleConfig
+        from .colour import colour_features
+        from .preprocess import Preprocessing
+
+        config = config or BundleConfig.read(path)
+        colour = colour_features(config.heads, Preprocessing.from_json(config.preprocessing))
+        return OpenVinoBackend(folder, manifest, colour, choice.precision, threads)
+    from .torch_backend import TorchBackend
+
+    return TorchBackend.load(path, device, choice, compile, config)

@@ -8,11 +8,11 @@
       tokenizer/           the caption tokenizer, save_pretrained
       README.md            model card: data, split, metrics, limits, intended use
       metrics.json         test-split metrics; report.md and *.png beside it (written by evaluation)
+      openvino/            every stage as OpenVINO IR, for serving without torch (`export.py`, `enrich export`)
 """
 
 from __future__ import annotations
 
-import functools
 import platform
 import shutil
 from dataclasses import dataclass
@@ -39,41 +39,24 @@ from .bundle_config import (
     open_bundle,
     weights_digest,
 )
+from .bundle_info import BundleInfo, describe
+from .colour import ColourFeatures, colour_features
 from .consistency import CaptionLexicon
-from .model import AttributeHeads, ColourFeatures, EnrichModel
+from .model import AttributeHeads, EnrichModel
 from .preprocess import Preprocessing
-from .schema import CLASSIFIED_ATTRIBUTES, LabelVocab, Taxonomy
+from .schema import LabelVocab, Taxonomy
 
 __all__ = ["BUNDLE_FORMAT", "CONFIG_FILE", "Bundle", "BundleError", "build_heads", "load_bundle", "save_weights"]
 
 MODEL_CODE_FILE = "modeling_enrich_tinyvit.py"  # copied beside the captioner weights, for trust_remote_code
 
 
-@dataclass
-class Bundle:
+@dataclass(kw_only=True)
+class Bundle(BundleInfo):
+    """The bundle with its torch weights and tokenizer."""
+
     model: EnrichModel
     tokenizer: PreTrainedTokenizerBase
-    preprocessing: Preprocessing
-    vocabs: dict[str, LabelVocab]
-    taxonomy: Taxonomy
-    config: BundleConfig  # the whole enrich.json
-    path: Path | None = None  # where it was loaded from (exports are cached beside it)
-
-    @property
-    def model_version(self) -> str:
-        return self.config.model_version
-
-    @property
-    def metrics(self) -> dict:
-        return self.config.test_metrics
-
-    @functools.cached_property
-    def lexicon(self) -> CaptionLexicon | None:
-        return CaptionLexicon.from_json(self.config.caption.lexicon) if self.config.caption.lexicon else None
-
-    @property
-    def abstain_thresholds(self) -> dict[str, float]:
-        return self.config.heads.abstain_thresholds
 
 
 def save_weights(
@@ -129,8 +112,7 @@ def build_heads(config: HeadsConfig, in_features: int, num_classes: dict[str, in
                 preprocessing: Preprocessing) -> tuple[AttributeHeads, ColourFeatures | None]:
     """The heads and colour features a HeadsConfig describes: the trainer builds them from its arguments,
     `load_bundle` from enrich.json, so the two cannot disagree."""
-    colour = ColourFeatures(preprocessing.mean, preprocessing.std, config.colour_bins, config.colour_levels) \
-        if config.colour_bins else None
+    colour = colour_features(config, preprocessing)
     heads = AttributeHeads(in_features, num_classes, config.dropout, colour.num_features if colour else 0,
                            tuple(config.colour_attributes))
     return heads, colour
@@ -144,14 +126,9 @@ def load_bundle(path: Path | str, device: str = "cpu", config: BundleConfig | No
     config = config or open_bundle(path)
     captioner = VisionEncoderDecoderModel.from_pretrained(path / CAPTIONER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-    vocabs = {name: LabelVocab(name, labels) for name, labels in config.attributes.items()}
-    missing = set(CLASSIFIED_ATTRIBUTES) - set(vocabs)
-    if missing:
-        raise BundleError(f"{path}: no vocabulary for {sorted(missing)}")
-    preprocessing = Preprocessing.from_json(config.preprocessing)
-    heads, colour = build_heads(config.heads, config.backbone.num_features, {n: len(v) for n, v in vocabs.items()},
-                                preprocessing)
+    info = describe(path, config)
+    heads, colour = build_heads(config.heads, config.backbone.num_features,
+                                {n: len(v) for n, v in info["vocabs"].items()}, info["preprocessing"])
     heads.load_state_dict(safetensors.torch.load_file(path / HEADS_FILE))
     model = EnrichModel(captioner, heads, colour).to(device).eval()
-    return Bundle(model=model, tokenizer=tokenizer, preprocessing=preprocessing, vocabs=vocabs,
-                  taxonomy=Taxonomy.from_json(config.taxonomy), config=config, path=path)
+    return Bundle(model=model, tokenizer=tokenizer, **info)

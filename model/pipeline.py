@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import look
 from .answers import (
@@ -36,11 +35,10 @@ from .answers import (
     LabelScore,
 )
 from .audit import Auditor
-from .backends import EncoderBackend, TorchEncoder, build_encoder_backend, choose_backend, cpu_budget, resolve_device
-from .bundle import Bundle, load_bundle
+from .backends import Backend, EncodedBatch, choose_backend, cpu_budget, load_backend, resolve_device
 from .bundle_config import BundleConfig
+from .bundle_info import BundleInfo
 from .decode import DecodedImage, DecodeLimits
-from .model import Encoded
 from .options import RuntimeOptions
 from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
 
@@ -49,7 +47,7 @@ from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADL
 class CaptionJob:
     """One image's caption to write: its encoder tokens, the labels the caption must agree with."""
 
-    tokens: torch.Tensor  # (h*w, C)
+    tokens: object  # (h*w, C), in the backend's arrays
     labels: dict[str, str]
     mode: CaptionMode
 
@@ -66,35 +64,43 @@ class Classified:
 
 
 class EnrichPipeline:
-    def __init__(self, bundle: Bundle, backend: EncoderBackend,
+    def __init__(self, bundle: BundleInfo, backend: Backend,
                  caption_beams: int = RuntimeOptions.caption_beams) -> None:
         self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
-        self.model = bundle.model.eval()
-        self.device = next(self.model.parameters()).device
         self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
         self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
         self.auditor = Auditor(self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
+        self.temperatures = np.array([backend.temperatures[a] for a in CLASSIFIED_ATTRIBUTES], np.float32)
 
     @classmethod
     def load(cls, path: Path | str, options: RuntimeOptions | None = None,
              config: BundleConfig | None = None) -> EnrichPipeline:
         """The bundle at `path` on the backend and precision `options` choose (`auto`: as `enrich serve`
-        would); `config` as in `load_bundle`. Sets torch's thread count to the options' budget."""
+        would); `config` as in `load_bundle`. On torch, sets its thread count to the options' budget."""
         options = options or RuntimeOptions()
         threads = options.threads or cpu_budget()
-        torch.set_num_threads(threads)
         device = resolve_device(options.device)
         choice = choose_backend(options.backend, options.precision, device.split(":")[0], options.compile)
-        bundle = load_bundle(path, device=device, config=config)
-        backend = build_encoder_backend(bundle.model, choice, bundle.preprocessing.input_size, bundle.model_version,
-                                        bundle.path, threads, options.compile)
-        return cls(bundle, backend, options.caption_beams)
+        bundle = BundleInfo.read(path, config)
+        if choice.name == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+        backend = load_backend(bundle.path, bundle.model_version, choice, device, threads, options.compile,
+                               bundle.config)
+        return cls(getattr(backend, "bundle", bundle), backend, options.caption_beams)
 
     @classmethod
-    def eager(cls, bundle: Bundle, channels_last: bool = True) -> EnrichPipeline:
-        """The bundle on eager torch at fp32 (with `channels_last=False`, in the memory layout training uses):
-        the reference other backends and precisions are compared with."""
-        return cls(bundle, TorchEncoder(bundle.model.encoder, bundle.model.colour, channels_last=channels_last))
+    def eager(cls, bundle, channels_last: bool = True) -> EnrichPipeline:
+        """A loaded `bundle.Bundle` on eager torch at fp32 (with `channels_last=False`, in the memory layout
+        training uses): the reference other backends and precisions are compared with."""
+        from .torch_backend import TorchBackend
+
+        return cls(bundle, TorchBackend(bundle, channels_last=channels_last))
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
 
     @property
     def model_version(self) -> str:
@@ -110,23 +116,25 @@ class EnrichPipeline:
         (no model)."""
         return look.look(decoded.image, COLOUR_RGB)
 
-    @torch.inference_mode()
-    def encode(self, pixels: np.ndarray | torch.Tensor) -> Encoded:
+    def encode(self, pixels: np.ndarray) -> EncodedBatch:
         """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""
-        return self.backend.encode(torch.as_tensor(pixels))
+        return self.backend.encode(pixels)
 
-    @torch.inference_mode()
-    def logits(self, encoded: Encoded) -> dict[str, torch.Tensor]:
+    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
         """Raw (uncalibrated) logits per classified attribute."""
-        colour = None if encoded.colour is None else encoded.colour.to(self.device)
-        return self.model.heads(encoded.pooled.to(self.device), colour)
+        return self.backend.logits(encoded)
 
-    @torch.inference_mode()
-    def classify(self, encoded: Encoded, options: list[ItemOptions]) -> list[Classified]:
-        """The calibrated heads, the derived attributes and template captions; what the decoder must write."""
+    def probabilities(self, encoded: EncodedBatch) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(calibrated, raw) probabilities per classified attribute: softmax of the logits over each head's
+        temperature, and without it."""
         logits = self.logits(encoded)
-        calibrated = {k: v.float().cpu() for k, v in self.model.heads.probabilities(logits).items()}
-        raw = {k: v.float().softmax(-1).cpu() for k, v in logits.items()}
+        calibrated = {a: softmax(logits[a] / t) for a, t in zip(CLASSIFIED_ATTRIBUTES, self.temperatures,
+                                                                 strict=True)}
+        return calibrated, {a: softmax(logits[a]) for a in CLASSIFIED_ATTRIBUTES}
+
+    def classify(self, encoded: EncodedBatch, options: list[ItemOptions]) -> list[Classified]:
+        """The calibrated heads, the derived attributes and template captions; what the decoder must write."""
+        calibrated, raw = self.probabilities(encoded)
         classified = []
         for row, option in enumerate(options):
             attributes = self._attributes(calibrated, raw, row, option.top_k)
@@ -138,7 +146,7 @@ class EnrichPipeline:
                                                                           distributions.items()},
                                                       attributes, option.error_prior)
             if option.embedding:
-                pooled = encoded.pooled[row].float().cpu().numpy()
+                pooled = encoded.pooled[row]
                 item.embedding = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
             if option.caption_mode is CaptionMode.TEMPLATE:
                 item.caption = self._template_caption(attributes)
@@ -147,7 +155,6 @@ class EnrichPipeline:
             classified.append(item)
         return classified
 
-    @torch.inference_mode()
     def caption(self, jobs: list[CaptionJob]) -> list[CaptionPrediction]:
         """Decoder captions for a batch of jobs (any mix of greedy and beam search), made to agree with the
         labels: the heads are the better judges of gender, colour and article type."""
@@ -157,8 +164,7 @@ class EnrichPipeline:
             rows = [i for i, job in enumerate(jobs) if job.mode is mode]
             if not rows:
                 continue
-            tokens = torch.stack([jobs[i].tokens for i in rows]).to(self.device)
-            generated = self.model.caption(tokens, self.bundle.tokenizer, num_beams=beams)
+            generated = self.backend.caption([jobs[i].tokens for i in rows], num_beams=beams)
             for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
                 agreed = lexicon.harmonise(text, jobs[i].labels) if lexicon else text
                 captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
@@ -168,7 +174,7 @@ class EnrichPipeline:
         return ItemPrediction(classified.attributes, caption or classified.caption, classified.findings,
                               classified.embedding)
 
-    def predict(self, pixels: np.ndarray | torch.Tensor, options: list[ItemOptions]) -> list[ItemPrediction]:
+    def predict(self, pixels: np.ndarray, options: list[ItemOptions]) -> list[ItemPrediction]:
         """encode -> classify -> caption -> answer for one batch; one options entry per image."""
         classified = self.classify(self.encode(pixels), options)
         jobs = [item.caption_job for item in classified if item.caption_job is not None]
@@ -182,7 +188,7 @@ class EnrichPipeline:
             self.predict(np.zeros((size, 3, height, width), np.float32), [ItemOptions()] * size)
 
     # --- helpers --------------------------------------------------------------------------------------
-    def _attributes(self, calibrated: dict[str, torch.Tensor], raw: dict[str, torch.Tensor], row: int,
+    def _attributes(self, calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray], row: int,
                     top_k: int) -> dict[str, AttributePrediction]:
         return attribute_predictions({a: p[row] for a, p in calibrated.items()}, {a: p[row] for a, p in raw.items()},
                                      self.labels, self.parents, self.bundle.abstain_thresholds, top_k)
@@ -202,28 +208,28 @@ class Parents:
     probability of the article types under each parent."""
 
     labels: dict[str, list[str]]
-    index: dict[str, torch.Tensor]  # attribute -> (articleTypes,) parent index
+    index: dict[str, np.ndarray]  # attribute -> (articleTypes,) parent index
 
     @classmethod
     def of(cls, taxonomy: Taxonomy, articles: list[str]) -> Parents:
         labels = {a: taxonomy.parent_labels(a) for a in DERIVED_ATTRIBUTES}
-        index = {a: torch.tensor([labels[a].index(taxonomy.parent(a, article)) for article in articles])
+        index = {a: np.array([labels[a].index(taxonomy.parent(a, article)) for article in articles])
                  for a in DERIVED_ATTRIBUTES}
         return cls(labels, index)
 
     def parent(self, attribute: str, article_index: int) -> str:
         return self.labels[attribute][int(self.index[attribute][article_index])]
 
-    def mass(self, attribute: str, articles: torch.Tensor) -> torch.Tensor:
+    def mass(self, attribute: str, articles: np.ndarray) -> np.ndarray:
         """The probability of each parent label: the total of the article types under it."""
-        return torch.zeros(len(self.labels[attribute])).index_add_(0, self.index[attribute], articles.float())
+        return np.bincount(self.index[attribute], weights=articles, minlength=len(self.labels[attribute]))
 
-    def distributions(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def distributions(self, probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One image's classified distributions with the derived ones added."""
         return probabilities | {a: self.mass(a, probabilities["articleType"]) for a in DERIVED_ATTRIBUTES}
 
 
-def attribute_predictions(calibrated: dict[str, torch.Tensor], raw: dict[str, torch.Tensor],
+def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray],
                           vocabs: dict[str, list[str]], parents: Parents, thresholds: dict[str, float],
                           top_k: int) -> dict[str, AttributePrediction]:
     """One image's attributes from its probabilities per classified attribute (calibrated and raw): each
@@ -248,11 +254,17 @@ def attribute_predictions(calibrated: dict[str, torch.Tensor], raw: dict[str, to
     return out
 
 
-def ranked(probabilities: torch.Tensor, uncalibrated: torch.Tensor, labels: list[str],
+def ranked(probabilities: np.ndarray, uncalibrated: np.ndarray, labels: list[str],
            top_k: int) -> AttributePrediction:
-    """The top-k labels, best first; the label is the first of them."""
-    values, indices = probabilities.float().topk(min(top_k, len(labels)))
-    alternatives = [LabelScore(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    """The top-k labels, best first (ties: the lower index first); the label is the first of them."""
+    indices = np.argsort(-probabilities, kind="stable")[: min(top_k, len(labels))]
+    alternatives = [LabelScore(labels[i], float(probabilities[i])) for i in indices.tolist()]
     best = int(indices[0])
     return AttributePrediction(alternatives[0].label, alternatives[0].confidence, alternatives,
                                uncalibrated_confidence=float(uncalibrated[best]))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Along the last axis, in fp32."""
+    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -46,16 +46,18 @@ def announce(settings: ServerSettings, ports: dict[str, int | None]) -> None:
 
 
 async def serve(settings: ServerSettings, config: BundleConfig) -> None:
-    # torch's import runs a subprocess (ldconfig): done before gRPC's threads exist, it does not trip
-    # gRPC's fork handlers, whose log line would break JSON logs.
-    await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "torch")
-    from enrich_model.backends import choose_backend, resolve_device
+    from enrich_model.backends import choose_backend, needs_torch, resolve_device
 
     from .ports import EnrichServer
 
-    # A device, backend or precision this machine lacks: said now, before any port opens.
+    # A device, backend or precision this machine lacks, or an export it needs and cannot make: said now,
+    # before any port opens.
     device = resolve_device(settings.device)
-    choose_backend(settings.backend, settings.precision, device.split(":")[0], settings.compile)
+    choice = choose_backend(settings.backend, settings.precision, device.split(":")[0], settings.compile)
+    if needs_torch(Path(settings.model), config.model_version, choice):
+        # torch's import runs a subprocess (ldconfig): done before gRPC's threads exist, it does not trip
+        # gRPC's fork handlers, whose log line would break JSON logs.
+        await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "torch")
     server = EnrichServer(settings)
     announce(settings, await server.start())
     stop = asyncio.Event()

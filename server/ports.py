@@ -92,11 +92,8 @@ def limits_of(settings: ServerSettings) -> Limits:
 
 def load_pipeline(settings: ServerSettings, model_threads: int, config: BundleConfig | None = None) -> EnrichPipeline:
     """The bundle on the backend and precision the settings choose, warmed at batch sizes 1 and the largest."""
-    from transformers.utils import logging as hf_logging
-
     from enrich_model.pipeline import EnrichPipeline
 
-    hf_logging.disable_progress_bar()
     pipeline = EnrichPipeline.load(settings.model, dataclasses.replace(settings, threads=model_threads), config)
     pipeline.warm(1, settings.max_batch_size)
     return pipeline

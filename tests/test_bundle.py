@@ -69,8 +69,8 @@ def test_not_a_bundle_is_a_clear_error(tmp_path: Path):
         load_bundle(tmp_path)
 
 
-def test_one_backbone_pass_per_batch_feeds_heads_and_captions(trained, catalogue_dir: Path):
-    bundle = trained[1]
+def test_one_backbone_pass_per_batch_feeds_heads_and_captions(bundle_dir: Path, catalogue_dir: Path):
+    bundle = load_bundle(bundle_dir)
     backbone = bundle.model.encoder.backbone
     calls = []
     original = backbone.forward_features

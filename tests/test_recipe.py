@@ -17,8 +17,9 @@ from PIL import Image
 from enrich_data.catalogue import load_catalogue
 from enrich_data.photolike import photo_like
 from enrich_data.synth import write_catalogue
+from enrich_model.colour import ColourFeatures
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
-from enrich_model.model import AttributeHeads, ColourFeatures, attribute_loss
+from enrich_model.model import AttributeHeads, attribute_loss
 from enrich_model.preprocess import Preprocessing
 from enrich_trainer.arguments import ModelArguments
 from enrich_trainer.augment import Augment

@@ -8,7 +8,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from enrich_data.catalogue import CatalogueItem
-from enrich_model.model import ColourFeatures, Encoded, TinyVitEncoder, encode
+from enrich_model.colour import ColourFeatures
+from enrich_model.model import Encoded, TinyVitEncoder, encode
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 
@@ -113,7 +114,7 @@ def extract_features(encoder: TinyVitEncoder, colour: ColourFeatures | None, ite
         pixels = torch.from_numpy(np.stack([array for array, _ in inputs]))
         if augment is not None:
             pixels = torch.stack([augment(image, box) for image, (_, box) in zip(pixels, inputs, strict=True)])
-        encoded = encode(encoder.features, colour.to(encoder.device) if colour is not None else None,
+        encoded = encode(encoder.features, colour,
                          pixels.to(encoder.device))
         pooled.append(encoded.pooled.float().cpu())
         tokens.append(encoded.tokens.float().cpu())

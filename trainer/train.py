@@ -24,8 +24,9 @@ from transformers import HfArgumentParser, PreTrainedTokenizerBase, set_seed
 from transformers.utils import logging as hf_logging
 
 from enrich_data.catalogue import Catalogue, CatalogueItem, DataError, load_catalogue
-from enrich_model.bundle import Bundle, build_heads, save_weights
+from enrich_model.bundle import build_heads, save_weights
 from enrich_model.bundle_config import RANDOM_WEIGHTS, BundleConfig, HeadsConfig
+from enrich_model.bundle_info import BundleInfo
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.metrics import format_metrics
 from enrich_model.model import AttributeClassifier, EnrichModel, build_captioner
@@ -82,7 +83,7 @@ class Trained:
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
-          catalogue: Catalogue | None = None) -> Bundle | None:
+          catalogue: Catalogue | None = None) -> BundleInfo | None:
     """Train, write the bundle, evaluate it as loaded back and served; returns it (None on non-main processes)."""
     started = time.perf_counter()
     check_arguments(args)
@@ -153,7 +154,7 @@ def train_caption_decoder(trained: Trained, splits: Splits, model_args: ModelArg
 
 
 def evaluate_as_served(out: Path, config: BundleConfig, test: list[CatalogueItem], trained: Trained,
-                       args: TrainArguments, started: float) -> Bundle:
+                       args: TrainArguments, started: float) -> BundleInfo:
     """The weights loaded back from `out` and run as `enrich serve` would run them, scored on the test split;
     then the report, and enrich.json, once, with the metrics and warnings: the folder is a bundle from here."""
     pipeline = EnrichPipeline.load(out, RuntimeOptions(threads=args.threads), config)
@@ -242,7 +243,7 @@ def logit_adjustment(items: list[CatalogueItem], vocabs: dict[str, LabelVocab],
     return adjustment
 
 
-def announce(bundle: Bundle) -> None:
+def announce(bundle: BundleInfo) -> None:
     print(format_metrics(bundle.metrics))
     print(f"bundle: {bundle.config.training.get('arguments', {}).get('out')} ({bundle.model_version}), "
           f"{bundle.metrics.get('wall_seconds', 0):.0f} s")
