@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # Enrich images:
-#   docker build -t enrich:0.2.0-cpu .                           torch's CPU wheels on python:3.12-slim, OpenVINO
+#   docker build -t enrich:0.2.0-cpu .                           no torch: the serve-cpu extra (OpenVINO) on python:3.12-slim
 #   docker build --build-arg VARIANT=gpu -t enrich:0.2.0-gpu .   torch's CUDA wheels on NVIDIA's CUDA runtime base
 #   docker build --target train -t enrich:0.2.0-train .          the GPU image plus the trainer (the training Job)
-# The model bundle is mounted at /models/bundle (the default), or baked in with a build argument that takes
+# The CPU image serves a bundle's OpenVINO export (`enrich export BUNDLE`, where torch is installed, writes it;
+# a baked bundle gets it at build time). The model bundle is mounted at /models/bundle (the default), or baked in with a build argument that takes
 # anything `enrich fetch` does (hub id with @revision, https:// archive, a path under bundles/ in the build
 # context); docker caches that step, so name a fixed revision or archive:
 #   docker build --build-arg MODEL_SOURCE=hf://acme/enrich-bundle@v3 -t enrich:0.2.0-cpu-acme .
@@ -42,7 +43,8 @@ RUN apt-get update \
     && ln -s /usr/bin/python3.12 /usr/local/bin/python \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp enrich
 
-# ---- torch for each variant, first and in its own layer: a source change does not download it again ------
+# ---- torch, first and in its own layer: a source change does not download it again ------------------------
+# CPU: only to fetch and export a baked bundle (the `bundle` stage, not shipped); GPU: what serves.
 FROM cpu-base AS cpu-torch
 ARG TORCH_VERSION
 ARG TORCHVISION_VERSION
@@ -61,23 +63,36 @@ RUN python -m venv /opt/enrich \
     && pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 
-# ---- the serve extra on the variant's torch, and optionally a baked bundle ------------------------------
-FROM ${VARIANT}-torch AS venv
-ARG VARIANT
-ARG MODEL_SOURCE=""
+# ---- what each variant serves with: serve-cpu (no torch) on CPU, serve (torch) on GPU ----------------------
+FROM cpu-base AS cpu-runtime
+ENV PATH=/opt/enrich/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/enrich
+ENV ENRICH_EXTRA=serve-cpu
+
+FROM gpu-torch AS gpu-runtime
+ENV ENRICH_EXTRA=serve
+
+FROM ${VARIANT}-runtime AS venv
 ARG EXTRA_PACKAGES=""
 COPY --from=wheel /wheels /wheels
 # EXTRA_PACKAGES: e.g. "s3fs==2025.9.0" for `enrich fetch s3://...` (gcsfs for gs://, adlfs for az://).
 # hadolint ignore=DL3013,SC2086
-RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${EXTRA_PACKAGES}
-# The build context, for MODEL_SOURCE paths (this stage is not shipped: only /opt/enrich and /models are).
+RUN pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[${ENRICH_EXTRA}]" ${EXTRA_PACKAGES}
+
+# ---- optionally a baked bundle, with its OpenVINO export (made with torch, here, so the image needs none) -----
+FROM cpu-torch AS bundle
+ARG MODEL_SOURCE=""
+ARG EXTRA_PACKAGES=""
+COPY --from=wheel /wheels /wheels
+# hadolint ignore=DL3013,SC2086
+RUN if [ -n "$MODEL_SOURCE" ]; then \
+        pip install --no-cache-dir "$(echo /wheels/enrich_service-*.whl)[serve]" ${EXTRA_PACKAGES}; fi
+# The build context, for MODEL_SOURCE paths (this stage is not shipped: only /models is).
 COPY . /context/
 WORKDIR /context
-# A baked bundle on CPU also gets its OpenVINO export now, so a read-only image never converts at start-up.
 RUN mkdir -p /models \
     && if [ -n "$MODEL_SOURCE" ]; then \
-        enrich fetch --quiet "$MODEL_SOURCE" /models/bundle \
-        && if [ "$VARIANT" = cpu ]; then enrich export /models/bundle; fi; \
+        enrich fetch --quiet "$MODEL_SOURCE" /models/bundle && enrich export /models/bundle; \
     fi \
     && chmod -R a+rX /models
 
@@ -97,13 +112,13 @@ CMD ["train", "--help"]
 # ---- the serving image (the default target): non-root, nothing writable but /tmp and mounted volumes ------
 FROM ${VARIANT}-base AS serve
 COPY --from=venv /opt/enrich /opt/enrich
-COPY --from=venv /models /models
+COPY --from=bundle /models /models
 ENV PATH=/opt/enrich/bin:$PATH \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp HF_HOME=/tmp/huggingface \
     ENRICH_MODEL=/models/bundle ENRICH_HEALTH_PORT=50052 ENRICH_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 50051 50052 8080 9464
-# start-period: loading, exporting (OpenVINO, CPU) and warming the model come before SERVING.
+# start-period: loading and warming the model come before SERVING (on GPUs, torch.compile when asked).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 CMD ["enrich", "health"]
 ENTRYPOINT ["enrich"]
 CMD ["serve"]

@@ -3,6 +3,7 @@
     enrich bench --model BUNDLE            # everything below, in one run, side by side
     enrich bench --model BUNDLE --json     # ... and one machine-readable line at the end
     enrich bench --target HOST:PORT        # only the gRPC figures, against a running server
+    enrich bench --shapes real             # --model's figures for the real recipe's shapes, random weights
 
 With --model it measures, in this order: the machine (CPU flags, fp32/bf16 matmul GFLOP/s); each encoder
 backend and precision (img/s, label agreement with eager fp32); separate passes (one backbone pass per
@@ -70,7 +71,8 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
         figures["machine"]["gpu"] = torch.cuda.get_device_name()
     figures["matmul_gflops"] = machine.reduced_precision_gflops(device)
     pixels = measure_encoders(args, catalogue, figures, model_threads, device)
-    measure_separate_passes(args.model, pixels, figures, device)
+    if not args.shapes:  # the shared pass is the design, measured on the bundle's shapes
+        measure_separate_passes(args.model, pixels, figures, device)
     if camera:
         from enrich_model.bundle_config import BundleConfig
         from enrich_model.preprocess import Preprocessing
@@ -190,6 +192,17 @@ def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
         f"({load.cache_hits} hits, {load.cache_misses} misses)")
 
 
+def shapes_of(bundle: Path, name: str | None) -> dict:
+    from enrich_model.bundle_config import BundleConfig
+
+    config = BundleConfig.read(bundle)
+    caption = config.caption
+    return {"name": name or "bundle", "backbone": config.backbone.name, "backbone_kwargs": config.backbone.kwargs,
+            "input": config.preprocessing["input_size"], "features": config.backbone.num_features,
+            "decoder_layers": caption.decoder_layers, "decoder_width": caption.decoder_width,
+            "vocab_size": caption.vocab_size, "max_new_tokens": caption.max_new_tokens}
+
+
 def ratios(figures: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     encoders = figures.get("encoders", {})
@@ -243,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", type=Path, help="bundle to measure (serves it on loopback for the gRPC part)")
     where.add_argument("--target", help="a running server, host:port (gRPC figures only)")
+    where.add_argument("--shapes", choices=["real"], help="real: the README's real-data recipe at its full shapes "
+                       "(tiny_vit_21m_224, a distilgpt2-shaped decoder with 50,257 tokens), random weights, measured "
+                       "as --model")
     parser.add_argument("--images", type=Path, help="folder of images instead of synthetic catalogue shots")
     parser.add_argument("--count", type=int, default=256, help="catalogue-size images")
     parser.add_argument("--camera", type=int, default=48, help="camera-size (4000x3000) JPEGs; 0 = none")
@@ -268,7 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.target:
         with EnrichClient(args.target, timeout=600) as client:
             measure_target(client, catalogue, camera, figures)
-    else:
+        args.model = None
+    elif args.shapes:
+        args.model = Path(tempfile.mkdtemp(prefix="enrich-bench-real-"))
+        say(f"building a random-weight bundle at the real recipe's shapes in {args.model}")
+        from enrich_trainer.random_bundle import REAL_SHAPES, random_bundle
+
+        random_bundle(args.model, **REAL_SHAPES)
+    if args.model:
+        figures["shapes"] = shapes_of(args.model, args.shapes)
+        say(f"shapes: {figures['shapes']}")
         from enrich_server.settings import ServerSettings
 
         from .inprocess import InProcessServer
@@ -282,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             measure_grpc(clients, catalogue, camera, figures, in_process)
             del in_process
             gc.collect()
-        measure_cache(args.model, catalogue, figures)
+        if not args.shapes:
+            measure_cache(args.model, catalogue, figures)
     figures["ratios"] = ratios(figures)
     figures["targets"] = {k: v for k, v in TARGETS.items() if k in figures["ratios"]}
     say("ratios (target):")
