@@ -24,9 +24,9 @@ from transformers import HfArgumentParser, PreTrainedTokenizerBase, set_seed
 from transformers.utils import logging as hf_logging
 
 from enrich_data.catalogue import Catalogue, CatalogueItem, DataError, load_catalogue
-from enrich_model.bundle import build_heads, save_weights
+from enrich_model.bundle import Bundle, build_heads, save_weights
 from enrich_model.bundle_config import RANDOM_WEIGHTS, BundleConfig, HeadsConfig
-from enrich_model.bundle_info import BundleInfo
+from enrich_model.bundle_info import BundleInfo, describe
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.metrics import format_metrics
 from enrich_model.model import AttributeClassifier, EnrichModel, build_captioner
@@ -83,7 +83,7 @@ class Trained:
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
-          catalogue: Catalogue | None = None) -> BundleInfo | None:
+          catalogue: Catalogue | None = None) -> Bundle | None:
     """Train, write the bundle, evaluate it as loaded back and served; returns it (None on non-main processes)."""
     started = time.perf_counter()
     check_arguments(args)
@@ -105,13 +105,14 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
         "split": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
         "backbone_mode": args.backbone_mode, "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
     }
-    config = save_weights(out, EnrichModel(captioner, classifier.heads, classifier.colour).eval(), trained.heads,
-                          tokenizer, trained.preprocessing, labels.vocabs, labels.taxonomy, name=args.name,
-                          weights=trained.weights, lexicon=labels.lexicon, training=training)
-    bundle = evaluate_as_served(out, config, splits.test, trained, args, started)
+    model = EnrichModel(captioner, classifier.heads, classifier.colour).eval()
+    config = save_weights(out, model, trained.heads, tokenizer, trained.preprocessing, labels.vocabs,
+                          labels.taxonomy, name=args.name, weights=trained.weights, lexicon=labels.lexicon,
+                          training=training)
+    served = evaluate_as_served(out, config, splits.test, trained, args, started)
     shutil.rmtree(work, ignore_errors=True)
-    log.info("bundle %s written to %s", bundle.model_version, out)
-    return bundle
+    log.info("bundle %s written to %s", served.model_version, out)
+    return Bundle(model=model, tokenizer=tokenizer, **describe(out, served.config))
 
 
 def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments, args: TrainArguments,
