@@ -118,25 +118,12 @@ def beam_search(step: Step, cross_keys: np.ndarray, cross_values: np.ndarray, to
         new_totals = np.full((len(active), beams), -np.inf)
         new_paths = []
         for slot, row in enumerate(active):
-            chosen: list[tuple[list[int], list[float]]] = []
-            for rank, index in enumerate(top[slot].tolist()):
-                beam, token = divmod(index, vocab)
-                total = float(candidates[slot, index])
-                if not math.isfinite(total):
-                    continue
-                path_tokens, path_scores = paths[slot][beam]
-                step_score = float(scores[slot * beams + beam, token])
-                if token == tokens.eos:
-                    if rank < beams:  # an EOS below the top `beams` candidates does not end a hypothesis
-                        add(finished[row], Hypothesis(total / (len(path_tokens) + 1), [*path_tokens, token],
-                                                      [*path_scores, step_score]), beams)
-                    continue
-                new_totals[slot, len(chosen)] = total
-                chosen.append(([*path_tokens, token], [*path_scores, step_score]))
-                source_rows.append(slot * beams + beam)
-                next_tokens.append(token)
-                if len(chosen) == beams:
-                    break
+            chosen, chosen_totals, sources = extend_row(top[slot].tolist(), candidates[slot],
+                                                        scores[slot * beams:(slot + 1) * beams], paths[slot],
+                                                        finished[row], tokens.eos, beams)
+            new_totals[slot, :len(chosen_totals)] = chosen_totals
+            source_rows += [slot * beams + beam for beam in sources]
+            next_tokens += [path_tokens[-1] for path_tokens, _ in chosen]
             new_paths.append(chosen)
             keep_rows.append(not row_done(finished[row], new_totals[slot].max(), position + 1, beams))
         keep = np.array(keep_rows)
@@ -158,6 +145,34 @@ def beam_search(step: Step, cross_keys: np.ndarray, cross_values: np.ndarray, to
         paths = [path for path, kept in zip(new_paths, keep_rows, strict=True) if kept]
     best = [max(hypotheses) for hypotheses in finished]
     return Generated([h.tokens for h in best], [h.log_probs for h in best])
+
+
+def extend_row(top: list[int], candidates: np.ndarray, scores: np.ndarray, paths: list[tuple[list[int], list[float]]],
+               finished: list[Hypothesis], eos: int, beams: int,
+               ) -> tuple[list[tuple[list[int], list[float]]], list[float], list[int]]:
+    """One batch row's step: its candidates (indices into beams x vocabulary, best first) -> the next beams'
+    paths, totals and the beam each extends. An EOS among the top `beams` candidates ends a hypothesis instead."""
+    vocab = scores.shape[1]
+    chosen: list[tuple[list[int], list[float]]] = []
+    totals: list[float] = []
+    sources: list[int] = []
+    for rank, index in enumerate(top):
+        beam, token = divmod(index, vocab)
+        total = float(candidates[index])
+        if not math.isfinite(total):
+            continue
+        path_tokens, path_scores = paths[beam]
+        extended = ([*path_tokens, token], [*path_scores, float(scores[beam, token])])
+        if token == eos:
+            if rank < beams:  # an EOS below the top `beams` candidates does not end a hypothesis
+                add(finished, Hypothesis(total / len(extended[0]), *extended), beams)
+            continue
+        chosen.append(extended)
+        totals.append(total)
+        sources.append(beam)
+        if len(chosen) == beams:
+            break
+    return chosen, totals, sources
 
 
 def add(hypotheses: list[Hypothesis], hypothesis: Hypothesis, beams: int) -> None:

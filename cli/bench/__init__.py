@@ -192,6 +192,37 @@ def measure_cache(bundle: Path, catalogue: list[bytes], figures: dict) -> None:
         f"({load.cache_hits} hits, {load.cache_misses} misses)")
 
 
+def measure_bundle(args: argparse.Namespace, catalogue: list[bytes], camera: list[bytes], figures: dict) -> None:
+    """In process, then real gRPC against two server processes side by side."""
+    from enrich_server.settings import ServerSettings
+
+    from .inprocess import InProcessServer
+
+    figures["shapes"] = shapes_of(args.model, args.shapes)
+    say(f"shapes: {figures['shapes']}")
+    measure_model(args, catalogue, camera, figures)
+    say("gRPC, two server processes side by side (response cache off), and the same pipeline in process:")
+    with ExitStack() as stack:
+        clients = {"default": stack.enter_context(server_process(args.model, "default", *NO_CACHE)),
+                   "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
+        in_process = InProcessServer(ServerSettings(model=args.model))
+        measure_grpc(clients, catalogue, camera, figures, in_process)
+        del in_process
+        gc.collect()
+    if not args.shapes:
+        measure_cache(args.model, catalogue, figures)
+
+
+def say_ratios(measured: dict[str, float]) -> None:
+    say("ratios (target):")
+    for name, value in measured.items():
+        target = TARGETS.get(name)
+        verdict = "" if target is None else (" ok" if (value <= target if name == "caption_cost" else
+                                                       value >= target) else " MISSED")
+        say(f"  {name:<38}{value:8.3f}" + (f"  ({'<=' if name == 'caption_cost' else '>='} {target}){verdict}"
+                                            if target is not None else ""))
+
+
 def shapes_of(bundle: Path, name: str | None) -> dict:
     from enrich_model.bundle_config import BundleConfig
 
@@ -284,40 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.target:
         with EnrichClient(args.target, timeout=600) as client:
             measure_target(client, catalogue, camera, figures)
-        args.model = None
-    elif args.shapes:
-        args.model = Path(tempfile.mkdtemp(prefix="enrich-bench-real-"))
-        say(f"building a random-weight bundle at the real recipe's shapes in {args.model}")
-        from enrich_trainer.random_bundle import REAL_SHAPES, random_bundle
+    else:
+        if args.shapes:
+            args.model = Path(tempfile.mkdtemp(prefix="enrich-bench-real-"))
+            say(f"building a random-weight bundle at the real recipe's shapes in {args.model}")
+            from enrich_trainer.random_bundle import REAL_SHAPES, random_bundle
 
-        random_bundle(args.model, **REAL_SHAPES)
-    if args.model:
-        figures["shapes"] = shapes_of(args.model, args.shapes)
-        say(f"shapes: {figures['shapes']}")
-        from enrich_server.settings import ServerSettings
-
-        from .inprocess import InProcessServer
-
-        measure_model(args, catalogue, camera, figures)
-        say("gRPC, two server processes side by side (response cache off), and the same pipeline in process:")
-        with ExitStack() as stack:
-            clients = {"default": stack.enter_context(server_process(args.model, "default", *NO_CACHE)),
-                       "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
-            in_process = InProcessServer(ServerSettings(model=args.model))
-            measure_grpc(clients, catalogue, camera, figures, in_process)
-            del in_process
-            gc.collect()
-        if not args.shapes:
-            measure_cache(args.model, catalogue, figures)
+            random_bundle(args.model, **REAL_SHAPES)
+        measure_bundle(args, catalogue, camera, figures)
     figures["ratios"] = ratios(figures)
     figures["targets"] = {k: v for k, v in TARGETS.items() if k in figures["ratios"]}
-    say("ratios (target):")
-    for name, value in figures["ratios"].items():
-        target = TARGETS.get(name)
-        verdict = "" if target is None else (" ok" if (value <= target if name == "caption_cost" else
-                                                       value >= target) else " MISSED")
-        say(f"  {name:<38}{value:8.3f}" + (f"  ({'<=' if name == 'caption_cost' else '>='} {target}){verdict}"
-                                            if target is not None else ""))
+    say_ratios(figures["ratios"])
     if args.json:
         print(json.dumps(rounded(figures), separators=(",", ":")), flush=True)
     return 0
