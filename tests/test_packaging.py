@@ -1,5 +1,5 @@
 """The Dockerfile and the extras, proven without a Docker engine: hadolint, the image's commands, the wheel the
-image builds, and `enrich serve` running with nothing but the serve extra importable."""
+image builds, and `enrich serve` running with nothing but the serve-cpu extra importable."""
 
 from __future__ import annotations
 
@@ -139,24 +139,28 @@ def test_serve_extra_leaves_out_training_and_dev_tools():
     serve = requirement_closure(DIST, {"serve"})
     assert {"torch", "transformers", "timm", "grpcio", "aiohttp", "prometheus-client"} <= serve
     assert not serve & (TRAINING_ONLY | DEV_ONLY), serve & (TRAINING_ONLY | DEV_ONLY)
+    cpu = requirement_closure(DIST, {"serve-cpu"})
+    assert {"openvino", "tokenizers", "grpcio"} <= cpu and not cpu & {"torch", "torchvision", "timm", "transformers"}
     client = requirement_closure(DIST, set())
     assert "torch" not in client and "grpcio" in client  # the base install stays the torch-free client
 
 
-# Runs `enrich` with every installed distribution outside the serve extra made unimportable (as if not
+# Runs `enrich` with every installed distribution outside the extra in ALLOWED made unimportable (as if not
 # installed: sys.modules[name] = None also makes importlib.util.find_spec say "absent"), and reports at exit
-# which distributions the process actually imported.
+# which distributions the process imported after start-up.
 SERVE_ONLY = textwrap.dedent("""
     import atexit, importlib.metadata as md, json, os, sys
     allowed = set(json.loads(os.environ["ALLOWED"]))
     canon = lambda name: name.lower().replace("_", "-").replace(".", "-")
     owners = md.packages_distributions()
+    preloaded = {name.split(".")[0] for name in sys.modules}  # by the interpreter and site's .pth files, not by us
     blocked = [top for top, dists in owners.items()
                if top not in sys.modules and not any(canon(d) in allowed for d in dists)]
     for top in blocked:
         sys.modules[top] = None
     def report():
         imported = {name.split(".")[0] for name, module in list(sys.modules.items()) if module is not None}
+        imported -= preloaded
         owned = {top: {canon(d) for d in owners[top]} for top in imported if top in owners}
         with open(os.environ["REPORT"], "w") as out:
             json.dump({"blocked": blocked, "used": sorted(set().union(*owned.values()) & allowed),
@@ -168,10 +172,10 @@ SERVE_ONLY = textwrap.dedent("""
 """)
 
 
-def test_enrich_serve_runs_with_only_the_serve_extra(bundle_dir: Path, catalogue_dir: Path, tmp_path: Path):
+def test_enrich_serve_runs_with_only_the_serve_cpu_extra(bundle_dir: Path, catalogue_dir: Path, tmp_path: Path):
     from enrich_client import EnrichClient
 
-    serve = requirement_closure(DIST, {"serve"})
+    serve = requirement_closure(DIST, {"serve-cpu"})
     report, ready = tmp_path / "imported.json", tmp_path / "ready.json"
     environment = {**os.environ, "ALLOWED": json.dumps(sorted(serve)), "REPORT": str(report),
                    "PYTHONUNBUFFERED": "1"}
@@ -195,7 +199,8 @@ def test_enrich_serve_runs_with_only_the_serve_extra(bundle_dir: Path, catalogue
         if server.poll() is None:
             server.kill()
     imported = json.loads(report.read_text())
-    assert imported["outside"] == []  # every imported module belongs to a distribution of the serve extra
-    assert {"torch", "transformers", "grpcio", "openvino"} <= set(imported["used"])  # the CPU default: OpenVINO
+    assert imported["outside"] == []  # every imported module belongs to a distribution of the serve-cpu extra
+    assert {"grpcio", "openvino", "tokenizers"} <= set(imported["used"])  # the CPU default: OpenVINO, no torch
+    assert {"torch", "transformers", "timm"} <= set(imported["blocked"])
     assert {"datasets", "accelerate", "matplotlib", "sacrebleu", "pytest"} <= set(imported["blocked"])
     assert imported["ours"] == ["enrich", "enrich_cli", "enrich_client", "enrich_model", "enrich_server"]
