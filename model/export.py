@@ -139,6 +139,7 @@ class Graph:
     shapes: list  # ov.PartialShape per input, -1 where it varies
 
 
+@torch.no_grad()
 def graphs(bundle: Bundle) -> list[Graph]:
     """What to convert, with example inputs of the bundle's shapes."""
     model = bundle.model

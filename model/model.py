@@ -184,9 +184,6 @@ class AttributeHeads(nn.Module):
             with_colour = torch.cat([pooled, self.dropout(_standardise(self.colour_norm, colour))], dim=1)
         return {name: with_colour if name in self.colour_attributes else pooled for name in self.names}
 
-    def probabilities(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: (logits[name] / self.temperature[i]).softmax(-1) for i, name in enumerate(self.names)}
-
 
 def _standardise(norm: nn.BatchNorm1d, features: torch.Tensor) -> torch.Tensor:
     """BatchNorm, except for a training batch of one (the last of an epoch, or one process's share), which
