@@ -21,11 +21,14 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .options import BackendError
+
+if TYPE_CHECKING:
+    from .bundle_info import BundleInfo
 
 log = logging.getLogger("enrich.backends")
 
@@ -123,7 +126,7 @@ def openvino_installed() -> bool:
 
 def available_backends(device: str) -> list[str]:
     installed = ["torch"] if torch_installed() else []
-    return [*installed, "openvino"] if device == "cpu" and openvino_installed() else installed or ["torch"]
+    return [*installed, "openvino"] if device == "cpu" and openvino_installed() else installed
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ def choose_backend(backend: str, precision: str, device: str, compile: bool = Fa
     """Resolve `auto` for both: OpenVINO on CPU when installed (torch when asked to compile), the fastest
     precision the hardware has."""
     available = available_backends(device)
+    if not available:
+        raise BackendError("neither torch nor openvino is installed here: install the serve-cpu extra (CPUs) or "
+                           "the serve extra (GPUs)")
     if backend == "torch" and not torch_installed():
         raise BackendError("backend 'torch' needs torch, which is not installed here (the serve-cpu extra has "
                            "none): install the serve extra, or use --backend openvino")
@@ -209,31 +215,27 @@ def needs_torch(path: Path, model_version: str, choice: BackendChoice) -> bool:
     return False
 
 
-def load_backend(path: Path, model_version: str, choice: BackendChoice, device: str, threads: int,
-                 compile: bool = False, config=None) -> Backend:
-    """The bundle at `path` on `choice`. OpenVINO reads the bundle's export; where it is missing or stale and
-    torch is installed, it is made now (and cached beside the bundle when the folder is writable)."""
+def load_backend(bundle: BundleInfo, choice: BackendChoice, device: str, threads: int,
+                 compile: bool = False) -> Backend:
+    """`bundle` on `choice`. OpenVINO reads the bundle's export; where it is missing or stale and torch is
+    installed, it is made now (and cached beside the bundle when the folder is writable)."""
     if choice.name == "openvino":
+        from .colour import colour_features
         from .openvino_backend import EXPORT_DIR, ExportMissing, OpenVinoBackend, read_manifest
 
-        folder = path / EXPORT_DIR
+        folder = bundle.path / EXPORT_DIR
         try:
-            manifest = read_manifest(folder, model_version)
+            manifest = read_manifest(folder, bundle.model_version)
         except ExportMissing as missing:
             if not torch_installed():
                 raise
             log.info("%s; exporting now", missing)
             from .export import export_at_start
 
-            folder = export_at_start(path, config)
-            manifest = read_manifest(folder, model_version)
-        from .bundle_config import BundleConfig
-        from .colour import colour_features
-        from .preprocess import Preprocessing
-
-        config = config or BundleConfig.read(path)
-        colour = colour_features(config.heads, Preprocessing.from_json(config.preprocessing))
+            folder = export_at_start(bundle.path, bundle.config)
+            manifest = read_manifest(folder, bundle.model_version)
+        colour = colour_features(bundle.config.heads, bundle.preprocessing)
         return OpenVinoBackend(folder, manifest, colour, choice.precision, threads)
     from .torch_backend import TorchBackend
 
-    return TorchBackend.load(path, device, choice, compile, config)
+    return TorchBackend.load(bundle.path, device, choice, compile, bundle.config)

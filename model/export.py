@@ -32,7 +32,7 @@ from torch import nn
 
 from .bundle import Bundle
 from .model import AttributeHeads, TinyVitEncoder
-from .openvino_backend import EXPORT_DIR, MANIFEST_FILE, ExportManifest, import_openvino
+from .openvino_backend import EXPORT_DIR, EXPORT_FORMAT, MANIFEST_FILE, ExportManifest, import_openvino
 
 log = logging.getLogger("enrich.export")
 
@@ -71,9 +71,12 @@ def merge_heads(states: torch.Tensor) -> torch.Tensor:
 
 
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float) -> torch.Tensor:
-    """One query position against every key: no causal mask is needed, the keys are all in the past."""
-    weights = (query @ keys.transpose(-1, -2) * scaling).softmax(dim=-1)
-    return weights @ values
+    """One query position (B, heads, 1, D) against every key (B, heads, T, D): no causal mask is needed, the keys
+    are all in the past. Products and sums, not matrix products: OpenVINO's CPU plugin reuses a cached matmul
+    kernel once the key length grows past 16 and returns wrong values (2026.4; a fresh compilation at that
+    length, or its kernel cache off, is right), and with one query row a matmul gains nothing."""
+    weights = ((query * keys).sum(dim=-1) * scaling).softmax(dim=-1)  # (B, heads, T)
+    return (weights.unsqueeze(-1) * values).sum(dim=-2, keepdim=True)
 
 
 class CrossKeys(nn.Module):
@@ -184,7 +187,7 @@ def manifest_of(bundle: Bundle) -> ExportManifest:
     decoder = model.captioner.decoder.config
     generation = model.captioner.generation_config
     return ExportManifest(
-        model_version=bundle.model_version, openvino=ov.__version__, enrich=code_version,
+        model_version=bundle.model_version, openvino=ov.__version__, enrich=code_version, format=EXPORT_FORMAT,
         input_size=list(bundle.preprocessing.input_size), colour=model.colour is not None,
         attributes=list(model.heads.names),
         temperatures=[float(t) for t in model.heads.temperature.tolist()],

@@ -28,6 +28,8 @@ log = logging.getLogger("enrich.backends")
 
 EXPORT_DIR = "openvino"
 MANIFEST_FILE = "export.json"
+# Raised whenever the graphs compute something else: an export of another format is made again, not trusted.
+EXPORT_FORMAT = 2
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ExportManifest:
     model_version: str
     openvino: str
     enrich: str
+    format: int  # EXPORT_FORMAT of the code that wrote it
     input_size: list[int]
     colour: bool  # whether the heads read colour features (computed in NumPy: colour.py)
     attributes: list[str]  # the heads' outputs, in order
@@ -95,7 +98,8 @@ def read_manifest(folder: Path, model_version: str) -> ExportManifest:
     ov = import_openvino()
     stale = [f"{what} {theirs} (this server has {ours})" for what, theirs, ours in (
         ("model", manifest.model_version, model_version), ("OpenVINO", manifest.openvino, ov.__version__),
-        ("Enrich", manifest.enrich, code_version)) if theirs != ours]
+        ("Enrich", manifest.enrich, code_version), ("export format", manifest.format, EXPORT_FORMAT))
+        if theirs != ours]
     if stale:
         raise ExportMissing(f"the OpenVINO export in {folder} was made for {', '.join(stale)}: {how}")
     missing = [name for name in manifest.files if not (folder / name).is_file()]

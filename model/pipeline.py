@@ -86,9 +86,8 @@ class EnrichPipeline:
             import torch
 
             torch.set_num_threads(threads)
-        backend = load_backend(bundle.path, bundle.model_version, choice, device, threads, options.compile,
-                               bundle.config)
-        return cls(getattr(backend, "bundle", bundle), backend, options.caption_beams)
+        backend = load_backend(bundle, choice, device, threads, options.compile)
+        return cls(bundle, backend, options.caption_beams)
 
     @classmethod
     def eager(cls, bundle, channels_last: bool = True) -> EnrichPipeline:

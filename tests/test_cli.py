@@ -92,3 +92,33 @@ def test_export_writes_the_openvino_files_that_serve_reads(bundle_dir: Path, tmp
     umask = os.umask(0)
     os.umask(umask)
     assert (copy / "openvino").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_bench_ratios_judge_each_target_from_its_side(capsys):
+    """Parity and speed ratios come from the same run's figures; caption cost is a ceiling, the rest floors, and the
+    real recipe's shapes have their own targets."""
+    from enrich_cli.bench import REAL_SHAPE_TARGETS, TARGETS, ratios, say_ratios
+
+    def encoder(speed: float, labels: float, captions: float) -> dict:
+        return {"images_per_second": speed, "label_agreement": labels, "caption_agreement": captions,
+                "max_feature_error": 1e-6, "share_of_fp32_matmul": 0.5}
+
+    def served(generate: float, skip: float) -> dict:
+        return {f"catalogue/{kind}/{mode}": {"images_per_second": speed} for kind in ("stream", "unary")
+                for mode, speed in (("generate", generate), ("skip", skip))}
+
+    figures = {"encoders": {"torch/fp32 (contiguous)": encoder(10, 1, 1), "openvino/fp32": encoder(20, 1, 0.99),
+                            "openvino/bf16": encoder(40, 0.995, 0.96)},
+               "grpc": {"default": served(6.5, 10), "eager": served(2, 3)}}
+    measured = ratios(figures)
+    assert measured["reduced_precision_vs_eager_fp32"] == 4 and measured["reduced_precision_caption_agreement"] == 0.96
+    assert measured["export_fp32_agreement"] == 1 and measured["export_fp32_caption_agreement"] == 0.99
+    assert measured["grpc_vs_eager_serving_caption"] == 3.25 and measured["caption_cost"] == pytest.approx(0.35)
+    say_ratios(measured, TARGETS)
+    verdicts = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert verdicts["caption_cost"] == "MISSED" and verdicts["reduced_precision_agreement"] == "ok"
+    assert verdicts["reduced_precision_caption_agreement"] == "MISSED"
+    assert verdicts["export_fp32_caption_agreement"] == "MISSED" and verdicts["export_fp32_agreement"] == "ok"
+    say_ratios(measured, REAL_SHAPE_TARGETS)
+    verdicts = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert verdicts["caption_cost"] == "ok" and verdicts["grpc_vs_eager_serving_caption"] == "ok"

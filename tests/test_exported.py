@@ -21,7 +21,7 @@ from .conftest import TINY_BACKBONE
 
 pytestmark = pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
 
-TOKENS = 12
+TOKENS = 24  # past 16: OpenVINO once returned wrong attention from there on (export.attend)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ the Prometheus endpoint, through real gRPC where a server is involved."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -92,26 +94,31 @@ def test_the_openvino_export_is_made_once_and_reused(bundle_dir: Path, tmp_path:
     import openvino
 
     from enrich_model.backends import load_backend
-    from enrich_model.bundle_config import BundleConfig
+    from enrich_model.bundle_info import BundleInfo
     from enrich_model.openvino_backend import ExportMissing
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle_dir, copy, ignore=shutil.ignore_patterns("openvino"))
-    version = BundleConfig.read(copy).model_version
+    bundle = BundleInfo.read(copy)
+    retrained = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, model_version="other-version"))
     choice = BackendChoice("openvino", Precision.FP32)
-    load_backend(copy, version, choice, "cpu", 1)
+    load_backend(bundle, choice, "cpu", 1)
     assert (copy / "openvino" / "step.xml").exists() and (copy / "openvino" / "export.json").exists()
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again although the export was cached")
 
     monkeypatch.setattr(openvino, "convert_model", no_conversion)
-    load_backend(copy, version, choice, "cpu", 1)
+    load_backend(bundle, choice, "cpu", 1)
     with pytest.raises(AssertionError, match="converted again"):  # another model version: not reused
-        load_backend(copy, "other-version", choice, "cpu", 1)
+        load_backend(retrained, choice, "cpu", 1)
+    manifest = copy / "openvino" / "export.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"format": 1}))
+    with pytest.raises(AssertionError, match="converted again"):  # graphs of an older format: not trusted
+        load_backend(bundle, choice, "cpu", 1)
     monkeypatch.setattr("enrich_model.backends.torch_installed", lambda: False)
     with pytest.raises(ExportMissing, match="enrich export"):  # without torch, it says how to make one
-        load_backend(copy, "other-version", choice, "cpu", 1)
+        load_backend(retrained, choice, "cpu", 1)
 
 
 def test_backend_choice_refuses_what_the_machine_cannot_do():

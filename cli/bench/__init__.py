@@ -33,9 +33,13 @@ NO_CACHE = ("--cache-mb", "0")  # throughput figures: every image reaches the mo
 EAGER = ("--backend", "torch", "--precision", "fp32")
 TARGETS = {  # the serving targets, as ratios of figures from the same run
     "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
+    "reduced_precision_caption_agreement": 0.97, "export_fp32_agreement": 1.0, "export_fp32_caption_agreement": 1.0,
     "grpc_vs_eager_serving_caption": 2.5, "camera_grpc_vs_decode": 0.8, "stream_vs_in_process": 0.95,
     "caption_cost": 0.30, "shared_vs_separate_passes": 5.0,
 }
+# At the real recipe's shapes the decoder is most of the work: a distilgpt2-sized caption costs more.
+REAL_SHAPE_TARGETS = {**TARGETS, "grpc_vs_eager_serving_caption": 3.0, "caption_cost": 0.40}
+AT_MOST = {"caption_cost"}  # every other target is a floor
 
 
 def say(text: str) -> None:
@@ -213,14 +217,15 @@ def measure_bundle(args: argparse.Namespace, catalogue: list[bytes], camera: lis
         measure_cache(args.model, catalogue, figures)
 
 
-def say_ratios(measured: dict[str, float]) -> None:
+def say_ratios(measured: dict[str, float], targets: dict[str, float]) -> None:
     say("ratios (target):")
     for name, value in measured.items():
-        target = TARGETS.get(name)
-        verdict = "" if target is None else (" ok" if (value <= target if name == "caption_cost" else
-                                                       value >= target) else " MISSED")
-        say(f"  {name:<38}{value:8.3f}" + (f"  ({'<=' if name == 'caption_cost' else '>='} {target}){verdict}"
-                                            if target is not None else ""))
+        target = targets.get(name)
+        if target is None:
+            say(f"  {name:<38}{value:8.3f}")
+            continue
+        held = value <= target if name in AT_MOST else value >= target
+        say(f"  {name:<38}{value:8.3f}  ({'<=' if name in AT_MOST else '>='} {target}){' ok' if held else ' MISSED'}")
 
 
 def shapes_of(bundle: Path, name: str | None) -> dict:
@@ -246,6 +251,10 @@ def ratios(figures: dict) -> dict[str, float]:
         best = max(reduced, key=lambda e: e["images_per_second"])
         out["reduced_precision_vs_eager_fp32"] = best["images_per_second"] / eager
         out["reduced_precision_agreement"] = best["label_agreement"]
+        out["reduced_precision_caption_agreement"] = best["caption_agreement"]
+    if exported := encoders.get("openvino/fp32"):  # the export against eager torch on the same bundle
+        out["export_fp32_agreement"] = exported["label_agreement"]
+        out["export_fp32_caption_agreement"] = exported["caption_agreement"]
     grpc = figures.get("grpc", {})
     default, eager_served = grpc.get("default") or grpc.get("target", {}), grpc.get("eager", {})
     if default and eager_served:
@@ -324,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             random_bundle(args.model, **REAL_SHAPES)
         measure_bundle(args, catalogue, camera, figures)
     figures["ratios"] = ratios(figures)
-    figures["targets"] = {k: v for k, v in TARGETS.items() if k in figures["ratios"]}
-    say_ratios(figures["ratios"])
+    targets = REAL_SHAPE_TARGETS if args.shapes == "real" else TARGETS
+    figures["targets"] = {k: v for k, v in targets.items() if k in figures["ratios"]}
+    say_ratios(figures["ratios"], figures["targets"])
     if args.json:
         print(json.dumps(rounded(figures), separators=(",", ":")), flush=True)
     return 0

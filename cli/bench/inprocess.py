@@ -38,6 +38,7 @@ class EncoderRun:
     worst_attribute_agreement: float
     max_feature_error: float  # largest |difference| of pooled features and tokens from eager fp32
     captions_per_second: float = 0.0  # the caption stage alone, greedy, batch 8 (median over the rounds)
+    caption_agreement: float = 0.0  # greedy decoder captions identical to eager fp32's, on the same images
 
 
 def preprocess_all(pipeline: EnrichPipeline, images: list[bytes]) -> np.ndarray:
@@ -70,15 +71,27 @@ def caption_speed(pipeline: EnrichPipeline, pixels: np.ndarray, batches_timed: i
     return len(jobs) * BATCH / (time.perf_counter() - started)
 
 
-def labels_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+@dataclass
+class Answers:
+    labels: dict[str, list[str]]  # per classified attribute, one label per image
+    captions: list[str]  # the decoder's own greedy text, before it is made to agree with the labels
+
+
+def answers_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> Answers:
+    answers = Answers({}, [])
     for chunk in batches(pixels):
-        skip = [ItemOptions(caption_mode=CaptionMode.SKIP)] * len(chunk)
-        for item in pipeline.classify(pipeline.encode(chunk), skip):
+        greedy = [ItemOptions(caption_mode=CaptionMode.GENERATE)] * len(chunk)
+        classified = pipeline.classify(pipeline.encode(chunk), greedy)
+        for item in classified:
             for attribute, prediction in item.attributes.items():
                 if not prediction.derived:
-                    out.setdefault(attribute, []).append(prediction.label)
-    return out
+                    answers.labels.setdefault(attribute, []).append(prediction.label)
+        answers.captions += [caption.decoded_text for caption in pipeline.caption([c.caption_job for c in classified])]
+    return answers
+
+
+def agreement(ours: list[str], reference: list[str]) -> float:
+    return float(np.mean([a == b for a, b in zip(ours, reference, strict=True)]))
 
 
 def features_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> np.ndarray:
@@ -106,28 +119,29 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
     speeds: dict[str, list[float]] = {name: [] for name in pipelines}
     shares: dict[str, list[float]] = {name: [] for name in pipelines}
     captions: dict[str, list[float]] = {name: [] for name in pipelines}
-    for _ in range(rounds):
+    for round_number in range(1, rounds + 1):
         for name, pipeline in pipelines.items():
             speed = encoder_speed(pipeline, pixels)
             speeds[name].append(speed)
             shares[name].append(speed * gflop_per_image / matmul_fp32())
             captions[name].append(caption_speed(pipeline, pixels))
+        progress(f"  round {round_number}/{rounds} timed")
+    progress(f"  labels and greedy captions of {len(agreement_pixels)} images on each, against {EAGER_REFERENCE}:")
     reference = pipelines[EAGER_REFERENCE]
-    reference_labels, reference_features = labels_of(reference, agreement_pixels), features_of(reference, pixels)
+    expected, reference_features = answers_of(reference, agreement_pixels), features_of(reference, pixels)
     runs = []
     for name, pipeline in pipelines.items():
-        labels = labels_of(pipeline, agreement_pixels)
-        per_attribute = [np.mean([a == b for a, b in zip(labels[k], reference_labels[k], strict=True)])
-                         for k in reference_labels]
+        answers = answers_of(pipeline, agreement_pixels)
+        per_attribute = [agreement(answers.labels[k], expected.labels[k]) for k in expected.labels]
         error = float(np.abs(features_of(pipeline, pixels) - reference_features).max())
         runs.append(EncoderRun(name, statistics.median(speeds[name]), statistics.median(shares[name]),
                                float(np.mean(per_attribute)), float(min(per_attribute)), error,
-                               statistics.median(captions[name])))
+                               statistics.median(captions[name]), agreement(answers.captions, expected.captions)))
         progress(f"  {name:<24} encoder {runs[-1].images_per_second:6.1f} img/s, captions "
                  f"{runs[-1].captions_per_second:6.1f}/s "
                  f"({runs[-1].share_of_fp32_matmul:.2f} of the fp32 matmul rate), label agreement "
                  f"{runs[-1].label_agreement:.4f} (worst attribute {runs[-1].worst_attribute_agreement:.4f}), "
-                 f"largest feature difference {error:.1e}")
+                 f"captions identical {runs[-1].caption_agreement:.4f}, largest feature difference {error:.1e}")
     return runs
 
 
