@@ -198,6 +198,9 @@ class Backend:
         """Captions (search.Captions) for some images' encoder tokens (rows of EncodedBatch.tokens)."""
         raise NotImplementedError
 
+    def release_loading_memory(self) -> None:
+        """Called once the first passes have run (EnrichPipeline.warm): give back what only loading needed."""
+
 
 def needs_torch(path: Path, model_version: str, choice: BackendChoice) -> bool:
     """Whether serving `choice` imports torch: the torch backend does, and OpenVINO does to make a missing or

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 from .backends import Backend, BackendChoice, EncodedBatch, Precision, cpu_budget
 from .colour import ColourFeatures
 from .options import BackendError
+from .resident import drop_mapped_pages
 from .search import Captions, Tokens, beam_search, greedy
 
 log = logging.getLogger("enrich.backends")
@@ -130,21 +132,29 @@ class OpenVinoBackend(Backend):
                 "INFERENCE_NUM_THREADS": threads}
         exact = {**fast, "INFERENCE_PRECISION_HINT": "f32"}
 
-        def compiled(name: str, config: dict, hint: str = "LATENCY"):
-            return core.compile_model(folder / f"{name}.xml", "CPU", {**config, "PERFORMANCE_HINT": hint})
-
-        encoder = compiled("encoder", fast)
-        self.single = encoder.create_infer_request()
-        self.streams = 2 if threads >= 2 else 1
-        if self.streams > 1:
-            throughput = compiled("encoder", {**fast, "NUM_STREAMS": self.streams}, "THROUGHPUT")
-            self.parallel = [throughput.create_infer_request() for _ in range(self.streams)]
         if manifest.colour != (colour is not None):
             raise ExportMissing(f"the OpenVINO export in {folder} does not match the bundle's colour features")
+        self.folder = folder
+        self.streams = 2 if threads >= 2 else 1
+        graphs = {"single": ("encoder", fast, "LATENCY"), "heads": ("heads", exact, "LATENCY"),
+                  "cross": ("cross", fast, "LATENCY"), "step": ("step", fast, "LATENCY")}
+        if self.streams > 1:
+            graphs["parallel"] = ("encoder", {**fast, "NUM_STREAMS": self.streams}, "THROUGHPUT")
+
+        def compiled(graph: tuple[str, dict, str]):
+            name, config, hint = graph
+            return core.compile_model(folder / f"{name}.xml", "CPU", {**config, "PERFORMANCE_HINT": hint})
+
+        # Compiling is mostly single-threaded and releases the GIL: the graphs compile side by side.
+        with ThreadPoolExecutor(len(graphs)) as pool:
+            compiled_graphs = dict(zip(graphs, pool.map(compiled, graphs.values()), strict=True))
+        self.single = compiled_graphs["single"].create_infer_request()
+        if self.streams > 1:
+            self.parallel = [compiled_graphs["parallel"].create_infer_request() for _ in range(self.streams)]
         self.colour = colour
-        self.heads = compiled("heads", exact).create_infer_request()
-        self.cross = compiled("cross", fast).create_infer_request()
-        self.step_request = compiled("step", fast).create_infer_request()
+        self.heads = compiled_graphs["heads"].create_infer_request()
+        self.cross = compiled_graphs["cross"].create_infer_request()
+        self.step_request = compiled_graphs["step"].create_infer_request()
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokens = Tokens(manifest.start_token, manifest.eos_token, manifest.pad_token,
                              frozenset(manifest.special_tokens))
@@ -177,6 +187,15 @@ class OpenVinoBackend(Backend):
         inputs = [encoded.pooled] + ([encoded.colour] if self.colour is not None else [])
         outputs = self.heads.infer(inputs)
         return {name: outputs[i].copy() for i, name in enumerate(self.manifest.attributes)}
+
+    def release_loading_memory(self) -> None:
+        # After the first passes the graphs run on OpenVINO's own copies of the weights (a lookup table may
+        # still read a row from its file now and then: that page comes back from the file).
+        drop_mapped_pages(self.weight_files)
+
+    @property
+    def weight_files(self) -> list[Path]:
+        return [self.folder / f"{graph}.bin" for graph in self.manifest.graphs]
 
     # --- the caption's part ---------------------------------------------------------------------------
     def step(self, last: np.ndarray, position: int, keys: np.ndarray, values: np.ndarray, cross_keys: np.ndarray,

@@ -185,6 +185,7 @@ class EnrichPipeline:
         height, width = self.bundle.preprocessing.input_size
         for size in batch_sizes:
             self.predict(np.zeros((size, 3, height, width), np.float32), [ItemOptions()] * size)
+        self.backend.release_loading_memory()
 
     # --- helpers --------------------------------------------------------------------------------------
     def _attributes(self, calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray], row: int,

@@ -93,6 +93,24 @@ def test_the_exported_decoder_writes_what_generate_writes_for_any_image(beams: i
     np.testing.assert_allclose(ours.confidences, reference.confidences, rtol=1e-3)
 
 
+def test_once_warm_the_server_holds_no_pages_of_the_exported_weight_files(random_bundle_dir: Path,
+                                                                          catalogue_dir: Path):
+    from enrich_model.answers import CaptionMode
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
+    from enrich_model.resident import resident_bytes
+
+    pipeline = EnrichPipeline.load(random_bundle_dir, RuntimeOptions(device="cpu", backend="openvino"))
+    files = pipeline.backend.weight_files
+    pixels = pixels_of(pipeline, catalogue_dir, 4)
+    before = predictions(pipeline, pixels, CaptionMode.GENERATE)
+    loaded = resident_bytes(files)
+    assert loaded > 0
+    pipeline.warm(1)
+    assert resident_bytes(files) < loaded / 4
+    assert predictions(pipeline, pixels, CaptionMode.GENERATE) == before  # the weights still read right
+
+
 def test_enrich_export_writes_every_file_and_serve_says_what_is_missing(random_bundle_dir: Path, tmp_path: Path):
     from enrich_model.openvino_backend import EXPORT_DIR, read_manifest
 
