@@ -4,9 +4,10 @@ CPU, the heads' calibration and the caption search in NumPy, the tokenizer from 
     pixels -> encoder.xml, colour.py (NumPy) -> heads.xml -> logits   the heads' part
     tokens -> cross.xml once -> step.xml per token (search.py)        the caption's part
 
-The backbone, the cross-attention keys and the decoder steps run at the chosen precision (bf16 through
-OpenVINO's inference precision hint); the colour features and the heads always run in fp32: they are cheap,
-and the colour features' fine distinctions are what the baseColour head reads.
+The backbone runs at the chosen precision (bf16 through OpenVINO's inference precision hint); the colour
+features, the heads and the decoder always run in fp32, as on the torch backend, which autocasts only the
+backbone. The heads are cheap and the colour features' fine distinctions are what the baseColour head reads;
+a decoder step in bf16 turns near-tied tokens the other way, and a caption then differs from fp32's.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class OpenVinoBackend(Backend):
         self.folder = folder
         self.streams = 2 if threads >= 2 else 1
         graphs = {"single": ("encoder", fast, "LATENCY"), "heads": ("heads", exact, "LATENCY"),
-                  "cross": ("cross", fast, "LATENCY"), "step": ("step", fast, "LATENCY")}
+                  "cross": ("cross", exact, "LATENCY"), "step": ("step", exact, "LATENCY")}
         if self.streams > 1:
             graphs["parallel"] = ("encoder", {**fast, "NUM_STREAMS": self.streams}, "THROUGHPUT")
 

@@ -93,6 +93,26 @@ def test_the_exported_decoder_writes_what_generate_writes_for_any_image(beams: i
     np.testing.assert_allclose(ours.confidences, reference.confidences, rtol=1e-3)
 
 
+def test_at_bf16_only_the_backbone_is_reduced_the_decoder_writes_fp32s_captions(random_bundle_dir: Path):
+    """As on the torch backend. This random decoder is ill-conditioned: a bf16 step would change its captions
+    within a few tokens."""
+    from enrich_model.backends import Precision, fast_precisions
+    from enrich_model.bundle_config import BundleConfig
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
+
+    if Precision.BF16 not in fast_precisions("cpu"):
+        pytest.skip("this CPU has no bf16: OpenVINO would run everything in fp32")
+    fp32, bf16 = (EnrichPipeline.load(random_bundle_dir, RuntimeOptions(device="cpu", backend="openvino",
+                                                                        precision=p)).backend
+                  for p in ("fp32", "bf16"))
+    features = BundleConfig.read(random_bundle_dir).backbone.num_features
+    tokens = list(np.random.default_rng(0).standard_normal((8, 49, features), np.float32) * 3)
+    assert bf16.caption(tokens).texts == fp32.caption(tokens).texts
+    pixels = np.random.default_rng(1).random((2, 3, 32, 32), np.float32)
+    assert np.abs(bf16.encode(pixels).pooled - fp32.encode(pixels).pooled).max() > 1e-4  # the backbone is bf16
+
+
 def test_once_warm_the_server_holds_no_pages_of_the_exported_weight_files(random_bundle_dir: Path,
                                                                           catalogue_dir: Path):
     from enrich_model.answers import CaptionMode
