@@ -181,3 +181,16 @@ def test_a_cpu_server_with_the_export_never_imports_torch(random_bundle_dir: Pat
         served.process.terminate()
         served.process.wait(timeout=60)
     assert os.path.exists(random_bundle_dir / "openvino" / "export.json")
+
+
+def test_the_startup_bench_reports_time_to_serving_and_memory(random_bundle_dir: Path):
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
+
+    EnrichPipeline.load(random_bundle_dir, RuntimeOptions(device="cpu", backend="openvino"))  # makes the export
+    done = subprocess.run([sys.executable, "-m", "enrich_cli.bench.startup", str(random_bundle_dir), "--starts", "1",
+                           "--calls", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert 0 < figures["seconds_to_serving"] < 120 and figures["idle_rss_mb"] > 50
+    assert figures["rss_after_2_captioned_calls_mb"] > 50 and figures["torch_loaded"] is False
