@@ -1,8 +1,9 @@
 """Where the model runs: eager torch (the reference, GPUs, training) or OpenVINO (CPUs, without torch), at a
 precision the hardware has. A backend runs the model's three numeric parts for the pipeline:
 
-    pixels (B, 3, H, W) -> Backend.encode -> EncodedBatch: pooled (B, C), tokens (B, h*w, C), colour (B, F)
-    EncodedBatch -> Backend.logits -> raw logits per attribute (calibrated in the pipeline, alike for all)
+    pixels (B, 3, H, W) -> Backend.encode -> Encoded: pooled (B, C) and colour (B, F) in NumPy, tokens (B, h*w, C)
+                                                in the backend's own arrays
+    Encoded -> Backend.logits -> raw logits per attribute (calibrated in the pipeline, alike for all)
     tokens of some images -> Backend.caption -> Captions (greedy or beam search)
 
 `torch_backend.py` and `openvino_backend.py` hold the two; this module chooses between them and imports
@@ -21,10 +22,11 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .encoding import Encoded
 from .options import BackendError
 
 if TYPE_CHECKING:
@@ -170,15 +172,6 @@ def choose_backend(backend: str, precision: str, device: str, compile: bool = Fa
 
 
 # --- the backends' common shape ----------------------------------------------------------------------
-@dataclass
-class EncodedBatch:
-    """One batch's encoder pass as the pipeline holds it."""
-
-    pooled: np.ndarray  # (B, C) fp32: for the heads and the embedding
-    tokens: Any  # (B, h*w, C) fp32, in the backend's own arrays (a torch tensor stays on its device)
-    colour: np.ndarray | None  # (B, F) fp32: colour features of the same pixels, when the model has them
-
-
 class Backend:
     """Runs the model's numeric parts; everything else (calibration, labels, audit, caption editing) is the
     pipeline's, alike for every backend."""
@@ -187,15 +180,15 @@ class Backend:
     device: str
     temperatures: dict[str, float]  # per attribute: calibrated probabilities are softmax(logits / temperature)
 
-    def encode(self, pixels: np.ndarray) -> EncodedBatch:
+    def encode(self, pixels: np.ndarray) -> Encoded:
         raise NotImplementedError
 
-    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
+    def logits(self, encoded: Encoded) -> dict[str, np.ndarray]:
         """Raw (uncalibrated) logits per classified attribute, fp32."""
         raise NotImplementedError
 
     def caption(self, tokens: list, num_beams: int = 1):
-        """Captions (search.Captions) for some images' encoder tokens (rows of EncodedBatch.tokens)."""
+        """Captions (search.Captions) for some images' encoder tokens (rows of Encoded.tokens)."""
         raise NotImplementedError
 
     def release_loading_memory(self) -> None:

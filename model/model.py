@@ -7,8 +7,8 @@
 
 The captioner is a `VisionEncoderDecoderModel` whose encoder is the same TinyViT (wrapped as a
 `PreTrainedModel`), so the heads and the decoder share one set of backbone weights and one pass.
-`encode()` is the one place a backbone pass and the colour features of the same pixels come together:
-the trainer calls it with the eager backbone, serving through an encoder backend (`backends.py`).
+The graphs every backend runs are built from these modules in `graphs.py`; `encoding.encode()` is the one
+place a backbone pass and the colour features of the same pixels come together.
 
 This file is also copied beside the saved captioner weights (trust_remote_code loading without enrich):
 it imports only torch, timm and transformers.
@@ -194,70 +194,12 @@ def _standardise(norm: nn.BatchNorm1d, features: torch.Tensor) -> torch.Tensor:
     return norm(features)
 
 
-def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], label_smoothing: float = 0.0,
-                   logit_adjustment: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Sum of per-attribute cross-entropies; -100 marks a missing label and is skipped.
-
-    `logit_adjustment` (tau * log prior per class, Menon et al. 2021) is added to the logits for the loss
-    only: the head then learns balanced scores, so rare classes are not drowned by frequent ones.
-    """
-    total = torch.zeros((), device=next(iter(logits.values())).device)
-    for name, target in labels.items():
-        if (target != -100).any():
-            scores = logits[name]
-            if logit_adjustment and name in logit_adjustment:
-                scores = scores + logit_adjustment[name].to(scores.device)
-            total = total + nn.functional.cross_entropy(scores, target, ignore_index=-100,
-                                                        label_smoothing=label_smoothing)
-    return total
-
-
-# --- one encoder pass ------------------------------------------------------------------------------
-@dataclass
-class Encoded:
-    pooled: torch.Tensor  # (B, C): for the heads
-    tokens: torch.Tensor  # (B, h*w, C): for the caption decoder
-    colour: torch.Tensor | None  # (B, F): colour features of the same pixels, when the model has them
-
-
-def encode(backbone: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-           colour: Callable[[torch.Tensor], torch.Tensor] | None, pixels: torch.Tensor) -> Encoded:
-    """One backbone pass (`backbone` returns pooled features and tokens) and the colour features of the same
-    pixels: every path from pixels to features, in training and in serving, goes through here."""
-    pooled, tokens = backbone(pixels)
-    return Encoded(pooled, tokens, colour(pixels) if colour is not None else None)
-
-
-class AttributeClassifier(nn.Module):
-    """What the heads stage trains: backbone (when fine-tuning), colour features and heads, with its loss.
-
-    forward() takes pixels, or features computed once (a frozen backbone), and returns the loss beside the
-    logits, as the Hugging Face Trainer expects."""
-
-    def __init__(self, heads: AttributeHeads, encoder: TinyVitEncoder | None, colour: Callable | None,
-                 label_smoothing: float = 0.0, logit_adjustment: dict[str, torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.heads, self.encoder, self.colour = heads, encoder, colour
-        self.label_smoothing = label_smoothing
-        self.logit_adjustment = logit_adjustment
-
-    def forward(self, pixel_values: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
-                colour: torch.Tensor | None = None, **labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        if pooled is None:
-            encoded = encode(self.encoder.features, self.colour, pixel_values)
-            pooled, colour = encoded.pooled, encoded.colour
-        logits = self.heads(pooled, colour)
-        targets = {name.removeprefix("label_"): value for name, value in labels.items()}
-        loss = attribute_loss(logits, targets, self.label_smoothing, self.logit_adjustment) if targets else None
-        return {"loss": loss, **{f"logits_{k}": v for k, v in logits.items()}}
-
-
 # --- the whole model ---------------------------------------------------------------------------------
 class EnrichModel(nn.Module):
     """Backbone + colour features (`colour.ColourFeatures`, not learnt) + heads + captioner, as a bundle holds
     them; `captioner.encoder` is the one backbone. Inference runs it through a backend (`backends.py`: torch,
     or its OpenVINO export) and the stages in `pipeline.py`; training wraps the parts it trains instead
-    (AttributeClassifier, the captioner alone)."""
+    (`enrich_trainer.classifier.AttributeClassifier`, the captioner alone)."""
 
     def __init__(self, captioner: VisionEncoderDecoderModel, heads: AttributeHeads,
                  colour: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, BackendChoice, EncodedBatch, Precision, cpu_budget
+from .backends import Backend, BackendChoice, Precision, cpu_budget
 from .colour import ColourFeatures
+from .encoding import Encoded, encode
 from .options import BackendError
 from .resident import drop_mapped_pages
 from .search import Captions, Tokens, beam_search, greedy
@@ -162,11 +163,8 @@ class OpenVinoBackend(Backend):
         self.temperatures = dict(zip(manifest.attributes, manifest.temperatures, strict=True))
 
     # --- the heads' part ------------------------------------------------------------------------------
-    def encode(self, pixels: np.ndarray) -> EncodedBatch:
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        pooled, tokens = self.backbone(pixels)
-        colour = self.colour(pixels) if self.colour is not None else None
-        return EncodedBatch(pooled, tokens, colour)
+    def encode(self, pixels: np.ndarray) -> Encoded:
+        return encode(self.backbone, self.colour, np.ascontiguousarray(pixels, dtype=np.float32))
 
     def backbone(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.streams == 1 or len(pixels) < 2:
@@ -184,7 +182,7 @@ class OpenVinoBackend(Backend):
         pooled, tokens = (np.concatenate([r.get_output_tensor(i).data for r in self.parallel]) for i in range(2))
         return pooled, tokens
 
-    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
+    def logits(self, encoded: Encoded) -> dict[str, np.ndarray]:
         inputs = [encoded.pooled] + ([encoded.colour] if self.colour is not None else [])
         outputs = self.heads.infer(inputs)
         return {name: outputs[i].copy() for i, name in enumerate(self.manifest.attributes)}

@@ -35,10 +35,11 @@ from .answers import (
     LabelScore,
 )
 from .audit import Auditor
-from .backends import Backend, EncodedBatch, choose_backend, cpu_budget, load_backend, resolve_device
+from .backends import Backend, choose_backend, cpu_budget, load_backend, resolve_device
 from .bundle_config import BundleConfig
 from .bundle_info import BundleInfo
 from .decode import DecodedImage, DecodeLimits
+from .encoding import Encoded
 from .options import RuntimeOptions
 from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
 
@@ -115,15 +116,15 @@ class EnrichPipeline:
         (no model)."""
         return look.look(decoded.image, COLOUR_RGB)
 
-    def encode(self, pixels: np.ndarray) -> EncodedBatch:
+    def encode(self, pixels: np.ndarray) -> Encoded:
         """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""
         return self.backend.encode(pixels)
 
-    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
+    def logits(self, encoded: Encoded) -> dict[str, np.ndarray]:
         """Raw (uncalibrated) logits per classified attribute."""
         return self.backend.logits(encoded)
 
-    def probabilities(self, encoded: EncodedBatch) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def probabilities(self, encoded: Encoded) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(calibrated, raw) probabilities per classified attribute: softmax of the logits over each head's
         temperature, and without it."""
         logits = self.logits(encoded)
@@ -131,7 +132,7 @@ class EnrichPipeline:
                                                                  strict=True)}
         return calibrated, {a: softmax(logits[a]) for a in CLASSIFIED_ATTRIBUTES}
 
-    def classify(self, encoded: EncodedBatch, options: list[ItemOptions]) -> list[Classified]:
+    def classify(self, encoded: Encoded, options: list[ItemOptions]) -> list[Classified]:
         """The calibrated heads, the derived attributes and template captions; what the decoder must write."""
         calibrated, raw = self.probabilities(encoded)
         classified = []

@@ -11,9 +11,9 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import logging as hf_logging
 
-from .backends import Backend, BackendChoice, EncodedBatch, Precision
+from .backends import Backend, BackendChoice, Precision
 from .bundle import Bundle, load_bundle
-from .model import encode
+from .encoding import Encoded, encode
 from .search import Captions
 
 
@@ -51,14 +51,14 @@ class TorchBackend(Backend):
         return pooled.float(), tokens.float()
 
     @torch.inference_mode()
-    def encode(self, pixels: np.ndarray | torch.Tensor) -> EncodedBatch:
+    def encode(self, pixels: np.ndarray | torch.Tensor) -> Encoded:
         pixels = torch.as_tensor(pixels).to(self.torch_device, non_blocking=True)
         encoded = encode(self.backbone, self.model.colour, pixels)
         colour = None if encoded.colour is None else encoded.colour.float().cpu().numpy()
-        return EncodedBatch(encoded.pooled.cpu().numpy(), encoded.tokens, colour)
+        return Encoded(encoded.pooled.cpu().numpy(), encoded.tokens, colour)
 
     @torch.inference_mode()
-    def logits(self, encoded: EncodedBatch) -> dict[str, np.ndarray]:
+    def logits(self, encoded: Encoded) -> dict[str, np.ndarray]:
         colour = None if encoded.colour is None else torch.from_numpy(encoded.colour).to(self.torch_device)
         logits = self.model.heads(torch.from_numpy(encoded.pooled).to(self.torch_device), colour)
         return {name: value.float().cpu().numpy() for name, value in logits.items()}

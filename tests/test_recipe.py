@@ -19,11 +19,12 @@ from enrich_data.photolike import photo_like
 from enrich_data.synth import write_catalogue
 from enrich_model.colour import ColourFeatures
 from enrich_model.metrics import expected_calibration_error, is_clearly_learnt
-from enrich_model.model import AttributeHeads, attribute_loss
+from enrich_model.model import AttributeHeads
 from enrich_model.preprocess import Preprocessing
 from enrich_trainer.arguments import ModelArguments
 from enrich_trainer.augment import Augment
 from enrich_trainer.calibration import abstain_threshold, choose_temperature, fit_temperature
+from enrich_trainer.classifier import attribute_loss
 from enrich_trainer.weights import WeightsUnavailable, resolve_encoder
 
 from .conftest import TINY_BACKBONE

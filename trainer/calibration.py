@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from enrich_model.metrics import expected_calibration_error
-from enrich_model.model import AttributeClassifier
+
+from .classifier import AttributeClassifier
 
 log = logging.getLogger("enrich.train")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, VisionEncoderDecoderModel
 
 from enrich_data.catalogue import CatalogueItem
-from enrich_model.model import Encoded
+from enrich_model.encoding import Encoded
 
 from .arguments import ModelArguments, TrainArguments
 from .datasets import CaptionDataset, collate_captions

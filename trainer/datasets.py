@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from enrich_data.catalogue import CatalogueItem
 from enrich_model.colour import ColourFeatures
-from enrich_model.model import Encoded, TinyVitEncoder, encode
+from enrich_model.encoding import Encoded, encode
+from enrich_model.model import TinyVitEncoder
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 

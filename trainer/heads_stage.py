@@ -18,12 +18,12 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from enrich_data.catalogue import CatalogueItem
 from enrich_model.metrics import label_f1s
-from enrich_model.model import AttributeClassifier
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import CLASSIFIED_ATTRIBUTES, LabelVocab
 
 from .arguments import TrainArguments
 from .augment import Augment
+from .classifier import AttributeClassifier
 from .datasets import FeatureDataset, PixelDataset, extract_features
 from .progress import quiet_progress
 

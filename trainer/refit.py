@@ -19,12 +19,12 @@ import torch
 
 from enrich_data.catalogue import CatalogueItem
 from enrich_model.metrics import label_f1s
-from enrich_model.model import AttributeClassifier
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import LabelVocab
 
 from .arguments import TrainArguments
 from .augment import Augment
+from .classifier import AttributeClassifier
 from .datasets import extract_features, label_tensors
 
 log = logging.getLogger("enrich.train")

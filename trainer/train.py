@@ -29,7 +29,7 @@ from enrich_model.bundle_config import RANDOM_WEIGHTS, BundleConfig, HeadsConfig
 from enrich_model.bundle_info import BundleInfo, describe
 from enrich_model.consistency import CaptionLexicon
 from enrich_model.metrics import format_metrics
-from enrich_model.model import AttributeClassifier, EnrichModel, build_captioner
+from enrich_model.model import EnrichModel, build_captioner
 from enrich_model.options import RuntimeOptions
 from enrich_model.pipeline import EnrichPipeline
 from enrich_model.preprocess import Preprocessing
@@ -39,6 +39,7 @@ from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
 from .augment import Augment
 from .calibration import calibrate
 from .caption_stage import train_captioner
+from .classifier import AttributeClassifier
 from .datasets import PixelDataset, extract_features
 from .evaluation import evaluate, quality_warnings
 from .heads_stage import mixed_precision, train_heads
