@@ -120,10 +120,10 @@ def info(argv: list[str]) -> int:
 
 
 def export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="enrich export", description="Write BUNDLE/openvino/: every stage of "
-                                     "the model as OpenVINO IR (fp32 weights) and the tokenizer, which a CPU server "
-                                     "runs without torch (the serve-cpu extra). Needs torch (the serve or train "
-                                     "extra).")
+    parser = argparse.ArgumentParser(prog="enrich export", description="Write BUNDLE/openvino/: every graph of the "
+                                     "model as OpenVINO IR (fp32 weights) with a manifest of hashes, which a CPU "
+                                     "server runs without torch (the serve-cpu extra) and checks at every start. "
+                                     "Needs torch (the serve or train extra).")
     parser.add_argument("bundle", type=Path)
     args = parser.parse_args(argv)
     from enrich_model.backends import openvino_installed, torch_installed
@@ -132,9 +132,12 @@ def export(argv: list[str]) -> int:
     if not (openvino_installed() and torch_installed()):
         print("enrich export: needs openvino and torch: pip install 'enrich-service[serve]'", file=sys.stderr)
         return 2
+    from transformers.utils import logging as hf_logging
+
     from enrich_model.bundle import load_bundle
     from enrich_model.export import export_bundle
 
+    hf_logging.disable_progress_bar()
     try:
         exported = export_bundle(load_bundle(args.bundle))
     except BundleError as error:
@@ -145,7 +148,7 @@ def export(argv: list[str]) -> int:
         return 1
     size = sum(f.stat().st_size for f in exported.folder.iterdir()) / 1e6
     print(f"wrote {exported.folder} for {exported.manifest.model_version} in {exported.seconds:.1f} s: "
-          f"{', '.join(exported.files)} ({size:.0f} MB)")
+          f"{', '.join(sorted(exported.manifest.files))} and export.json ({size:.0f} MB)")
     return 0
 
 

@@ -9,8 +9,8 @@ precision the hardware has. A backend runs the model's three numeric parts for t
 `torch_backend.py` and `openvino_backend.py` hold the two; this module chooses between them and imports
 neither torch nor openvino itself. What a machine can do is detected at start-up, never assumed: bf16 runs on
 CPUs that have it in hardware (AVX-512 BF16 or AMX), and on CUDA devices that support it. The OpenVINO
-backend reads the bundle's export (`BUNDLE/openvino/`, `enrich export` writes it); where torch is installed
-and the export is missing or stale, it is made at start-up and cached there.
+backend runs an export of the bundle's graphs (`export_store.py` says where it is found and how it is checked);
+where none serves the bundle and torch is installed, one is made at start-up, into the export cache.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .options import BackendError
 
 if TYPE_CHECKING:
     from .bundle_info import BundleInfo
+    from .search import Candidates, DecoderRun
 
 log = logging.getLogger("enrich.backends")
 
@@ -179,6 +180,7 @@ class Backend:
     choice: BackendChoice
     device: str
     temperatures: dict[str, float]  # per attribute: calibrated probabilities are softmax(logits / temperature)
+    candidates: int  # next-token candidates per caption row: beam search takes at most half as many beams
 
     def encode(self, pixels: np.ndarray) -> Encoded:
         raise NotImplementedError
@@ -187,23 +189,25 @@ class Backend:
         """Raw (uncalibrated) logits per classified attribute, fp32."""
         raise NotImplementedError
 
-    def caption(self, tokens: list, num_beams: int = 1):
-        """Captions (search.Captions) for some images' encoder tokens (rows of Encoded.tokens)."""
+    def start_captions(self, tokens: list) -> tuple[Candidates, DecoderRun]:
+        """Some images' encoder tokens (rows of Encoded.tokens) -> their first caption token's candidates, and the
+        run that writes the rest (`search.generate`)."""
         raise NotImplementedError
 
     def release_loading_memory(self) -> None:
         """Called once the first passes have run (EnrichPipeline.warm): give back what only loading needed."""
 
 
-def needs_torch(path: Path, model_version: str, choice: BackendChoice) -> bool:
-    """Whether serving `choice` imports torch: the torch backend does, and OpenVINO does to make a missing or
-    stale export. Without torch, a missing export raises ExportMissing, which says how to make it."""
+def needs_torch(bundle: BundleInfo, choice: BackendChoice, cache: Path | None) -> bool:
+    """Whether serving `choice` imports torch: the torch backend does, and OpenVINO does to make an export when
+    none serves the bundle. Without torch, that raises ExportMissing, which says how to make one; a changed
+    export file raises ExportDamaged (its files are checked here, before the server opens a port)."""
     if choice.name == "torch":
         return True
-    from .openvino_backend import EXPORT_DIR, ExportMissing, read_manifest
+    from .export_store import ExportMissing, find_export
 
     try:
-        read_manifest(path / EXPORT_DIR, model_version)
+        find_export(bundle.path, bundle.config, cache)
     except ExportMissing:
         if torch_installed():
             return True
@@ -211,25 +215,25 @@ def needs_torch(path: Path, model_version: str, choice: BackendChoice) -> bool:
     return False
 
 
-def load_backend(bundle: BundleInfo, choice: BackendChoice, device: str, threads: int,
-                 compile: bool = False) -> Backend:
-    """`bundle` on `choice`. OpenVINO reads the bundle's export; where it is missing or stale and torch is
-    installed, it is made now (and cached beside the bundle when the folder is writable)."""
+def load_backend(bundle: BundleInfo, choice: BackendChoice, device: str, threads: int, compile: bool = False,
+                 cache: Path | None = None) -> Backend:
+    """`bundle` on `choice`. OpenVINO runs the export that serves the bundle, its files checked first; where none
+    does and torch is installed, one is made now, into the export cache (`cache`, or the default)."""
     if choice.name == "openvino":
         from .colour import colour_features
-        from .openvino_backend import EXPORT_DIR, ExportMissing, OpenVinoBackend, read_manifest
+        from .export_store import ExportMissing, find_export
+        from .openvino_backend import OpenVinoBackend
 
-        folder = bundle.path / EXPORT_DIR
         try:
-            manifest = read_manifest(folder, bundle.model_version)
+            folder, manifest = find_export(bundle.path, bundle.config, cache)
         except ExportMissing as missing:
             if not torch_installed():
                 raise
-            log.info("%s; exporting now", missing)
-            from .export import export_at_start
+            log.info("%s; exporting now, into the export cache", missing)
+            from .export import export_to_cache
 
-            folder = export_at_start(bundle.path, bundle.config)
-            manifest = read_manifest(folder, bundle.model_version)
+            export_to_cache(bundle, cache)
+            folder, manifest = find_export(bundle.path, bundle.config, cache)
         colour = colour_features(bundle.config.heads, bundle.preprocessing)
         return OpenVinoBackend(folder, manifest, colour, choice.precision, threads)
     from .torch_backend import TorchBackend

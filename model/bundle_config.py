@@ -53,6 +53,9 @@ class CaptionConfig:
     vocab_size: int = 0
     max_new_tokens: int = MAX_NEW_TOKENS
     lexicon: dict = field(default_factory=dict)  # CaptionLexicon.to_json(): colour/gender words, nouns
+    # The tokens the decoder writes with (tokenizer ids, ascending): those of the training names and the special
+    # ones, checked by the trainer to give the whole vocabulary's captions. Empty: the whole vocabulary.
+    vocabulary: list[int] = field(default_factory=list)
 
 
 @dataclass

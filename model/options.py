@@ -152,4 +152,7 @@ class RuntimeOptions:
                           "host's core count", group="model", shown_default="the process's CPU limit")
     compile: bool = option(False, "torch backend: torch.compile the encoder (GPUs; minutes at start-up)",
                            group="model")
-    caption_beams: int = option(3, "beams of CAPTION_MODE_BEAM_SEARCH", group="model")
+    caption_beams: int = option(3, "beams of CAPTION_MODE_BEAM_SEARCH (1 to 8)", group="model")
+    export_cache: Path | None = option(  # noqa: RUF009 (option() is dataclasses.field(), as above)
+        None, "where a server writes the OpenVINO export it makes at start when neither the bundle nor this folder "
+        "has one (the bundle itself is never written)", group="model", shown_default="~/.cache/enrich/exports")

@@ -38,10 +38,12 @@ from .audit import Auditor
 from .backends import Backend, choose_backend, cpu_budget, load_backend, resolve_device
 from .bundle_config import BundleConfig
 from .bundle_info import BundleInfo
+from .caption_vocabulary import CaptionText, CaptionVocabulary
 from .decode import DecodedImage, DecodeLimits
 from .encoding import Encoded
-from .options import RuntimeOptions
+from .options import BackendError, RuntimeOptions
 from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+from .search import Captions, generate
 
 
 @dataclass
@@ -67,7 +69,11 @@ class Classified:
 class EnrichPipeline:
     def __init__(self, bundle: BundleInfo, backend: Backend,
                  caption_beams: int = RuntimeOptions.caption_beams) -> None:
+        if not 1 <= caption_beams <= backend.candidates // 2:
+            raise BackendError(f"caption beams {caption_beams}: the caption graphs take 1 to {backend.candidates // 2}")
         self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
+        self.vocabulary = CaptionVocabulary.read(bundle.path, bundle.config)
+        self.caption_text = CaptionText(bundle.path, self.vocabulary)
         self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
         self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
         self.auditor = Auditor(self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
@@ -87,7 +93,7 @@ class EnrichPipeline:
             import torch
 
             torch.set_num_threads(threads)
-        backend = load_backend(bundle, choice, device, threads, options.compile)
+        backend = load_backend(bundle, choice, device, threads, options.compile, options.export_cache)
         return cls(bundle, backend, options.caption_beams)
 
     @classmethod
@@ -164,11 +170,17 @@ class EnrichPipeline:
             rows = [i for i, job in enumerate(jobs) if job.mode is mode]
             if not rows:
                 continue
-            generated = self.backend.caption([jobs[i].tokens for i in rows], num_beams=beams)
+            generated = self.generate([jobs[i].tokens for i in rows], beams)
             for i, text, confidence in zip(rows, generated.texts, generated.confidences, strict=True):
                 agreed = lexicon.harmonise(text, jobs[i].labels) if lexicon else text
                 captions[i] = CaptionPrediction(agreed, mode, confidence, decoded_text=text)
         return captions
+
+    def generate(self, tokens: list, beams: int = 1) -> Captions:
+        """The decoder's own captions for some images' encoder tokens (greedy, or beam search with `beams`)."""
+        first, run = self.backend.start_captions(tokens)
+        vocabulary = self.vocabulary
+        return self.caption_text.captions(generate(first, run, vocabulary.eos, vocabulary.max_new_tokens, beams))
 
     def answer(self, classified: Classified, caption: CaptionPrediction | None = None) -> ItemPrediction:
         return ItemPrediction(classified.attributes, caption or classified.caption, classified.findings,

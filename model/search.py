@@ -1,26 +1,25 @@
-"""Greedy and beam search over a decoder step, in NumPy: the exported decoder's generation loop.
+"""Greedy and beam search in NumPy: the one generation loop, whatever backend runs the caption graphs.
 
-A step is any function (tokens (B, 1), position, past keys, past values, cross keys, cross values) ->
-(log-probabilities (B, vocab), keys, values), with the caches shaped (layers, B, heads, T, head size). Every
-row starts from the start token at position 0, so one position serves the whole batch; rows that finish are
-dropped from the next steps (their results are already known), which leaves the others' arithmetic unchanged.
+A backend starts a batch of captions (`graphs.CaptionStart`): the candidates for every image's first token, and
+a `DecoderRun` that holds the caches in the backend's own arrays. Each later step feeds the tokens chosen and
+returns the next candidates (`graphs.CaptionStep`); the search says which earlier row each new row continues
+(finished captions drop out, beams follow the beam they extend), so it never touches a cache itself.
 
-Greedy search picks the same tokens as transformers' `generate` (argmax, stop at EOS, pad after it). Beam
-search follows its defaults too: length penalty 1 (a finished hypothesis scores its total log-probability
-over its length, EOS included), 2 × beams candidates per step, and a batch row stops once it has `beams`
-finished hypotheses and no running one could beat the worst of them.
+Greedy search picks what transformers' `generate` picks (the most probable token, stop at EOS). Beam search
+follows its defaults too: length penalty 1 (a finished hypothesis scores its total log-probability over its
+length, EOS included), 2 x beams candidates per step, and an image stops once it has `beams` finished
+hypotheses and no running one could beat the worst of them. Tokens are positions in the caption vocabulary
+(`caption_vocabulary.py`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-
-Step = Callable[[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -30,19 +29,50 @@ class Captions:
     token_counts: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Tokens:
-    """Token ids generation needs, from the bundle."""
+@dataclass
+class Candidates:
+    """Per row, the most probable next tokens, best first."""
 
-    start: int
-    eos: int
-    pad: int
-    special: frozenset[int]
+    log_probs: np.ndarray  # (R, K) float32
+    tokens: np.ndarray  # (R, K) int64, positions in the caption vocabulary
+
+
+class DecoderRun:
+    """One batch of captions being written on a backend: its caches, in the backend's arrays, and the image
+    each row belongs to. Backends give `take` (rows of a cache) and `advance` (one caption step)."""
+
+    def __init__(self, keys: Any, values: Any, cross_keys: Any, cross_values: Any) -> None:
+        self.keys, self.values = keys, values
+        self.image_keys, self.image_values = cross_keys, cross_values  # one row per image, as the start made them
+        self.images = np.arange(cross_keys.shape[1])  # the image of each row
+        self.cross_keys, self.cross_values, self.cross_images = cross_keys, cross_values, self.images
+
+    def step(self, tokens: np.ndarray, position: int, order: np.ndarray | None = None) -> Candidates:
+        """Feeds `tokens` (one per row) at `position`; `order`: for each row of this step, the row of the last
+        one it continues (None: the same rows)."""
+        if order is not None:
+            self.keys, self.values = self.take(self.keys, order), self.take(self.values, order)
+            self.images = self.images[order]
+            if not np.array_equal(self.images, self.cross_images):  # beams reordered within an image keep these
+                self.cross_keys, self.cross_values = (self.take(self.image_keys, self.images),
+                                                      self.take(self.image_values, self.images))
+                self.cross_images = self.images
+        log_probs, chosen, self.keys, self.values = self.advance(
+            np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1, 1), position)
+        return Candidates(log_probs, chosen)
+
+    def take(self, cache: Any, rows: np.ndarray) -> Any:
+        """`cache`'s rows (axis 1) in the order given."""
+        raise NotImplementedError
+
+    def advance(self, tokens: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        """One caption step on the current caches -> (log-probabilities, tokens, keys, values)."""
+        raise NotImplementedError
 
 
 @dataclass
 class Generated:
-    """Per row, the generated token ids (EOS included when reached) and each one's log-probability."""
+    """Per image, the generated tokens (EOS included when reached) and each one's log-probability."""
 
     tokens: list[list[int]]
     log_probs: list[list[float]]
@@ -56,34 +86,30 @@ class Generated:
         return out
 
 
-def empty_cache(cross_keys: np.ndarray, rows: int) -> np.ndarray:
-    layers, _, heads, _, size = cross_keys.shape
-    return np.zeros((layers, rows, heads, 0, size), np.float32)
+def generate(first: Candidates, run: DecoderRun, eos: int, max_new_tokens: int, beams: int = 1) -> Generated:
+    """Captions from the first token's candidates and the run that continues them."""
+    if beams > 1:
+        return beam_search(first, run, eos, max_new_tokens, beams)
+    return greedy(first, run, eos, max_new_tokens)
 
 
-def greedy(step: Step, cross_keys: np.ndarray, cross_values: np.ndarray, tokens: Tokens,
-           max_new_tokens: int) -> Generated:
-    batch = cross_keys.shape[1]
+def greedy(candidates: Candidates, run: DecoderRun, eos: int, max_new_tokens: int) -> Generated:
+    batch = len(candidates.tokens)
     out: list[list[int]] = [[] for _ in range(batch)]
     log_probs: list[list[float]] = [[] for _ in range(batch)]
     active = np.arange(batch)
-    last = np.full((batch, 1), tokens.start, np.int64)
-    keys = values = empty_cache(cross_keys, batch)
-    for position in range(max_new_tokens):
-        scores, keys, values = step(last, position, keys, values, cross_keys, cross_values)
-        chosen = scores.argmax(axis=1)
-        chosen_scores = scores[np.arange(len(chosen)), chosen]
-        for row, token, score in zip(active.tolist(), chosen.tolist(), chosen_scores.tolist(), strict=True):
+    for generated in range(1, max_new_tokens + 1):
+        chosen = candidates.tokens[:, 0]
+        for row, token, score in zip(active.tolist(), chosen.tolist(), candidates.log_probs[:, 0].tolist(),
+                                     strict=True):
             out[row].append(token)
             log_probs[row].append(score)
-        running = chosen != tokens.eos
-        if not running.any():
+        running = chosen != eos
+        if generated == max_new_tokens or not running.any():
             break
-        if not running.all():
-            active, chosen = active[running], chosen[running]
-            keys, values = keys[:, running], values[:, running]
-            cross_keys, cross_values = cross_keys[:, running], cross_values[:, running]
-        last = chosen[:, None].astype(np.int64)
+        order = None if running.all() else np.flatnonzero(running)
+        active = active[running]
+        candidates = run.step(chosen[running], generated, order)
     return Generated(out, log_probs)
 
 
@@ -94,75 +120,64 @@ class Hypothesis:
     log_probs: list[float] = field(compare=False)
 
 
-def beam_search(step: Step, cross_keys: np.ndarray, cross_values: np.ndarray, tokens: Tokens, max_new_tokens: int,
-                beams: int) -> Generated:
-    batch = cross_keys.shape[1]
+Path = tuple[list[int], list[float]]  # a hypothesis's tokens and their log-probabilities
+
+
+def beam_search(candidates: Candidates, run: DecoderRun, eos: int, max_new_tokens: int, beams: int) -> Generated:
+    """The run starts with one row per image; after the first choice each image has `beams` rows."""
+    batch = len(candidates.tokens)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     active = list(range(batch))
-    cross_keys, cross_values = (np.repeat(array, beams, axis=1) for array in (cross_keys, cross_values))
-    # Per active row and beam: running total, tokens and their log-probabilities. At first only beam 0 is
-    # live (all beams hold the same start token).
-    totals = np.full((batch, beams), -np.inf)
-    totals[:, 0] = 0.0
-    paths: list[list[tuple[list[int], list[float]]]] = [[([], []) for _ in range(beams)] for _ in range(batch)]
-    last = np.full((batch * beams, 1), tokens.start, np.int64)
-    keys = values = empty_cache(cross_keys, batch * beams)
-    for position in range(max_new_tokens):
-        scores, keys, values = step(last, position, keys, values, cross_keys, cross_values)
-        vocab = scores.shape[1]
-        candidates = (totals[..., None] + scores.reshape(len(active), beams, vocab)).reshape(len(active), -1)
-        width = 2 * beams
-        top = np.argpartition(-candidates, width, axis=1)[:, :width]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(candidates, top, 1), axis=1), axis=1)
-        keep_rows, source_rows, next_tokens = [], [], []
+    totals = np.zeros((batch, 1))  # per active image and live beam: the running total log-probability
+    paths: list[list[Path]] = [[([], [])] for _ in range(batch)]
+    for generated in range(1, max_new_tokens + 1):
+        width, count = totals.shape[1], candidates.tokens.shape[1]
+        scores = (totals[..., None] + candidates.log_probs.reshape(len(active), width, count)).reshape(len(active), -1)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :2 * beams]
         new_totals = np.full((len(active), beams), -np.inf)
-        new_paths = []
-        for slot, row in enumerate(active):
-            chosen, chosen_totals, sources = extend_row(top[slot].tolist(), candidates[slot],
-                                                        scores[slot * beams:(slot + 1) * beams], paths[slot],
-                                                        finished[row], tokens.eos, beams)
+        new_paths, order, next_tokens, keep = [], [], [], []
+        for slot, image in enumerate(active):
+            rows = slice(slot * width, (slot + 1) * width)
+            chosen, chosen_totals, sources = extend_row(top[slot].tolist(), scores[slot], candidates.tokens[rows],
+                                                        candidates.log_probs[rows], paths[slot], finished[image],
+                                                        eos, beams)
             new_totals[slot, :len(chosen_totals)] = chosen_totals
-            source_rows += [slot * beams + beam for beam in sources]
-            next_tokens += [path_tokens[-1] for path_tokens, _ in chosen]
             new_paths.append(chosen)
-            keep_rows.append(not row_done(finished[row], new_totals[slot].max(), position + 1, beams))
-        keep = np.array(keep_rows)
-        if position + 1 == max_new_tokens or not keep.any():
-            for slot, row in enumerate(active):
+            done = row_done(finished[image], new_totals[slot].max(), generated, beams)
+            keep.append(not done)
+            if not done:
+                order += [slot * width + source for source in sources]
+                next_tokens += [path_tokens[-1] for path_tokens, _ in chosen]
+        if generated == max_new_tokens or not any(keep):
+            for slot, image in enumerate(active):
                 for beam, (path_tokens, path_scores) in enumerate(new_paths[slot]):
-                    add(finished[row], Hypothesis(float(new_totals[slot, beam]) / len(path_tokens), path_tokens,
-                                                  path_scores), beams)
+                    add(finished[image], Hypothesis(float(new_totals[slot, beam]) / len(path_tokens), path_tokens,
+                                                    path_scores), beams)
             break
-        source = np.array(source_rows)
-        keys, values = keys[:, source], values[:, source]
-        last = np.array(next_tokens, np.int64)[:, None]
-        if not keep.all():
-            rows = np.repeat(keep, beams)
-            keys, values, last = keys[:, rows], values[:, rows], last[rows]
-            cross_keys, cross_values = cross_keys[:, rows], cross_values[:, rows]
-        active = [row for row, kept in zip(active, keep_rows, strict=True) if kept]
-        totals = new_totals[keep]
-        paths = [path for path, kept in zip(new_paths, keep_rows, strict=True) if kept]
+        active = [image for image, kept in zip(active, keep, strict=True) if kept]
+        totals = new_totals[np.array(keep)]
+        paths = [path for path, kept in zip(new_paths, keep, strict=True) if kept]
+        candidates = run.step(np.array(next_tokens), generated, np.array(order))
     best = [max(hypotheses) for hypotheses in finished]
     return Generated([h.tokens for h in best], [h.log_probs for h in best])
 
 
-def extend_row(top: list[int], candidates: np.ndarray, scores: np.ndarray, paths: list[tuple[list[int], list[float]]],
-               finished: list[Hypothesis], eos: int, beams: int,
-               ) -> tuple[list[tuple[list[int], list[float]]], list[float], list[int]]:
-    """One batch row's step: its candidates (indices into beams x vocabulary, best first) -> the next beams'
+def extend_row(top: list[int], scores: np.ndarray, tokens: np.ndarray, log_probs: np.ndarray, paths: list[Path],
+               finished: list[Hypothesis], eos: int, beams: int) -> tuple[list[Path], list[float], list[int]]:
+    """One image's step: its candidates (indices into live beams x candidates, best first) -> the next beams'
     paths, totals and the beam each extends. An EOS among the top `beams` candidates ends a hypothesis instead."""
-    vocab = scores.shape[1]
-    chosen: list[tuple[list[int], list[float]]] = []
+    count = tokens.shape[1]
+    chosen: list[Path] = []
     totals: list[float] = []
     sources: list[int] = []
     for rank, index in enumerate(top):
-        beam, token = divmod(index, vocab)
-        total = float(candidates[index])
+        beam, k = divmod(index, count)
+        total = float(scores[index])
         if not math.isfinite(total):
             continue
+        token = int(tokens[beam, k])
         path_tokens, path_scores = paths[beam]
-        extended = ([*path_tokens, token], [*path_scores, float(scores[beam, token])])
+        extended = ([*path_tokens, token], [*path_scores, float(log_probs[beam, k])])
         if token == eos:
             if rank < beams:  # an EOS below the top `beams` candidates does not end a hypothesis
                 add(finished, Hypothesis(total / len(extended[0]), *extended), beams)

@@ -1,20 +1,21 @@
-"""The model on PyTorch: eager (the reference every other backend is compared with), autocast for bf16/fp16,
-torch.compile on request; GPUs and training use it. Captions come from transformers' `generate`."""
+"""The model's graphs (`graphs.py`) run eagerly on PyTorch: the reference every other backend is compared with,
+GPUs, and training's evaluation. Autocast (bf16/fp16) applies to the backbone only; torch.compile on request."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import logging as hf_logging
 
 from .backends import Backend, BackendChoice, Precision
 from .bundle import Bundle, load_bundle
+from .caption_vocabulary import CaptionVocabulary
 from .encoding import Encoded, encode
-from .search import Captions
+from .graphs import CaptionStep, ModelGraphs
+from .search import Candidates, DecoderRun
 
 
 class TorchBackend(Backend):
@@ -28,17 +29,20 @@ class TorchBackend(Backend):
     def __init__(self, bundle: Bundle, precision: Precision = Precision.FP32, compile: bool = False,
                  channels_last: bool = True) -> None:
         self.bundle = bundle
-        self.model = bundle.model.eval()
-        encoder = self.model.encoder
+        model = bundle.model.eval()
         self.choice = BackendChoice("torch", precision)
-        self.torch_device = next(encoder.parameters()).device
+        self.torch_device = next(model.parameters()).device
         self.device = str(self.torch_device)
+        vocabulary = CaptionVocabulary.read(bundle.path, bundle.config)
+        self.graphs = ModelGraphs(model, vocabulary.ids, vocabulary.start).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        encoder.to(memory_format=self.memory_format)
+        model.encoder.to(memory_format=self.memory_format)
         self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
-        self.features = torch.compile(encoder.features, dynamic=True) if compile else encoder.features
-        heads = self.model.heads
+        self.features = torch.compile(self.graphs.encoder, dynamic=True) if compile else self.graphs.encoder
+        self.colour = model.colour
+        heads = model.heads
         self.temperatures = dict(zip(heads.names, heads.temperature.tolist(), strict=True))
+        self.candidates = self.graphs.candidates
 
     @classmethod
     def load(cls, path: Path, device: str, choice: BackendChoice, compile: bool = False, config=None) -> TorchBackend:
@@ -53,41 +57,34 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def encode(self, pixels: np.ndarray | torch.Tensor) -> Encoded:
         pixels = torch.as_tensor(pixels).to(self.torch_device, non_blocking=True)
-        encoded = encode(self.backbone, self.model.colour, pixels)
+        encoded = encode(self.backbone, self.colour, pixels)
         colour = None if encoded.colour is None else encoded.colour.float().cpu().numpy()
         return Encoded(encoded.pooled.cpu().numpy(), encoded.tokens, colour)
 
     @torch.inference_mode()
     def logits(self, encoded: Encoded) -> dict[str, np.ndarray]:
         colour = None if encoded.colour is None else torch.from_numpy(encoded.colour).to(self.torch_device)
-        logits = self.model.heads(torch.from_numpy(encoded.pooled).to(self.torch_device), colour)
-        return {name: value.float().cpu().numpy() for name, value in logits.items()}
+        logits = self.graphs.heads(torch.from_numpy(encoded.pooled).to(self.torch_device), colour)
+        return {name: value.float().cpu().numpy() for name, value in zip(self.graphs.heads.names, logits, strict=True)}
 
     @torch.inference_mode()
-    def caption(self, tokens: list[torch.Tensor], num_beams: int = 1, max_new_tokens: int | None = None) -> Captions:
-        """Encoder tokens -> captions through `generate`, reusing the backbone pass (no second encoder run)."""
-        captioner, tokenizer = self.model.captioner, self.bundle.tokenizer
-        stacked = torch.stack(tokens).to(self.torch_device)
-        generated = captioner.generate(
-            encoder_outputs=BaseModelOutput(last_hidden_state=stacked),
-            # generate() extends this mask step by step; without it GPT-2 warns about padding.
-            decoder_attention_mask=torch.ones(len(stacked), 1, dtype=torch.long, device=stacked.device),
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens or captioner.generation_config.max_new_tokens,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
-        sequences = generated.sequences
-        scores = captioner.compute_transition_scores(
-            sequences, generated.scores, getattr(generated, "beam_indices", None), normalize_logits=True
-        )
-        special = set(tokenizer.all_special_ids)
-        texts, confidences, counts = [], [], []
-        for row, row_scores in zip(sequences[:, 1:], scores, strict=True):
-            keep = [i for i, token in enumerate(row.tolist()) if token not in special]
-            chosen = row_scores[: len(row)][[*keep]] if keep else row_scores[:0]
-            finite = chosen[torch.isfinite(chosen)]
-            confidences.append(math.exp(float(finite.mean())) if len(finite) else 0.0)
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-            counts.append(len(keep))
-        return Captions(texts, confidences, counts)
+    def start_captions(self, tokens: list[torch.Tensor]) -> tuple[Candidates, DecoderRun]:
+        log_probs, chosen, *caches = self.graphs.caption_start(torch.stack(tokens).to(self.torch_device).float())
+        return Candidates(log_probs.cpu().numpy(), chosen.cpu().numpy()), TorchRun(self.graphs.caption_step, *caches)
+
+
+class TorchRun(DecoderRun):
+    def __init__(self, step: CaptionStep, *caches: torch.Tensor) -> None:
+        super().__init__(*caches)
+        self.caption_step = step
+
+    def take(self, cache: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return cache.index_select(1, torch.as_tensor(rows, device=cache.device))
+
+    @torch.inference_mode()
+    def advance(self, tokens: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        device = self.keys.device
+        log_probs, chosen, keys, values = self.caption_step(
+            torch.from_numpy(tokens).to(device), torch.full((1, 1), position, device=device), self.keys, self.values,
+            self.cross_keys, self.cross_values)
+        return log_probs.cpu().numpy(), chosen.cpu().numpy(), keys, values

@@ -47,6 +47,7 @@ def announce(settings: ServerSettings, ports: dict[str, int | None]) -> None:
 
 async def serve(settings: ServerSettings, config: BundleConfig) -> None:
     from enrich_model.backends import choose_backend, needs_torch, resolve_device
+    from enrich_model.bundle_info import BundleInfo
 
     from .ports import EnrichServer
 
@@ -54,7 +55,7 @@ async def serve(settings: ServerSettings, config: BundleConfig) -> None:
     # before any port opens.
     device = resolve_device(settings.device)
     choice = choose_backend(settings.backend, settings.precision, device.split(":")[0], settings.compile)
-    if needs_torch(Path(settings.model), config.model_version, choice):
+    if needs_torch(BundleInfo.read(settings.model, config), choice, settings.export_cache):
         # torch's import runs a subprocess (ldconfig): done before gRPC's threads exist, it does not trip
         # gRPC's fork handlers, whose log line would break JSON logs.
         await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "torch")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Exports that servers make at start go here, not into the user's cache (a session-wide folder: reused within
+# a run, gone after it).
+_EXPORT_CACHE = tempfile.TemporaryDirectory(prefix="enrich-test-exports-")
+os.environ["ENRICH_EXPORT_CACHE"] = _EXPORT_CACHE.name
 
 # A TinyViT small enough to train in seconds: the real architecture, one block per stage.
 TINY_BACKBONE = '{"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 4]}'

@@ -3,8 +3,6 @@ the Prometheus endpoint, through real gRPC where a server is involved."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -87,38 +85,6 @@ def test_every_available_backend_gives_the_labels_of_eager_torch(choice, bundle_
             clear += int(sure.sum())
             agreed += int((reference.argmax(-1) == logits[attribute].argmax(-1))[sure].sum())
         assert agreed == clear >= len(reference_logits) * len(pixels) // 2
-
-
-@pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
-def test_the_openvino_export_is_made_once_and_reused(bundle_dir: Path, tmp_path: Path, monkeypatch):
-    import openvino
-
-    from enrich_model.backends import load_backend
-    from enrich_model.bundle_info import BundleInfo
-    from enrich_model.openvino_backend import ExportMissing
-
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, copy, ignore=shutil.ignore_patterns("openvino"))
-    bundle = BundleInfo.read(copy)
-    retrained = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, model_version="other-version"))
-    choice = BackendChoice("openvino", Precision.FP32)
-    load_backend(bundle, choice, "cpu", 1)
-    assert (copy / "openvino" / "step.xml").exists() and (copy / "openvino" / "export.json").exists()
-
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("converted again although the export was cached")
-
-    monkeypatch.setattr(openvino, "convert_model", no_conversion)
-    load_backend(bundle, choice, "cpu", 1)
-    with pytest.raises(AssertionError, match="converted again"):  # another model version: not reused
-        load_backend(retrained, choice, "cpu", 1)
-    manifest = copy / "openvino" / "export.json"
-    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"format": 1}))
-    with pytest.raises(AssertionError, match="converted again"):  # graphs of an older format: not trusted
-        load_backend(bundle, choice, "cpu", 1)
-    monkeypatch.setattr("enrich_model.backends.torch_installed", lambda: False)
-    with pytest.raises(ExportMissing, match="enrich export"):  # without torch, it says how to make one
-        load_backend(retrained, choice, "cpu", 1)
 
 
 def test_backend_choice_refuses_what_the_machine_cannot_do():
