@@ -71,6 +71,7 @@ def save_weights(
     weights: str = "random",
     lexicon: CaptionLexicon | None = None,
     training: dict | None = None,
+    caption_vocabulary: list[int] | None = None,
 ) -> BundleConfig:
     """Every file of the bundle but enrich.json (which makes the folder a bundle), and the config that describes
     them (`config.write(out)` makes it a bundle): the trainer loads the weights back with it, evaluates them,
@@ -100,7 +101,7 @@ def save_weights(
             decoder=decoder_config.name_or_path or "small", decoder_layers=decoder_config.n_layer,
             decoder_width=decoder_config.n_embd, vocab_size=len(tokenizer),
             max_new_tokens=model.captioner.generation_config.max_new_tokens,
-            lexicon=lexicon.to_json() if lexicon else {},
+            lexicon=lexicon.to_json() if lexicon else {}, vocabulary=list(caption_vocabulary or []),
         ),
         versions={"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                   "transformers": transformers.__version__},

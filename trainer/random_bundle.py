@@ -37,8 +37,10 @@ def numbered_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def random_bundle(out, backbone: str, backbone_kwargs: dict, image_size: int, decoder: DecoderSpec,
                   vocab_size: int, max_new_tokens: int = 20, colour_bins: int = 8, colour_levels: int = 16,
-                  seed: int = 0) -> BundleConfig:
-    """Writes a bundle of random weights to `out` and returns its config."""
+                  seed: int = 0, caption_vocabulary: int = 0) -> BundleConfig:
+    """Writes a bundle of random weights to `out` and returns its config. `caption_vocabulary`: the size of a
+    caption vocabulary drawn at random from the tokenizer's (as a catalogue's names would use a share of it);
+    0: the whole vocabulary."""
     torch.manual_seed(seed)
     encoder = build_encoder(backbone, backbone_kwargs, (image_size, image_size))
     tokenizer = numbered_tokenizer(vocab_size)
@@ -65,7 +67,9 @@ def random_bundle(out, backbone: str, backbone_kwargs: dict, image_size: int, de
             if parameter.dim() == 2:
                 parameter.mul_(10)
     model = EnrichModel(captioner, heads, colour).eval()
+    kept = sorted({eos, pad, *torch.randperm(vocab_size)[:caption_vocabulary].tolist()}) if caption_vocabulary else []
     config = save_weights(out, model, heads_config, tokenizer, preprocessing,
-                          {a: LabelVocab(a, labels) for a, labels in vocabs.items()}, taxonomy, name="random")
+                          {a: LabelVocab(a, labels) for a, labels in vocabs.items()}, taxonomy, name="random",
+                          caption_vocabulary=kept)
     config.write(out)
     return config

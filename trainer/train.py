@@ -39,6 +39,7 @@ from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
 from .augment import Augment
 from .calibration import calibrate
 from .caption_stage import train_captioner
+from .caption_vocabulary import choose_vocabulary
 from .classifier import AttributeClassifier
 from .datasets import PixelDataset, extract_features
 from .evaluation import evaluate, quality_warnings
@@ -81,6 +82,7 @@ class Trained:
     weights: str  # where the backbone started: "hub", a weights file, or random
     histories: dict[str, list[dict]]
     training: dict  # for enrich.json: calibration and refit reports, the decoder's name
+    caption_vocabulary: list[int] = dataclasses.field(default_factory=list)  # [] until chosen: the whole one
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments,
@@ -109,7 +111,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     model = EnrichModel(captioner, classifier.heads, classifier.colour).eval()
     config = save_weights(out, model, trained.heads, tokenizer, trained.preprocessing, labels.vocabs,
                           labels.taxonomy, name=args.name, weights=trained.weights, lexicon=labels.lexicon,
-                          training=training)
+                          training=training, caption_vocabulary=trained.caption_vocabulary)
     served = evaluate_as_served(out, config, splits.test, trained, args, started)
     shutil.rmtree(work, ignore_errors=True)
     log.info("bundle %s written to %s", served.model_version, out)
@@ -152,6 +154,9 @@ def train_caption_decoder(trained: Trained, splits: Splits, model_args: ModelArg
     captioner, history = train_captioner(captioner, tokenizer, parts, features, model_args, args, work)
     trained.histories["captioner"] = history
     trained.training["decoder"] = decoder_name
+    names = [i.name for i in splits.train if i.name]
+    trained.caption_vocabulary, trained.training["caption_vocabulary"] = choose_vocabulary(
+        captioner, tokenizer, names, features["validation"].tokens, model_args.max_caption_tokens)
     return captioner, tokenizer
 
 

@@ -1,0 +1,75 @@
+"""The caption vocabulary: the tokens the training names use, which the serving graphs score instead of the
+tokenizer's whole vocabulary (a pretrained GPT-2 has 50,257 tokens; a catalogue's names use a few thousand).
+
+It is kept only where, on the validation images, it writes the whole vocabulary's greedy captions, token for
+token, with their confidence within CONFIDENCE_TOLERANCE: probabilities are then normalised over the names'
+tokens, which a well-trained decoder leaves almost no probability outside of."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase, VisionEncoderDecoderModel
+
+from enrich_model.graphs import CaptionDecoder, CaptionStart, CaptionStep
+from enrich_model.search import Candidates, greedy
+from enrich_model.torch_backend import TorchRun
+
+log = logging.getLogger("enrich.train")
+
+CHECKED_IMAGES = 512  # validation images whose captions must come out the same
+CONFIDENCE_TOLERANCE = 0.01  # largest relative change of a caption's confidence
+BATCH = 64
+
+
+def names_vocabulary(tokenizer: PreTrainedTokenizerBase, names: Sequence[str], start: int, eos: int) -> list[int]:
+    """The token ids of the names as the tokenizer encodes them (as training does), and the special tokens."""
+    used = {token for ids in tokenizer(list(names))["input_ids"] for token in ids}
+    return sorted(used | set(tokenizer.all_special_ids) | {start, eos})
+
+
+@torch.inference_mode()
+def greedy_captions(captioner: VisionEncoderDecoderModel, vocabulary: Sequence[int] | None, tokens: torch.Tensor,
+                    start: int, eos: int, max_new_tokens: int) -> list[tuple[tuple[int, ...], float]]:
+    """Greedy captions of encoder tokens through the serving graphs, over `vocabulary`: per image, the tokenizer
+    ids and the mean log-probability of the tokens."""
+    ids = list(vocabulary) if vocabulary is not None else None
+    position = (lambda token: ids.index(token)) if ids else (lambda token: token)
+    decoder = CaptionDecoder(captioner, ids)
+    first_step, next_step = CaptionStart(decoder, position(start)), CaptionStep(decoder)
+    device = next(captioner.parameters()).device
+    out = []
+    for chunk in tokens.split(BATCH):
+        log_probs, chosen, *caches = first_step(chunk.to(device).float())
+        first = Candidates(log_probs.cpu().numpy(), chosen.cpu().numpy())
+        generated = greedy(first, TorchRun(next_step, *caches), position(eos), max_new_tokens)
+        out += [(tuple(ids[t] if ids else t for t in row), float(np.mean(scores)))
+                for row, scores in zip(generated.tokens, generated.log_probs, strict=True)]
+    return out
+
+
+def choose_vocabulary(captioner: VisionEncoderDecoderModel, tokenizer: PreTrainedTokenizerBase, names: Sequence[str],
+                      validation_tokens: torch.Tensor, max_new_tokens: int) -> tuple[list[int], dict]:
+    """The names' vocabulary when its captions of the validation images are the whole vocabulary's, else [] (the
+    whole one); and what was checked, for enrich.json's training report."""
+    generation = captioner.generation_config
+    start, eos = int(generation.decoder_start_token_id), int(generation.eos_token_id)
+    vocabulary = names_vocabulary(tokenizer, names, start, eos)
+    checked = validation_tokens[:CHECKED_IMAGES]
+    whole = greedy_captions(captioner, None, checked, start, eos, max_new_tokens)
+    ours = greedy_captions(captioner, vocabulary, checked, start, eos, max_new_tokens)
+    identical = float(np.mean([a[0] == b[0] for a, b in zip(ours, whole, strict=True)])) if whole else 1.0
+    # exp(mean log-probability) is the caption's confidence: its relative change is exp(difference) - 1.
+    drift = max((abs(math.expm1(a[1] - b[1])) for a, b in zip(ours, whole, strict=True)), default=0.0)
+    kept = identical == 1.0 and drift <= CONFIDENCE_TOLERANCE and len(vocabulary) < len(tokenizer)
+    report = {"tokens": len(vocabulary) if kept else len(tokenizer), "of": len(tokenizer),
+              "names_tokens": len(vocabulary), "validation_images": len(whole), "identical_captions": identical,
+              "largest_confidence_change": round(drift, 6)}
+    log.info("caption vocabulary: %s (the names use %d of %d tokens; on %d validation images, greedy captions "
+             "identical on %.1f%%, confidences within %.2g%%)", "the names' tokens" if kept else "the whole one",
+             len(vocabulary), len(tokenizer), len(whole), 100 * identical, 100 * drift)
+    return (vocabulary if kept else []), report
