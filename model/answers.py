@@ -59,6 +59,13 @@ class ItemOptions:
     catalogue: tuple[tuple[str, str], ...] = ()  # (column, value as the catalogue has it): audit these
     error_prior: float = DEFAULT_ERROR_PRIOR  # how often a catalogue value is wrong before seeing the image
     embedding: bool = False  # return the image's embedding
+    palette: bool = False  # return the product's palette (look.py)
+    signature: bool = False  # return the perceptual hash and colour fingerprint (look.py)
+
+    @property
+    def looks(self) -> bool:
+        """Whether the decode stage reads anything from the pixels for this request besides the model input."""
+        return self.palette or self.signature
 
 
 @dataclass
@@ -109,10 +116,10 @@ class PaletteColour:
 
 @dataclass
 class ImageLook:
-    """What the decode stage sees in the pixels themselves, without the model."""
+    """What the decode stage sees in the pixels themselves, without the model: what a request asked for."""
 
-    palette: list[PaletteColour]
-    perceptual_hash: str  # 16 hex digits
+    palette: list[PaletteColour] = field(default_factory=list)
+    perceptual_hash: str = ""  # 16 hex digits
     colour_fingerprint: tuple[float, ...] = ()  # CIELAB of the product's dominant colour, then of the background
 
 

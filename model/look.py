@@ -20,13 +20,23 @@ FLAT_STEP = 8.0  # largest step to a neighbouring pixel inside a flat area (RGB 
 HASH_SIDE, HASH_BITS = 32, 8  # pHash: DCT of the 32x32 grey image, its 8x8 lowest frequencies
 
 
-def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]]) -> ImageLook:
+def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]], with_palette: bool = True,
+         with_signature: bool = True) -> ImageLook:
+    """The palette and the signature (perceptual hash and colour fingerprint), each only when asked for."""
+    found = ImageLook()
+    if not (with_palette or with_signature):
+        return found
     small = image.convert("RGB")
     small.thumbnail((PALETTE_SIDE, PALETTE_SIDE), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, np.float32)
     background = _background(rgb)
-    colours, dominant = palette(product_pixels(rgb, background), colour_names)
-    return ImageLook(colours, perceptual_hash(image), colour_fingerprint(dominant, background))
+    colours, dominant = palette(product_pixels(rgb, background), colour_names)  # the fingerprint's colour too
+    if with_palette:
+        found.palette = colours
+    if with_signature:
+        found.perceptual_hash = perceptual_hash(image)
+        found.colour_fingerprint = colour_fingerprint(dominant, background)
+    return found
 
 
 # --- perceptual hash -----------------------------------------------------------------------------------

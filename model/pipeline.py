@@ -117,10 +117,10 @@ class EnrichPipeline:
         """Image bytes -> (what was decoded, model input (3, H, W)); raises ImageDecodeError with a reason."""
         return self.bundle.preprocessing.from_bytes(data, limits)
 
-    def look(self, decoded: DecodedImage) -> ImageLook:
-        """The product's palette, the image's perceptual hash and its colour fingerprint, from the decoded pixels
-        (no model)."""
-        return look.look(decoded.image, COLOUR_RGB)
+    def look(self, decoded: DecodedImage, options: ItemOptions) -> ImageLook:
+        """What `options` ask for of the product's palette, the image's perceptual hash and its colour fingerprint,
+        from the decoded pixels (no model); nothing is computed for a request that asks for none."""
+        return look.look(decoded.image, COLOUR_RGB, options.palette, options.signature)
 
     def encode(self, pixels: np.ndarray) -> Encoded:
         """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""

@@ -2,7 +2,7 @@
 batched stages, deadlines, access log): `curl -T photo.jpg http://HOST:8080/v1/enrich`.
 
     POST|PUT /v1/enrich   body: the image bytes (raw, or the first file of a multipart form), options as
-                          query parameters (top_k, caption_mode, request_id, include_embedding, and an
+                          query parameters (top_k, caption_mode, request_id, the include_* flags, and an
                           audit's catalogue.<column>=value and catalogue.error_prior); or an EnrichRequest
                           as JSON (image in base64), as gRPC-JSON transcoders send it
     GET /v1/model         ModelInfo
@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
-from enrich_client.contract import caption_mode, request_from_json, to_json
+from enrich_client.contract import INCLUDE_FLAGS, caption_mode, request_from_json, to_json
 from enrich_model.options import parse_bool
 
 from .errors import EnrichFailure, image_too_many_bytes, request_invalid, token_invalid
@@ -118,8 +118,8 @@ async def request_message(request: web.Request) -> enrich_pb2.EnrichRequest:
 
 
 def query_request(image: bytes, query: Mapping[str, str]) -> enrich_pb2.EnrichRequest:
-    """The raw-bytes form's options from the query: top_k, caption_mode, request_id, include_embedding, and an
-    audit's catalogue.<column>=value and catalogue.error_prior."""
+    """The raw-bytes form's options from the query: top_k, caption_mode, request_id, include_embedding,
+    include_palette, include_signature, and an audit's catalogue.<column>=value and catalogue.error_prior."""
     message = enrich_pb2.EnrichRequest(image=image, request_id=query.get("request_id", ""))
     prior = f"{CATALOGUE_PREFIX}error_prior"
     for name, value in query.items():
@@ -131,7 +131,8 @@ def query_request(image: bytes, query: Mapping[str, str]) -> enrich_pb2.EnrichRe
         message.catalogue.error_prior = query_number(query, prior, float)
     try:
         message.caption_mode = caption_mode(query.get("caption_mode"))
-        message.include_embedding = parse_bool(query.get("include_embedding", "false"))
+        for flag in INCLUDE_FLAGS:
+            setattr(message, flag, parse_bool(query.get(flag, "false")))
     except ValueError as error:
         raise request_invalid(str(error)) from error
     return message

@@ -66,7 +66,8 @@ def item_options(request: enrich_pb2.EnrichRequest) -> ItemOptions:
         raise request_invalid(f"catalogue.{error}") from None
     return ItemOptions(top_k=request.top_k or DEFAULT_TOP_K, caption_mode=runtime_caption_mode(request.caption_mode),
                        catalogue=tuple(sorted(values.items())), error_prior=prior,
-                       embedding=request.include_embedding)
+                       embedding=request.include_embedding, palette=request.include_palette,
+                       signature=request.include_signature)
 
 
 def taxonomy_level(level: TaxonomyLevel | None) -> int:

@@ -194,7 +194,7 @@ class EnrichService:
                 total_ms = (time.perf_counter() - received) * 1000
                 self.metrics.observe_stage("total", total_ms)
                 return cached_response(request_id, cached, total_ms)
-        decoded, pixels, look = await self._decode(model, request.image)
+        decoded, pixels, look = await self._decode(model, request.image, options)
         decode_ms = (time.perf_counter() - received) * 1000
         try:
             submitted = model.batched.run(pixels, options, deadline)
@@ -219,17 +219,19 @@ class EnrichService:
         # Hashing a camera original takes milliseconds: off the event loop (hashlib releases the GIL).
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, key_of)
 
-    async def _decode(self, model: LoadedModel, image: bytes):
+    async def _decode(self, model: LoadedModel, image: bytes, options: ItemOptions):
         loop = asyncio.get_running_loop()
         try:
             with model.batched.decoding():
-                return await loop.run_in_executor(self.decode_pool, self._decode_and_look, model.pipeline, image)
+                return await loop.run_in_executor(self.decode_pool, self._decode_and_look, model.pipeline, image,
+                                                  options)
         except ImageDecodeError as error:
             raise EnrichFailure.from_decode(error) from error
 
-    def _decode_and_look(self, pipeline: EnrichPipeline, image: bytes) -> tuple[DecodedImage, np.ndarray, ImageLook]:
+    def _decode_and_look(self, pipeline: EnrichPipeline, image: bytes,
+                         options: ItemOptions) -> tuple[DecodedImage, np.ndarray, ImageLook]:
         decoded, pixels = pipeline.decode(image, self.limits.decode)
-        return decoded, pixels, pipeline.look(decoded)
+        return decoded, pixels, pipeline.look(decoded, options)
 
     def _observe(self, timings: enrich_pb2.Timings) -> None:
         for stage in TIMED_STAGES:

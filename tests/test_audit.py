@@ -46,7 +46,8 @@ def test_an_audit_answers_one_finding_per_value_as_the_contract_defines_it(clien
     sizes = {attribute.name: len(attribute.labels) for attribute in info.attributes}
     wrong_colour = next(label for label in info.attributes[1].labels if label != row["baseColour"])
     values = catalogue_values(row, baseColour=wrong_colour.upper(), usage="", season="Monsoon")
-    answer = client.enrich(image, "audited", catalogue=values, include_embedding=True)
+    answer = client.enrich(image, "audited", catalogue=values, include_embedding=True, include_palette=True,
+                           include_signature=True)
     findings = {f.attribute: f for f in answer.audit.findings}
     assert list(findings) == ["gender", "baseColour", "season", "usage", "articleType", "subCategory",
                               "masterCategory", "productDisplayName"]
@@ -71,6 +72,8 @@ def test_an_audit_answers_one_finding_per_value_as_the_contract_defines_it(clien
         answer.metadata.master_category.unsure
     plain = client.enrich(image, "plain")
     assert not plain.HasField("audit") and not plain.metadata.signature.embedding
+    assert not plain.metadata.palette and not plain.metadata.signature.perceptual_hash  # computed when asked only
+    assert not plain.metadata.signature.colour_fingerprint
 
 
 @pytest.mark.parametrize(("values", "prior", "words"), [

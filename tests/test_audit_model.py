@@ -152,6 +152,35 @@ def test_the_look_names_the_products_colours_and_leaves_the_background_out():
     assert palette[0].hex == "#{:02x}{:02x}{:02x}".format(*COLOUR_RGB["Red"])
 
 
+def test_the_look_computes_what_a_request_asks_for_and_nothing_for_one_that_asks_for_none(monkeypatch):
+    from enrich_model import look as looks
+
+    image = product_shot(COLOUR_RGB["Red"], COLOUR_RGB["Navy Blue"])
+    computed: list[str] = []
+
+    def counting(part: str):
+        real = getattr(looks, part)
+
+        def counted(*args):
+            computed.append(part)
+            return real(*args)
+        return counted
+
+    for part in ("palette", "perceptual_hash", "product_pixels"):
+        monkeypatch.setattr(looks, part, counting(part))
+
+    def seen(palette: bool, signature: bool) -> tuple[set[str], looks.ImageLook]:
+        computed.clear()
+        found = look(image, COLOUR_RGB, palette, signature)
+        return set(computed), found
+
+    assert seen(False, False) == (set(), looks.ImageLook())
+    parts, found = seen(True, False)
+    assert parts == {"palette", "product_pixels"} and found.palette and not found.perceptual_hash
+    parts, found = seen(False, True)
+    assert "perceptual_hash" in parts and not found.palette and len(found.colour_fingerprint) == 6
+
+
 def test_the_perceptual_hash_is_imagehash_phash():
     rng = random.Random(0)
     for n in range(20):

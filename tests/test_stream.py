@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from enrich.v1 import enrich_pb2
-from enrich_model.answers import AttributePrediction, ImageLook, ItemPrediction, LabelScore
+from enrich_model.answers import AttributePrediction, ImageLook, ItemOptions, ItemPrediction, LabelScore
 from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.preprocess import Preprocessing
 from enrich_server.batched import StagedAnswer, StageTimings
@@ -60,7 +60,7 @@ class Pipeline:
     def decode(self, data: bytes, limits: DecodeLimits):
         return Preprocessing((4, 4), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).from_bytes(data, limits)
 
-    def look(self, decoded: DecodedImage) -> ImageLook:
+    def look(self, decoded: DecodedImage, options: ItemOptions) -> ImageLook:
         return ImageLook([], "0" * 16)
 
 

@@ -34,13 +34,17 @@ const IMAGE_EXTENSIONS = new Set([".jpg", ".jpeg", ".png", ".webp", ".heic", ".h
 const CAPTION_MODES = DEFINITION["enrich.v1.CaptionMode"].type.value
   .map((v) => v.name).filter((name) => name !== "CAPTION_MODE_UNSPECIFIED")
   .map((name) => name.replace(/^CAPTION_MODE_/, "").toLowerCase());
-const USAGE = `usage: node enrich.js [--target HOST:PORT] [--caption-mode MODE] [--top-k N] IMAGE|FOLDER
+const USAGE = `usage: node enrich.js [--target HOST:PORT] [--caption-mode MODE] [--top-k N] [--include-palette]
+                      [--include-signature] [--include-embedding] IMAGE|FOLDER
 
   IMAGE      one image over the unary Enrich call: its answer as JSON
   FOLDER     every image in it over one EnrichStream: one JSON line per answer
   --target   the server (default: ENRICH_TARGET, else localhost:50051)
   --caption-mode  ${CAPTION_MODES.join(", ")} (default: the server's, generate)
   --top-k    alternatives per attribute (default: the server's, 3)
+  --include-palette, --include-signature, --include-embedding
+             the answers carry the product's palette, the image's signature (perceptual hash, colour
+             fingerprint), its embedding (computed only when asked)
 
 ENRICH_TOKEN sends a bearer token; ENRICH_CA connects with TLS, trusting that CA.`;
 
@@ -72,8 +76,13 @@ function callMetadata() {
   return metadata;
 }
 
-function request(requestId, image, { captionMode: mode, topK } = {}) {
-  return { requestId, image, topK: topK || 0, captionMode: captionMode(mode) };
+// The request's include_* flags (protobuf's JSON names), as the command line and the options name them.
+const INCLUDE_FLAGS = ["includeEmbedding", "includePalette", "includeSignature"];
+
+function request(requestId, image, options = {}) {
+  const message = { requestId, image, topK: options.topK || 0, captionMode: captionMode(options.captionMode) };
+  for (const flag of INCLUDE_FLAGS) message[flag] = Boolean(options[flag]);
+  return message;
 }
 
 // --- protobuf's JSON mapping -------------------------------------------------------------------------
@@ -126,8 +135,9 @@ function toJson(message, typeName = "enrich.v1.EnrichResponse") {
 
 // --- calls ---------------------------------------------------------------------------------------------
 // One image; resolves to the EnrichResponse, rejects with the gRPC error (code, details).
-function enrichFile(client, file, { captionMode: mode, topK, timeoutSeconds = 60 } = {}) {
-  const message = request(path.basename(file), fs.readFileSync(file), { captionMode: mode, topK });
+function enrichFile(client, file, options = {}) {
+  const { timeoutSeconds = 60 } = options;
+  const message = request(path.basename(file), fs.readFileSync(file), options);
   return new Promise((resolve_, reject) => {
     client.Enrich(message, callMetadata(), { deadline: Date.now() + timeoutSeconds * 1000 },
       (error, response) => (error ? reject(error) : resolve_(response)));
@@ -136,10 +146,10 @@ function enrichFile(client, file, { captionMode: mode, topK, timeoutSeconds = 60
 
 // Every image file in a folder over one stream; calls onAnswer for each answer as it arrives
 // (a bad image is an answer with status.code !== 0, never an error of the whole stream).
-function enrichFolder(client, folder, onAnswer, { captionMode: mode, topK } = {}) {
+function enrichFolder(client, folder, onAnswer, options = {}) {
   const files = fs.readdirSync(folder).filter((name) => IMAGE_EXTENSIONS.has(path.extname(name).toLowerCase()))
     .sort();
-  captionMode(mode); // a wrong name fails before the stream opens
+  captionMode(options.captionMode); // a wrong name fails before the stream opens
   return new Promise((resolve_, reject) => {
     const stream = client.EnrichStream(callMetadata());
     let answered = 0;
@@ -147,7 +157,7 @@ function enrichFolder(client, folder, onAnswer, { captionMode: mode, topK } = {}
     stream.on("error", reject);
     stream.on("end", () => resolve_({ sent: files.length, answered }));
     for (const name of files) {
-      stream.write(request(name, fs.readFileSync(path.join(folder, name)), { captionMode: mode, topK }));
+      stream.write(request(name, fs.readFileSync(path.join(folder, name)), options));
     }
     stream.end();
   });
@@ -161,6 +171,9 @@ function parseArguments(argv) {
     else if (argument === "--caption-mode") options.captionMode = argv[++i];
     else if (argument === "--top-k") options.topK = Number(argv[++i]);
     else if (argument === "--target") options.target = argv[++i];
+    else if (INCLUDE_FLAGS.some((flag) => argument === `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)) {
+      options[argument.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = true;
+    }
     else if (argument.startsWith("-")) throw new Error(`unknown option ${argument}`);
     else options.targets.push(argument);
   }

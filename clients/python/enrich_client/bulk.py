@@ -147,11 +147,16 @@ def output_format(path: Path, given: str | None) -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
+def included(args) -> list[str]:
+    """The include_* fields the command line asked for (`--include-palette`, ...)."""
+    return [flag for flag in contract.INCLUDE_FLAGS if getattr(args, flag, False)]
+
+
 def run_options(args) -> dict:
     """What decides a row's content, recorded beside the output (unset: the server's default)."""
     mode = contract.caption_mode(args.caption_mode)
     return {"top_k": args.top_k or None, "caption_mode": contract.caption_mode_name(mode) if mode else None,
-            "format": output_format(Path(args.out), args.format)}
+            "format": output_format(Path(args.out), args.format), "include": included(args)}
 
 
 def bulk_main(client: EnrichClient, args) -> int:
@@ -169,7 +174,7 @@ def bulk_main(client: EnrichClient, args) -> int:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
     run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode, args.sidecars,
-                  args.retry_seconds)
+                  args.retry_seconds, include=included(args))
     return run_with_progress(client, run, output, "bulk", args.quiet)
 
 

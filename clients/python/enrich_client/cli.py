@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import contract
-from .bulk import bulk_main
+from .bulk import bulk_main, included
 from .client import IMAGE_SUFFIXES, MAX_MESSAGE_MB, EnrichClient, EnrichError, image_files
 from .contract import to_json
 
@@ -35,7 +35,7 @@ GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca"
 def enrich_file(client: EnrichClient, path: Path, args: argparse.Namespace) -> int:
     try:
         response = client.enrich(path.read_bytes(), request_id=str(path), top_k=args.top_k,
-                                 caption_mode=args.caption_mode)
+                                 caption_mode=args.caption_mode, **dict.fromkeys(included(args), True))
     except EnrichError as error:
         print(f"{path}: {error}", file=sys.stderr)
         return 1
@@ -61,7 +61,8 @@ def enrich_folder(client: EnrichClient, root: Path, args: argparse.Namespace) ->
     failed = 0
     try:
         with tqdm(total=len(files), unit="img", desc="enrich", file=sys.stderr, disable=args.quiet) as bar:
-            for response in client.enrich_stream(requests(), top_k=args.top_k, caption_mode=args.caption_mode):
+            for response in client.enrich_stream(requests(), top_k=args.top_k, caption_mode=args.caption_mode,
+                                                 **dict.fromkeys(included(args), True)):
                 if response.status.code != 0:
                     failed += 1
                     bar.set_postfix(failed=failed)
@@ -85,10 +86,18 @@ def caption_mode_argument(value: str) -> str:
     return value
 
 
-def add_request_options(parser: argparse.ArgumentParser, caption_default: str = "the server's, generate") -> None:
+def add_request_options(parser: argparse.ArgumentParser, caption_default: str = "the server's, generate",
+                        includes: bool = True) -> None:
+    """The request's options; `includes`: also a flag per include_* field (the audit sets its own)."""
     parser.add_argument("--top-k", type=int, help="alternatives per attribute (default: the server's, 3)")
     parser.add_argument("--caption-mode", type=caption_mode_argument, metavar="MODE",
                         help=f"{', '.join(contract.CAPTION_MODES)} (default: {caption_default})")
+    if includes:
+        for flag in contract.INCLUDE_FLAGS:
+            what = flag.removeprefix("include_")
+            parser.add_argument(f"--{flag.replace('_', '-')}", action="store_true",
+                                help=f"the answers carry the image's {what} (computed only when asked)")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--error-prior", type=float, help="how often a catalogue value is wrong before seeing the "
                        "image (default: the server's, 0.05); the report estimates it from the whole catalogue")
     audit.add_argument("--streams", type=int, default=4, help="concurrent streams")
-    add_request_options(audit, caption_default="skip: an audit checks the catalogue's names, it needs no new ones")
+    add_request_options(audit, caption_default="skip: an audit checks the catalogue's names, it needs no new ones",
+                        includes=False)
     audit.add_argument("--mixed-options", action="store_true", help="resume with other options")
     audit.add_argument("--retry-seconds", type=float, default=120.0,
                        help="how long to keep retrying an unavailable or overloaded server")

@@ -154,14 +154,17 @@ class EnrichClient:
     @staticmethod
     def request(image: bytes, request_id: str = "", top_k: int | None = None, caption_mode: str | int | None = None,
                 catalogue: Mapping[str, str] | None = None, error_prior: float | None = None,
-                include_embedding: bool = False) -> enrich_pb2.EnrichRequest:
+                include_embedding: bool = False, *, include_palette: bool = False,
+                include_signature: bool = False) -> enrich_pb2.EnrichRequest:
         """`top_k` and `caption_mode` unset: the server's defaults (3, generate). `caption_mode`: generate,
         beam_search, template or skip (the proto's names, any case, CAPTION_MODE_ prefix optional); another
         value raises ValueError naming those. `catalogue`: the catalogue's values by column (baseColour, ...) to
-        audit against the image, with `error_prior` (unset: the server's default)."""
+        audit against the image, with `error_prior` (unset: the server's default). `include_*`: the embedding,
+        the palette, the signature (perceptual hash, colour fingerprint) in the answer (off: not computed)."""
         request = enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k or 0,
                                            caption_mode=contract.caption_mode(caption_mode),
-                                           include_embedding=include_embedding)
+                                           include_embedding=include_embedding, include_palette=include_palette,
+                                           include_signature=include_signature)
         if catalogue is not None:
             request.catalogue.values.update(catalogue)
             request.catalogue.error_prior = error_prior or 0.0
@@ -169,10 +172,12 @@ class EnrichClient:
 
     def enrich(self, image: bytes, request_id: str = "", top_k: int | None = None,
                caption_mode: str | int | None = None, catalogue: Mapping[str, str] | None = None,
-               error_prior: float | None = None, include_embedding: bool = False) -> enrich_pb2.EnrichResponse:
+               error_prior: float | None = None, include_embedding: bool = False, *, include_palette: bool = False,
+               include_signature: bool = False) -> enrich_pb2.EnrichResponse:
         """One image (options as in `request`). Raises EnrichError; an image over this client's own message limit
         is refused here, IMAGE_TOO_LARGE, before it is sent."""
-        request = self.request(image, request_id, top_k, caption_mode, catalogue, error_prior, include_embedding)
+        request = self.request(image, request_id, top_k, caption_mode, catalogue, error_prior, include_embedding,
+                               include_palette=include_palette, include_signature=include_signature)
         if request.ByteSize() > self.max_message_bytes:
             raise image_too_large(len(image), self.max_message_bytes, "this client sends (max_message_mb)")
         try:
@@ -181,13 +186,14 @@ class EnrichClient:
             raise EnrichError.from_rpc_error(error) from error
 
     def enrich_stream(self, images: Iterable[tuple[str, bytes]], top_k: int | None = None,
-                      caption_mode: str | int | None = None,
-                      timeout: float | None = None) -> Iterator[enrich_pb2.EnrichResponse]:
-        """(request_id, bytes) pairs in, answers out as they are ready (possibly out of order).
+                      caption_mode: str | int | None = None, timeout: float | None = None,
+                      **include: bool) -> Iterator[enrich_pb2.EnrichResponse]:
+        """(request_id, bytes) pairs in, answers out as they are ready (possibly out of order); `include`: the
+        include_* options of `request`.
 
         `images` is consumed lazily, so a folder of any size streams in bounded memory."""
         contract.caption_mode(caption_mode)  # a wrong name fails here, not in gRPC's sending thread
-        requests = (self.request(data, request_id, top_k, caption_mode) for request_id, data in images)
+        requests = (self.request(data, request_id, top_k, caption_mode, **include) for request_id, data in images)
         try:
             yield from self.stub.EnrichStream(requests, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as error:

@@ -22,6 +22,11 @@ CAPTION_MODES: tuple[str, ...] = tuple(name.removeprefix(CAPTION_MODE_PREFIX).lo
                                        for name, value in enrich_pb2.CaptionMode.items() if value)
 
 
+# What an answer holds beyond the labels and caption only when asked: EnrichRequest's include_* flags.
+INCLUDE_FLAGS: tuple[str, ...] = tuple(f.name for f in enrich_pb2.EnrichRequest.DESCRIPTOR.fields
+                                       if f.name.startswith("include_"))
+
+
 def caption_mode(value: str | int | None) -> int:
     """A caption mode, by name or number, as the proto's enum value (0: unset, the server's default).
     Raises ValueError, in words that name the valid ones."""

@@ -9,7 +9,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -127,11 +127,12 @@ class BulkRun:
     def __init__(self, client: EnrichClient, sources: list[Source], output: AnswerSink, streams: int = 4,
                  top_k: int | None = None, caption_mode: str | None = None, sidecars: bool = False,
                  retry_seconds: float = 120.0, on_answer=None, error_prior: float | None = None,
-                 include_embedding: bool = False) -> None:
-        """Sources with catalogue values are audited (with `error_prior`)."""
+                 include: Iterable[str] = ()) -> None:
+        """Sources with catalogue values are audited (with `error_prior`); `include`: the request's include_*
+        flags to set (contract.INCLUDE_FLAGS)."""
         self.client, self.output, self.streams = client, output, streams
         self.top_k, self.caption_mode, self.sidecars = top_k, caption_mode, sidecars
-        self.error_prior, self.include_embedding = error_prior, include_embedding
+        self.error_prior, self.include = error_prior, dict.fromkeys(include, True)
         self.retry_seconds = retry_seconds
         todo = [s for s in sources if s.key not in output.done]
         self.summary = Summary(total=len(sources), skipped=len(sources) - len(todo),
@@ -232,7 +233,7 @@ class BulkRun:
                         raise _TooLarge(len(data), self.max_image_bytes)
                     request = self.client.request(data, source.key, self.top_k, self.caption_mode,
                                                   dict(source.catalogue) if source.catalogue else None,
-                                                  self.error_prior, self.include_embedding)
+                                                  self.error_prior, **self.include)
                 except Exception as error:  # an unreadable input is a row, not the end of the run
                     if stream.answered(source.key) is not None:  # still ours: the stream may have ended
                         self._record(unreadable(source, error), None)

@@ -78,20 +78,24 @@ INTERNAL_ERROR: ErrorReason
 REQUEST_INVALID: ErrorReason
 
 class EnrichRequest(_message.Message):
-    __slots__ = ("request_id", "image", "top_k", "caption_mode", "catalogue", "include_embedding")
+    __slots__ = ("request_id", "image", "top_k", "caption_mode", "catalogue", "include_embedding", "include_palette", "include_signature")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     CAPTION_MODE_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PALETTE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     top_k: int
     caption_mode: CaptionMode
     catalogue: CatalogueRecord
     include_embedding: bool
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., caption_mode: _Optional[_Union[CaptionMode, str]] = ..., catalogue: _Optional[_Union[CatalogueRecord, _Mapping]] = ..., include_embedding: _Optional[bool] = ...) -> None: ...
+    include_palette: bool
+    include_signature: bool
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., caption_mode: _Optional[_Union[CaptionMode, str]] = ..., catalogue: _Optional[_Union[CatalogueRecord, _Mapping]] = ..., include_embedding: _Optional[bool] = ..., include_palette: _Optional[bool] = ..., include_signature: _Optional[bool] = ...) -> None: ...
 
 class CatalogueRecord(_message.Message):
     __slots__ = ("values", "error_prior")

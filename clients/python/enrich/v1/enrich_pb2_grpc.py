@@ -71,8 +71,9 @@ class EnrichServicer:
         Over HTTP (the server's own HTTP port, or any gRPC-JSON transcoder such as Envoy's or
         grpc-gateway): POST or PUT /v1/enrich with this message as JSON (`image` in base64). The server's
         own port also takes the raw image bytes as the body (`curl -T photo.jpg`), with `top_k`,
-        `caption_mode`, `request_id`, `include_embedding`, and an audit's `catalogue.<column>=value` and
-        `catalogue.error_prior` as query parameters, and a `Grpc-Timeout` header as the deadline.
+        `caption_mode`, `request_id`, `include_embedding`, `include_palette`, `include_signature`, and an
+        audit's `catalogue.<column>=value` and `catalogue.error_prior` as query parameters, and a
+        `Grpc-Timeout` header as the deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..bulk import Output, run_with_progress
 from ..client import EnrichClient, EnrichError
-from ..contract import caption_mode, caption_mode_name, to_json
+from ..contract import INCLUDE_FLAGS, caption_mode, caption_mode_name, to_json
 from ..streaming import BulkRun
 from .catalogue import CatalogueError, read_catalogue
 from .duplicates import Pair, Signature, duplicate_pairs, groups
@@ -35,6 +35,7 @@ ANSWERS = "answers.jsonl"
 
 
 DEFAULT_CAPTION_MODE = "skip"  # an audit reads the catalogue's names, it does not need new ones
+INCLUDED = INCLUDE_FLAGS  # duplicates need the embedding and the signature, the report shows the palette
 
 
 def audit_main(client: EnrichClient, args) -> int:
@@ -60,7 +61,7 @@ def audit_main(client: EnrichClient, args) -> int:
         return 2
     output.done -= changed_rows(folder / ANSWERS, sources)  # sent again: the catalogue changed since
     run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode or DEFAULT_CAPTION_MODE,
-                  retry_seconds=args.retry_seconds, error_prior=args.error_prior, include_embedding=True)
+                  retry_seconds=args.retry_seconds, error_prior=args.error_prior, include=INCLUDED)
     status = run_with_progress(client, run, output, "audit", args.quiet)
     if status == 130:
         return status
@@ -73,7 +74,7 @@ def run_options(args, model_version: str) -> dict:
     options, would mix answers (unset: the server's default)."""
     mode = caption_mode(args.caption_mode or DEFAULT_CAPTION_MODE)
     return {"top_k": args.top_k or None, "caption_mode": caption_mode_name(mode), "error_prior": args.error_prior,
-            "include_embedding": True, "model_version": model_version}
+            "include": list(INCLUDED), "model_version": model_version}
 
 
 def changed_rows(path: Path, sources: list) -> set[str]:
