@@ -4,6 +4,7 @@ the bundle's weights are checked against the hash it recorded."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -127,3 +128,38 @@ def test_the_recorded_hash_is_the_weights_own(bundle_dir: Path):
     config = BundleConfig.read(bundle_dir)
     assert len(config.weights_sha256) == 64 and config.model_version.endswith(config.weights_sha256[:12])
     config.verify_weights(bundle_dir)
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from enrich_server.allocator import limit_arenas
+print(limit_arenas() if sys.argv[1] == "limit" else "unset", flush=True)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+together = threading.Barrier(8)
+def allocate():
+    together.wait()
+    [libc.malloc(4096) for _ in range(2000)]  # ctypes lets go of the GIL: the threads allocate at once
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+libc.malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_server_limits_its_malloc_arenas_itself(monkeypatch):
+    from enrich_server import app
+    from enrich_server.allocator import ARENAS
+
+    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    arenas = {}
+    for mode in ("unset", "limit"):
+        done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, mode], capture_output=True, text=True, timeout=60,
+                              env=environment)
+        assert done.returncode == 0, done.stderr
+        arenas[mode] = done.stderr.count("Arena ")
+    assert arenas["limit"] <= ARENAS < arenas["unset"]  # 8 threads allocating at once: an arena each, unless limited
+    called = []
+    monkeypatch.setattr(app, "limit_arenas", lambda: called.append("limited"))
+    assert app.main(["--model", "/nowhere"]) == 2 and called == ["limited"]  # `enrich serve` sets it first
