@@ -114,6 +114,12 @@ def test_http_json_query_and_grpcurl_audit_alike(server: LoopbackServer, client:
     assert json.loads(done.stdout)["audit"] == expected
 
 
+def auc(positives: list[float], negatives: list[float]) -> float:
+    """The chance that a positive scores above a negative (ties count half)."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    return sum(pairs) / len(pairs)
+
+
 def audit_command(target: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "enrich_client.cli", "--target", target, "audit", "--quiet", *args]
 
@@ -138,10 +144,13 @@ def test_enrich_client_audit_writes_findings_duplicates_summary_and_a_report(ser
                                 "kind"}
     assert len({f["id"] for f in findings}) == truth.rows and len(findings) == 8 * truth.rows
     assert [float(f["p_wrong"]) for f in findings] == sorted((float(f["p_wrong"]) for f in findings), reverse=True)
-    replaced = {(a, key): value for a, ids in truth.replaced.items() for key, value in ids.items()}
-    for finding in findings:
-        if (finding["attribute"], finding["id"]) in replaced:
-            assert finding["supplied"] != replaced[finding["attribute"], finding["id"]]
+    # The audit's p_wrong ranks the colours that were replaced above those that were not (the session's model
+    # learns baseColour; its other heads barely learn anything in two epochs).
+    colours = [(float(f["p_wrong"]), f["id"] in truth.replaced["baseColour"]) for f in findings
+               if f["attribute"] == "baseColour" and f["kind"] in ("agrees", "disagrees")]
+    wrong = [p for p, replaced in colours if replaced]
+    right = [p for p, replaced in colours if not replaced]
+    assert len(wrong) >= 5 and auc(wrong, right) >= 0.75, (auc(wrong, right), wrong)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == summary["answered"] == truth.rows
     colour = summary["attributes"]["baseColour"]

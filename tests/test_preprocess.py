@@ -48,11 +48,17 @@ def test_heic_when_the_encoder_is_available():
     assert decoded.format == "HEIF" and decoded.image.size == (64, 48)
 
 
-@pytest.mark.parametrize("data", [b"", b"hello", b"\xff\xd8\xff\xe0 truncated jpeg", b"\x00" * 1000])
-def test_bad_bytes_raise_a_reason(data: bytes):
+@pytest.mark.parametrize(("data", "reason", "words"), [
+    (b"", DecodeFailure.EMPTY, "empty image: the request carried no bytes"),
+    (b"hello", DecodeFailure.UNDECODABLE, "the bytes are plain text, not a format this service reads"),
+    (b"\xff\xd8\xff\xe0 truncated jpeg", DecodeFailure.UNDECODABLE, "look like a JPEG image but cannot be decoded"),
+    (b"\x00" * 1000, DecodeFailure.UNDECODABLE, "not an image in a supported format"),
+])
+def test_bad_bytes_raise_a_reason(data: bytes, reason: DecodeFailure, words: str):
     with pytest.raises(ImageDecodeError) as raised:
         decode_image(data)
-    assert str(raised.value)
+    assert raised.value.reason is reason
+    assert words in raised.value.message and "Error(" not in raised.value.message  # words, never a repr
 
 
 def test_pixel_limit_is_checked_before_decoding():

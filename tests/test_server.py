@@ -85,11 +85,13 @@ def test_caption_modes(client: EnrichClient, catalogue_dir: Path, bundle_dir: Pa
 
 def test_unary_undecodable_image_is_invalid_argument_and_server_keeps_serving(client: EnrichClient,
                                                                              catalogue_dir: Path):
-    for bad in (b"", b"this is not an image", png_bytes()[:40]):
+    for bad, reason, words in ((b"", "IMAGE_EMPTY", "empty image"),
+                               (b"this is not an image", "IMAGE_UNDECODABLE", "the bytes are plain text"),
+                               (png_bytes()[:40], "IMAGE_UNDECODABLE", "look like a PNG image but cannot be decoded")):
         with pytest.raises(EnrichError) as raised:
             client.enrich(bad)
         assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert raised.value.message  # a reason, not just a code
+        assert raised.value.reason == reason and words in raised.value.message
     assert client.enrich(catalogue_images(catalogue_dir, 1)[0].read_bytes()).status.code == 0
 
 
@@ -107,9 +109,10 @@ def test_stream_of_20_with_3_bad_items_answers_all_20(client: EnrichClient, cata
     assert set(failed) == bad_ids
     for response in failed.values():
         assert response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        assert response.status.message
         expected = enrich_pb2.IMAGE_EMPTY if response.request_id == "bad-b" else enrich_pb2.IMAGE_UNDECODABLE
         assert response.status.reason == expected
+        words = {"bad-a": "the bytes are plain text", "bad-b": "empty image", "bad-c": "look like a PNG image"}
+        assert words[response.request_id] in response.status.message
         assert not response.HasField("metadata")
     for response in responses:
         if response.request_id not in bad_ids:

@@ -3,6 +3,7 @@ the bundle's weights are checked against the hash it recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -124,10 +125,18 @@ def test_a_port_taken_between_the_check_and_the_bind_is_still_one_clear_error(bu
         asyncio.run(start_on(taken.getsockname()[1]))
 
 
-def test_the_recorded_hash_is_the_weights_own(bundle_dir: Path):
-    config = BundleConfig.read(bundle_dir)
-    assert len(config.weights_sha256) == 64 and config.model_version.endswith(config.weights_sha256[:12])
-    config.verify_weights(bundle_dir)
+def test_the_recorded_hash_is_the_weights_own(copied: Path):
+    config = BundleConfig.read(copied)
+    files = sorted([copied / "heads.safetensors", *(copied / "captioner").glob("*.safetensors")])
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+    assert config.weights_sha256 == digest and config.model_version.endswith(digest[:12])
+    config.verify_weights(copied)
+    captioner = next((copied / "captioner").glob("*.safetensors"))
+    data = bytearray(captioner.read_bytes())
+    data[-1] ^= 0x01  # one bit of the decoder's last weight
+    captioner.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="do not match"):
+        config.verify_weights(copied)
 
 
 ARENAS_SCRIPT = """
