@@ -117,6 +117,12 @@ class EnrichPipeline:
         """Image bytes -> (what was decoded, model input (3, H, W)); raises ImageDecodeError with a reason."""
         return self.bundle.preprocessing.from_bytes(data, limits)
 
+    def decode_and_look(self, data: bytes, options: ItemOptions,
+                        limits: DecodeLimits | None = None) -> tuple[DecodedImage, np.ndarray, ImageLook]:
+        """The decode stage: `decode`, then `look` at what the request asked for."""
+        decoded, pixels = self.decode(data, limits)
+        return decoded, pixels, self.look(decoded, options)
+
     def look(self, decoded: DecodedImage, options: ItemOptions) -> ImageLook:
         """What `options` ask for of the product's palette, the image's perceptual hash and its colour fingerprint,
         from the decoded pixels (no model); nothing is computed for a request that asks for none."""

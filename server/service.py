@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
-from enrich_model.answers import ImageLook, ItemOptions
-from enrich_model.decode import DecodedImage, ImageDecodeError
+from enrich_model.answers import ItemOptions
+from enrich_model.decode import ImageDecodeError
 
 from .admission import Admission
 from .batcher import DeadlineExpired
@@ -43,7 +43,6 @@ from .messages import Limits, cached_response, encode_response, item_options, mo
 from .metrics import Metrics
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from enrich_model.pipeline import EnrichPipeline
 
@@ -223,15 +222,10 @@ class EnrichService:
         loop = asyncio.get_running_loop()
         try:
             with model.batched.decoding():
-                return await loop.run_in_executor(self.decode_pool, self._decode_and_look, model.pipeline, image,
-                                                  options)
+                return await loop.run_in_executor(self.decode_pool, model.pipeline.decode_and_look, image, options,
+                                                  self.limits.decode)
         except ImageDecodeError as error:
             raise EnrichFailure.from_decode(error) from error
-
-    def _decode_and_look(self, pipeline: EnrichPipeline, image: bytes,
-                         options: ItemOptions) -> tuple[DecodedImage, np.ndarray, ImageLook]:
-        decoded, pixels = pipeline.decode(image, self.limits.decode)
-        return decoded, pixels, pipeline.look(decoded, options)
 
     def _observe(self, timings: enrich_pb2.Timings) -> None:
         for stage in TIMED_STAGES:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from enrich.v1 import enrich_pb2
 from enrich_model.answers import AttributePrediction, ImageLook, ItemOptions, ItemPrediction, LabelScore
-from enrich_model.decode import DecodedImage, DecodeLimits
+from enrich_model.decode import DecodeLimits
 from enrich_model.preprocess import Preprocessing
 from enrich_server.batched import StagedAnswer, StageTimings
 from enrich_server.messages import Limits
@@ -57,11 +57,9 @@ class HeldStages:
 class Pipeline:
     model_version = "test-000000000000"
 
-    def decode(self, data: bytes, limits: DecodeLimits):
-        return Preprocessing((4, 4), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).from_bytes(data, limits)
-
-    def look(self, decoded: DecodedImage, options: ItemOptions) -> ImageLook:
-        return ImageLook([], "0" * 16)
+    def decode_and_look(self, data: bytes, options: ItemOptions, limits: DecodeLimits):
+        decoded, pixels = Preprocessing((4, 4), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).from_bytes(data, limits)
+        return decoded, pixels, ImageLook()
 
 
 def service_with(stages: HeldStages, read_ahead: int = 32, queue: int = 128) -> EnrichService:
