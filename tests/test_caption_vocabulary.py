@@ -1,0 +1,107 @@
+"""The caption vocabulary: the tokens of the training names, kept only where its captions are the whole
+vocabulary's, and served by every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from enrich_model.backends import available_backends
+
+from .conftest import TINY_BACKBONE
+
+TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def random_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from enrich_model.model import DecoderSpec
+    from enrich_trainer.random_bundle import random_bundle
+
+    out = tmp_path_factory.mktemp("random-bundle")
+    random_bundle(out, "tiny_vit_5m_224", json.loads(TINY_BACKBONE), 32, DecoderSpec(2, 32, 2, 64), 300,
+                  max_new_tokens=TOKENS, seed=1)
+    return out
+
+
+def encoder_tokens(features: int, count: int = 40) -> torch.Tensor:
+    return torch.randn(count, 49, features, generator=torch.Generator().manual_seed(0)) * 3
+
+
+def test_the_names_vocabulary_is_kept_only_where_it_writes_the_whole_vocabularys_captions(random_bundle_dir: Path,
+                                                                                          monkeypatch):
+    from enrich_model.bundle import load_bundle
+    from enrich_trainer import caption_vocabulary
+    from enrich_trainer.caption_vocabulary import choose_vocabulary, greedy_captions
+
+    bundle = load_bundle(random_bundle_dir)
+    captioner, tokenizer = bundle.model.captioner, bundle.tokenizer
+    tokens = encoder_tokens(bundle.config.backbone.num_features)
+    whole = greedy_captions(captioner, None, tokens, 0, 0, TOKENS)
+    names = [tokenizer.decode(list(ids), skip_special_tokens=True) for ids, _ in whole]  # every token it writes
+    kept, report = choose_vocabulary(captioner, tokenizer, names, tokens, TOKENS)
+    # This random decoder spreads its probability widely: over the names' tokens alone, confidences change.
+    assert kept == [] and report["identical_captions"] == 1.0 and report["largest_confidence_change"] > 0.01
+    monkeypatch.setattr(caption_vocabulary, "CONFIDENCE_TOLERANCE", 10.0)
+    kept, report = choose_vocabulary(captioner, tokenizer, names, tokens, TOKENS)
+    assert 0 < len(kept) == report["tokens"] < len(tokenizer) and report["identical_captions"] == 1.0
+    assert {0, 1} <= set(kept)  # the special tokens stay
+    assert greedy_captions(captioner, kept, tokens, 0, 0, TOKENS)[0][0] == whole[0][0]
+    fewer, report = choose_vocabulary(captioner, tokenizer, names[:5], tokens, TOKENS)
+    assert fewer == [] and report["identical_captions"] < 0.5  # names that miss tokens it writes: refused
+
+
+def test_a_restricted_vocabulary_scores_its_tokens_as_the_whole_one_renormalised(random_bundle_dir: Path):
+    from enrich_model.bundle import load_bundle
+    from enrich_model.graphs import CaptionDecoder, CaptionStart
+
+    bundle = load_bundle(random_bundle_dir)
+    kept = sorted({0, 1, *range(5, 300, 3)})
+    tokens = encoder_tokens(bundle.config.backbone.num_features, 6)
+    with torch.inference_mode():
+        scores, chosen, *_ = CaptionStart(CaptionDecoder(bundle.model.captioner, kept), 0)(tokens)
+    expected = torch.log_softmax(first_logits(bundle, tokens)[:, kept], dim=-1).topk(16)
+    np.testing.assert_allclose(scores.numpy(), expected.values.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(chosen.numpy(), expected.indices.numpy())  # positions in the caption vocabulary
+
+
+def first_logits(bundle, tokens: torch.Tensor) -> torch.Tensor:
+    """The whole vocabulary's logits for the first caption token, from transformers' own forward."""
+    captioner = bundle.model.captioner
+    with torch.inference_mode():
+        states = captioner.enc_to_dec_proj(tokens) if hasattr(captioner, "enc_to_dec_proj") else tokens
+        return captioner.decoder(input_ids=torch.zeros(len(tokens), 1, dtype=torch.long),
+                                 encoder_hidden_states=states).logits[:, -1]
+
+
+@pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
+def test_every_backend_serves_a_bundles_caption_vocabulary(random_bundle_dir: Path, tmp_path: Path, monkeypatch):
+    from enrich_model.bundle import load_bundle
+    from enrich_model.bundle_config import BundleConfig
+    from enrich_model.options import RuntimeOptions
+    from enrich_model.pipeline import EnrichPipeline
+    from enrich_trainer import caption_vocabulary
+    from enrich_trainer.caption_vocabulary import choose_vocabulary, greedy_captions
+
+    bundle = load_bundle(random_bundle_dir)
+    tokens = encoder_tokens(bundle.config.backbone.num_features)
+    whole = greedy_captions(bundle.model.captioner, None, tokens, 0, 0, TOKENS)
+    names = [bundle.tokenizer.decode(list(ids), skip_special_tokens=True) for ids, _ in whole]
+    monkeypatch.setattr(caption_vocabulary, "CONFIDENCE_TOLERANCE", 10.0)
+    kept, _ = choose_vocabulary(bundle.model.captioner, bundle.tokenizer, names, tokens, TOKENS)
+    copy = tmp_path / "bundle"
+    shutil.copytree(random_bundle_dir, copy)
+    config = BundleConfig.read(copy)
+    dataclasses.replace(config, caption=dataclasses.replace(config.caption, vocabulary=kept)).write(copy)
+    eager = EnrichPipeline.eager(load_bundle(copy))
+    on_openvino = EnrichPipeline.load(copy, RuntimeOptions(device="cpu", backend="openvino", precision="fp32"))
+    assert eager.vocabulary.ids == tuple(kept) and on_openvino.backend.choice.name == "openvino"
+    texts = [bundle.tokenizer.decode(list(ids), skip_special_tokens=True) for ids, _ in whole]
+    assert eager.generate(list(tokens)).texts == texts
+    assert on_openvino.generate(list(tokens.numpy())).texts == texts
