@@ -88,6 +88,9 @@ class Generated:
 
 def generate(first: Candidates, run: DecoderRun, eos: int, max_new_tokens: int, beams: int = 1) -> Generated:
     """Captions from the first token's candidates and the run that continues them."""
+    if 2 * beams > first.tokens.shape[1]:
+        raise ValueError(f"{beams} beams need {2 * beams} candidates a step; the caption graphs give "
+                         f"{first.tokens.shape[1]}")
     if beams > 1:
         return beam_search(first, run, eos, max_new_tokens, beams)
     return greedy(first, run, eos, max_new_tokens)

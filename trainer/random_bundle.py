@@ -21,9 +21,12 @@ from .tokenizer import BOS_EOS, PAD
 from .train import COLOUR_ATTRIBUTES
 from .weights import preprocessing_for
 
-# The README's real-data recipe: tiny_vit_21m_224 at 224 px and distilgpt2 (6 x 768, 12 heads, 50,257 tokens).
+# The README's real-data recipe: tiny_vit_21m_224 at 224 px and distilgpt2 (6 x 768, 12 heads, 50,257 tokens),
+# with a caption vocabulary of 6,000 of those tokens: an assumed size for the tokens a catalogue's product names
+# use (the trainer measures the real one, `enrich info` prints it).
 REAL_SHAPES = dict(backbone="tiny_vit_21m_224", backbone_kwargs={}, image_size=224,
-                   decoder=DecoderSpec(n_layer=6, n_embd=768, n_head=12, n_positions=1024), vocab_size=50257)
+                   decoder=DecoderSpec(n_layer=6, n_embd=768, n_head=12, n_positions=1024), vocab_size=50257,
+                   caption_vocabulary=6000)
 
 
 def numbered_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:

@@ -1,15 +1,18 @@
 """`enrich bench`: how fast a bundle serves on this machine, and how close that is to the machine's limit.
 
     enrich bench --model BUNDLE            # everything below, in one run, side by side
+    enrich bench --model BUNDLE --quick    # the same figures from fewer images and rounds (a minute or two)
     enrich bench --model BUNDLE --json     # ... and one machine-readable line at the end
     enrich bench --target HOST:PORT        # only the gRPC figures, against a running server
     enrich bench --shapes real             # --model's figures for the real recipe's shapes, random weights
 
-With --model it measures, in this order: the machine (CPU flags, fp32/bf16 matmul GFLOP/s); each encoder
-backend and precision (img/s, label agreement with eager fp32); separate passes (one backbone pass per
-attribute and one for the caption) against the shared pass; decoding camera JPEGs; the serving pipeline
-in process; then real gRPC against two server processes started side by side, the default settings and
-eager torch fp32, measured alternately. Every number is printed; none is asserted.
+With --model it measures, in this order: the machine (CPU flags, fp32/bf16 matmul GFLOP/s); each backend and
+precision (encoder img/s, the caption stage's captions/s at the server's caption batch, labels against eager
+fp32, captions against transformers' generate); the caption graphs' GFLOP per caption and the decoder's
+GFLOP/s beside the fp32 matmul rate; the decode stage with and without palette and signature; separate
+passes (one backbone pass per attribute and one for the caption) against the shared pass; decoding camera
+JPEGs; the serving pipeline in process; then real gRPC against two server processes started side by side,
+the default settings and eager torch fp32, measured alternately. Every number is printed; none is asserted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import signal
 import statistics
 import tempfile
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from enrich_client import EnrichClient, image_files
@@ -34,12 +38,32 @@ EAGER = ("--backend", "torch", "--precision", "fp32")
 TARGETS = {  # the serving targets, as ratios of figures from the same run
     "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
     "reduced_precision_caption_agreement": 0.97, "export_fp32_agreement": 1.0, "export_fp32_caption_agreement": 1.0,
+    "export_fp32_beam_caption_agreement": 1.0, "eager_fp32_caption_agreement": 1.0,
+    "eager_fp32_beam_caption_agreement": 1.0,
     "grpc_vs_eager_serving_caption": 2.5, "camera_grpc_vs_decode": 0.8, "stream_vs_in_process": 0.95,
     "caption_cost": 0.30, "shared_vs_separate_passes": 5.0,
 }
-# At the real recipe's shapes the decoder is most of the work: a distilgpt2-sized caption costs more.
-REAL_SHAPE_TARGETS = {**TARGETS, "grpc_vs_eager_serving_caption": 3.0, "caption_cost": 0.40}
+# At the real recipe's shapes the decoder is a large share of the work: a distilgpt2-sized caption costs more.
+REAL_SHAPE_TARGETS = {**TARGETS, "grpc_vs_eager_serving_caption": 3.5, "caption_cost": 0.35,
+                      "caption_stage_vs_whole_vocabulary_allowance": 0.5}
 AT_MOST = {"caption_cost"}  # every other target is a floor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much a run measures."""
+
+    count: int  # catalogue-size images
+    camera: int  # camera-size JPEGs
+    agreement_images: int
+    rounds: int  # alternating rounds of the in-process timings
+    separate_passes: bool
+    cache: bool
+    grpc_rounds: int  # of the headline catalogue streams
+
+
+PLANS = {"full": Plan(256, 48, 512, 5, True, True, 2), "quick": Plan(48, 0, 48, 2, False, False, 1),
+         "real": Plan(64, 0, 64, 3, False, False, 2)}
 
 
 def say(text: str) -> None:
@@ -75,7 +99,7 @@ def measure_model(args: argparse.Namespace, catalogue: list[bytes], camera: list
         figures["machine"]["gpu"] = torch.cuda.get_device_name()
     figures["matmul_gflops"] = machine.reduced_precision_gflops(device)
     pixels = measure_encoders(args, catalogue, figures, model_threads, device)
-    if not args.shapes:  # the shared pass is the design, measured on the bundle's shapes
+    if args.plan.separate_passes:  # the shared pass is the design, measured on the bundle's shapes
         measure_separate_passes(args.model, pixels, figures, device)
     if camera:
         from enrich_model.bundle_config import BundleConfig
@@ -110,17 +134,56 @@ def measure_encoders(args: argparse.Namespace, catalogue: list[bytes], figures: 
     pixels = inprocess.preprocess_all(reference, catalogue[:64])
     agreement = inprocess.preprocess_all(reference, (catalogue * (args.agreement_images // len(catalogue) + 1))
                                          [: args.agreement_images])
+    measure_decode_stage(reference, catalogue, figures)
+    caption_gflop = {name: machine.caption_gflop(bundle, vocabulary, reference.vocabulary.max_new_tokens)
+                     for name, vocabulary in (("served", reference.vocabulary.ids), ("whole", None))}
+    figures["caption_graphs"] = {"vocabulary": len(reference.vocabulary.ids or ()) or "whole",
+                                 "gflop_per_caption": caption_gflop}
     del reference, bundle
     say(f"encoder {figures['encoder']['backbone']} at {figures['encoder']['input']}: {gflop:.2f} GFLOP/image; "
-        f"each backend timed in {inprocess.ROUNDS} alternating rounds with the fp32 matmul rate")
+        f"each backend timed in {args.plan.rounds} alternating rounds with the fp32 matmul rate")
     runs = inprocess.encoder_variants(args.model, pixels, agreement, threads, gflop, matmul_fp32, device,
-                                      progress=say)
+                                      rounds=args.plan.rounds, progress=say)
     figures["encoders"] = {run.name: vars(run) for run in runs}
     figures["matmul_gflops"]["fp32"] = statistics.median(fp32_rates)
     say(f"machine: {figures['machine']}, matmul GFLOP/s {rounded(figures['matmul_gflops'])}")
+    describe_caption_cost(figures, device)
     del agreement
     gc.collect()
     return pixels
+
+
+def measure_decode_stage(pipeline, catalogue: list[bytes], figures: dict) -> None:
+    """The decode stage per image, on one thread, as a request without and with palette and signature runs it."""
+    from enrich_model.answers import ItemOptions
+
+    from . import inprocess
+
+    stage = {"decode_only": inprocess.decode_stage_ms(pipeline, catalogue, ItemOptions()),
+             "with_palette_and_signature": inprocess.decode_stage_ms(pipeline, catalogue,
+                                                                      ItemOptions(palette=True, signature=True))}
+    figures["decode_stage_ms"] = stage
+    say(f"decode stage, {len(catalogue)} catalogue images on one thread: {stage['decode_only']:.2f} ms an image "
+        f"without palette and signature, {stage['with_palette_and_signature']:.2f} ms with them")
+
+
+def describe_caption_cost(figures: dict, device: str) -> None:
+    """The decoder's GFLOP/s per backend (its captions/s times the served graphs' GFLOP per caption of the length
+    written) beside the fp32 matmul rate, and the captions/s that rate allows the whole vocabulary's graphs."""
+    from enrich_model.backends import choose_backend
+
+    graphs, rate = figures["caption_graphs"], figures["matmul_gflops"]["fp32"]
+    for name, run in figures["encoders"].items():
+        length = max(1, min(round(run["caption_tokens"]), len(graphs["gflop_per_caption"]["served"])))
+        gflop = graphs["gflop_per_caption"]["served"][length - 1]
+        whole = graphs["gflop_per_caption"]["whole"][length - 1]
+        run["decoder_gflops"] = run["captions_per_second"] * gflop
+        run["whole_vocabulary_allowance"] = rate / whole  # captions/s at the fp32 matmul rate
+        say(f"  caption stage {name:<24} {run['captions_per_second']:6.1f} captions/s of {length} tokens: "
+            f"{run['decoder_gflops']:6.1f} GFLOP/s ({gflop:.2f} GFLOP a caption, vocabulary "
+            f"{graphs['vocabulary']}) beside the fp32 matmul rate {rate:.0f} GFLOP/s, which allows the whole "
+            f"vocabulary's graphs ({whole:.2f} GFLOP a caption) {run['whole_vocabulary_allowance']:.1f} captions/s")
+    graphs["serving_default"] = str(choose_backend("auto", "auto", device))
 
 
 def measure_separate_passes(bundle: Path, pixels, figures: dict, device: str) -> None:
@@ -210,10 +273,10 @@ def measure_bundle(args: argparse.Namespace, catalogue: list[bytes], camera: lis
         clients = {"default": stack.enter_context(server_process(args.model, "default", *NO_CACHE)),
                    "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
         in_process = InProcessServer(ServerSettings(model=args.model))
-        measure_grpc(clients, catalogue, camera, figures, in_process)
+        measure_grpc(clients, catalogue, camera, figures, in_process, rounds=args.plan.grpc_rounds)
         del in_process
         gc.collect()
-    if not args.shapes:
+    if args.plan.cache:
         measure_cache(args.model, catalogue, figures)
 
 
@@ -252,9 +315,17 @@ def ratios(figures: dict) -> dict[str, float]:
         out["reduced_precision_vs_eager_fp32"] = best["images_per_second"] / eager
         out["reduced_precision_agreement"] = best["label_agreement"]
         out["reduced_precision_caption_agreement"] = best["caption_agreement"]
+    if eager_run := encoders.get("torch/fp32 (contiguous)"):  # the graphs on eager torch against generate
+        out["eager_fp32_caption_agreement"] = eager_run["caption_agreement"]
+        out["eager_fp32_beam_caption_agreement"] = eager_run["beam_caption_agreement"]
     if exported := encoders.get("openvino/fp32"):  # the export against eager torch on the same bundle
         out["export_fp32_agreement"] = exported["label_agreement"]
         out["export_fp32_caption_agreement"] = exported["caption_agreement"]
+        out["export_fp32_beam_caption_agreement"] = exported["beam_caption_agreement"]
+    if (graphs := figures.get("caption_graphs")) and (served_run := encoders.get(graphs.get("serving_default"))):
+        out["caption_stage_vs_whole_vocabulary_allowance"] = (served_run["captions_per_second"] /
+                                                              served_run["whole_vocabulary_allowance"])
+        out["decoder_share_of_fp32_matmul"] = served_run["decoder_gflops"] / figures["matmul_gflops"]["fp32"]
     grpc = figures.get("grpc", {})
     default, eager_served = grpc.get("default") or grpc.get("target", {}), grpc.get("eager", {})
     if default and eager_served:
@@ -290,6 +361,15 @@ def rounded(value: object, digits: int = 4) -> object:
     return value
 
 
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The run's plan, with what the command line set in place of the plan's own."""
+    plan = PLANS["real" if args.shapes else "quick" if args.quick else "full"]
+    plan = replace(plan, **{name: value for name in ("count", "camera", "agreement_images")
+                            if (value := getattr(args, name)) is not None})
+    args.count, args.camera, args.agreement_images = plan.count, plan.camera, plan.agreement_images
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="enrich bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,16 +379,21 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--shapes", choices=["real"], help="real: the README's real-data recipe at its full shapes "
                        "(tiny_vit_21m_224, a distilgpt2-shaped decoder with 50,257 tokens), random weights, measured "
                        "as --model")
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds, no camera originals, no "
+                        "separate-pass or cache figures: the same ratios, noisier, in a minute or two")
     parser.add_argument("--images", type=Path, help="folder of images instead of synthetic catalogue shots")
-    parser.add_argument("--count", type=int, default=256, help="catalogue-size images")
-    parser.add_argument("--camera", type=int, default=48, help="camera-size (4000x3000) JPEGs; 0 = none")
+    parser.add_argument("--count", type=int, help="catalogue-size images (default 256; --quick 48, --shapes real 64)")
+    parser.add_argument("--camera", type=int, help="camera-size (4000x3000) JPEGs; 0 = none (default 48; --quick "
+                        "and --shapes real 0)")
     parser.add_argument("--image-size", default="240x320", help="WIDTHxHEIGHT of synthetic catalogue images")
-    parser.add_argument("--agreement-images", type=int, default=512,
-                        help="images on which each backend's labels are compared with eager fp32")
+    parser.add_argument("--agreement-images", type=int, help="images on which each backend's labels are compared "
+                        "with eager fp32 and its captions with transformers' generate (default 512; --quick 48, "
+                        "--shapes real 64)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure and ratio")
     args = parser.parse_args(argv)
-    if args.count < 16:
-        parser.error("--count must be at least 16 (two batches of 8, and a warm-up)")
+    args.plan = plan_of(args)
+    if args.count < 32:
+        parser.error("--count must be at least 32 (a caption batch, and batches of 8)")
 
     if args.images:
         catalogue = [p.read_bytes() for p in image_files(args.images)[: args.count]]

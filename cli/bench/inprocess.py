@@ -20,9 +20,12 @@ from enrich_model.answers import CaptionMode, ItemOptions
 from enrich_model.backends import Precision, available_backends, fast_precisions
 from enrich_model.bundle import load_bundle
 from enrich_model.options import RuntimeOptions
+from enrich_model.oracle import generate_captions
 from enrich_model.pipeline import EnrichPipeline
+from enrich_server.settings import ServerSettings
 
 BATCH = 8
+CAPTION_BATCH = ServerSettings.caption_batch_size  # the caption stage's own batches, as the server makes them
 # Medians of this many alternating rounds: on a shared 2-core machine the matmul rate alone swings within
 # minutes, and three rounds left the ratios at the mercy of one bad one.
 ROUNDS = 5
@@ -37,16 +40,18 @@ class EncoderRun:
     label_agreement: float  # top-1, all classified attributes, against eager fp32 on the same images
     worst_attribute_agreement: float
     max_feature_error: float  # largest |difference| of pooled features and tokens from eager fp32
-    captions_per_second: float = 0.0  # the caption stage alone, greedy, batch 8 (median over the rounds)
-    caption_agreement: float = 0.0  # greedy decoder captions identical to eager fp32's, on the same images
+    captions_per_second: float = 0.0  # the caption stage alone: greedy, CAPTION_BATCH images (median of rounds)
+    caption_tokens: float = 0.0  # tokens per caption in those batches
+    caption_agreement: float = 0.0  # greedy captions identical to transformers' generate on eager fp32's tokens
+    beam_caption_agreement: float = 0.0  # beam search's (the server's beams) identical to generate's
 
 
 def preprocess_all(pipeline: EnrichPipeline, images: list[bytes]) -> np.ndarray:
     return np.stack([pipeline.decode(data)[1] for data in images])
 
 
-def batches(pixels: np.ndarray) -> list[np.ndarray]:
-    return [pixels[i:i + BATCH] for i in range(0, len(pixels) - BATCH + 1, BATCH)]
+def batches(pixels: np.ndarray, size: int = BATCH) -> list[np.ndarray]:
+    return [pixels[i:i + size] for i in range(0, len(pixels) - size + 1, size)]
 
 
 def encoder_speed(pipeline: EnrichPipeline, pixels: np.ndarray, seconds: float = 2.0) -> float:
@@ -59,34 +64,47 @@ def encoder_speed(pipeline: EnrichPipeline, pixels: np.ndarray, seconds: float =
     return done / (time.perf_counter() - started)
 
 
-def caption_speed(pipeline: EnrichPipeline, pixels: np.ndarray, batches_timed: int = 2) -> float:
-    """Greedy captions per second at batch 8, from encoder tokens made beforehand (the caption stage alone)."""
-    options = [ItemOptions(caption_mode=CaptionMode.GENERATE)] * BATCH
-    jobs = [[item.caption_job for item in pipeline.classify(pipeline.encode(chunk), options)]
-            for chunk in batches(pixels)[:batches_timed]]
-    pipeline.caption(jobs[0][:2])
+def caption_speed(pipeline: EnrichPipeline, tokens: list) -> tuple[float, float]:
+    """(captions/s, tokens per caption) of one greedy batch from encoder tokens made beforehand: the caption
+    stage alone."""
+    pipeline.generate(tokens[:2])
     started = time.perf_counter()
-    for batch in jobs:
-        pipeline.caption(batch)
-    return len(jobs) * BATCH / (time.perf_counter() - started)
+    captions = pipeline.generate(tokens)
+    return len(tokens) / (time.perf_counter() - started), float(np.mean(captions.token_counts))
 
 
 @dataclass
 class Answers:
     labels: dict[str, list[str]]  # per classified attribute, one label per image
     captions: list[str]  # the decoder's own greedy text, before it is made to agree with the labels
+    beam_captions: list[str]  # beam search's
 
 
 def answers_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> Answers:
-    answers = Answers({}, [])
+    answers = Answers({}, [], [])
     for chunk in batches(pixels):
-        greedy = [ItemOptions(caption_mode=CaptionMode.GENERATE)] * len(chunk)
-        classified = pipeline.classify(pipeline.encode(chunk), greedy)
-        for item in classified:
+        encoded = pipeline.encode(chunk)
+        for item in pipeline.classify(encoded, [ItemOptions(caption_mode=CaptionMode.SKIP)] * len(chunk)):
             for attribute, prediction in item.attributes.items():
                 if not prediction.derived:
                     answers.labels.setdefault(attribute, []).append(prediction.label)
-        answers.captions += [caption.decoded_text for caption in pipeline.caption([c.caption_job for c in classified])]
+        tokens = list(encoded.tokens)
+        answers.captions += pipeline.generate(tokens).texts
+        answers.beam_captions += pipeline.generate(tokens, pipeline.caption_beams).texts
+    return answers
+
+
+def oracle_answers(reference: EnrichPipeline, pixels: np.ndarray) -> Answers:
+    """transformers' generate (the whole vocabulary) on the reference's encoder tokens: the captions every
+    backend's are held to."""
+    import torch
+
+    answers = answers_of(reference, pixels)
+    answers.captions, answers.beam_captions = [], []
+    for chunk in batches(pixels):
+        tokens = torch.as_tensor(reference.encode(chunk).tokens)
+        answers.captions += generate_captions(reference.backend.bundle, tokens).texts
+        answers.beam_captions += generate_captions(reference.backend.bundle, tokens, reference.caption_beams).texts
     return answers
 
 
@@ -104,11 +122,8 @@ def eager_reference(bundle_dir: Path, device: str) -> EnrichPipeline:
     return EnrichPipeline.eager(load_bundle(bundle_dir, device=device), channels_last=False)
 
 
-def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.ndarray, threads: int,
-                     gflop_per_image: float, matmul_fp32, device: str = "cpu", rounds: int = ROUNDS,
-                     progress=print) -> list[EncoderRun]:
-    """Every backend and precision this machine has, built first, then timed in alternating rounds with
-    the fp32 matmul rate, so that a shared machine's drift hits all of them alike."""
+def all_pipelines(bundle_dir: Path, threads: int, device: str) -> dict[str, EnrichPipeline]:
+    """Eager fp32 (the reference), then every backend and precision this machine has."""
     pipelines = {EAGER_REFERENCE: eager_reference(bundle_dir, device)}
     kind = device.split(":")[0]
     for name in available_backends(kind):
@@ -116,33 +131,59 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
             options = RuntimeOptions(device=device, backend=name, precision=precision.value, threads=threads)
             pipeline = EnrichPipeline.load(bundle_dir, options)
             pipelines[str(pipeline.backend.choice)] = pipeline
-    speeds: dict[str, list[float]] = {name: [] for name in pipelines}
-    shares: dict[str, list[float]] = {name: [] for name in pipelines}
-    captions: dict[str, list[float]] = {name: [] for name in pipelines}
+    return pipelines
+
+
+def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.ndarray, threads: int,
+                     gflop_per_image: float, matmul_fp32, device: str = "cpu", rounds: int = ROUNDS,
+                     progress=print) -> list[EncoderRun]:
+    """Every backend and precision this machine has, built first, then timed in alternating rounds with
+    the fp32 matmul rate, so that a shared machine's drift hits all of them alike."""
+    pipelines = all_pipelines(bundle_dir, threads, device)
+    caption_tokens = {name: list(p.encode(pixels[:CAPTION_BATCH]).tokens) for name, p in pipelines.items()}
+    timed: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
     for round_number in range(1, rounds + 1):
         for name, pipeline in pipelines.items():
             speed = encoder_speed(pipeline, pixels)
-            speeds[name].append(speed)
-            shares[name].append(speed * gflop_per_image / matmul_fp32())
-            captions[name].append(caption_speed(pipeline, pixels))
+            captions, tokens = caption_speed(pipeline, caption_tokens[name])
+            for key, value in (("speed", speed), ("share", speed * gflop_per_image / matmul_fp32()),
+                               ("captions", captions), ("tokens", tokens)):
+                timed[name].setdefault(key, []).append(value)
         progress(f"  round {round_number}/{rounds} timed")
-    progress(f"  labels and greedy captions of {len(agreement_pixels)} images on each, against {EAGER_REFERENCE}:")
+    progress(f"  labels of {len(agreement_pixels)} images on each against {EAGER_REFERENCE}'s, captions (greedy and "
+             f"{pipelines[EAGER_REFERENCE].caption_beams} beams) against transformers' generate on its tokens:")
     reference = pipelines[EAGER_REFERENCE]
-    expected, reference_features = answers_of(reference, agreement_pixels), features_of(reference, pixels)
+    expected, reference_features = oracle_answers(reference, agreement_pixels), features_of(reference, pixels)
     runs = []
     for name, pipeline in pipelines.items():
         answers = answers_of(pipeline, agreement_pixels)
         per_attribute = [agreement(answers.labels[k], expected.labels[k]) for k in expected.labels]
         error = float(np.abs(features_of(pipeline, pixels) - reference_features).max())
-        runs.append(EncoderRun(name, statistics.median(speeds[name]), statistics.median(shares[name]),
-                               float(np.mean(per_attribute)), float(min(per_attribute)), error,
-                               statistics.median(captions[name]), agreement(answers.captions, expected.captions)))
-        progress(f"  {name:<24} encoder {runs[-1].images_per_second:6.1f} img/s, captions "
-                 f"{runs[-1].captions_per_second:6.1f}/s "
-                 f"({runs[-1].share_of_fp32_matmul:.2f} of the fp32 matmul rate), label agreement "
-                 f"{runs[-1].label_agreement:.4f} (worst attribute {runs[-1].worst_attribute_agreement:.4f}), "
-                 f"captions identical {runs[-1].caption_agreement:.4f}, largest feature difference {error:.1e}")
+        median = {key: statistics.median(values) for key, values in timed[name].items()}
+        runs.append(EncoderRun(name, median["speed"], median["share"], float(np.mean(per_attribute)),
+                               float(min(per_attribute)), error, median["captions"], median["tokens"],
+                               agreement(answers.captions, expected.captions),
+                               agreement(answers.beam_captions, expected.beam_captions)))
+        progress(describe(runs[-1]))
     return runs
+
+
+def describe(run: EncoderRun) -> str:
+    return (f"  {run.name:<24} encoder {run.images_per_second:6.1f} img/s ({run.share_of_fp32_matmul:.2f} of the fp32 "
+            f"matmul rate), caption stage {run.captions_per_second:6.1f} captions/s at batch {CAPTION_BATCH}, "
+            f"label agreement {run.label_agreement:.4f} (worst attribute {run.worst_attribute_agreement:.4f}), "
+            f"captions identical to generate's {run.caption_agreement:.4f} (beam search "
+            f"{run.beam_caption_agreement:.4f}), largest feature difference {run.max_feature_error:.1e}")
+
+
+def decode_stage_ms(pipeline: EnrichPipeline, images: list[bytes], options: ItemOptions) -> float:
+    """Milliseconds an image of the server's decode stage (`decode_and_look`) on one thread."""
+    for data in images[:4]:
+        pipeline.decode_and_look(data, options)
+    started = time.perf_counter()
+    for data in images:
+        pipeline.decode_and_look(data, options)
+    return (time.perf_counter() - started) * 1000 / len(images)
 
 
 def separate_passes_ratio(bundle_dir: Path, pixels: np.ndarray, caption: CaptionMode, device: str = "cpu",

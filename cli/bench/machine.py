@@ -56,3 +56,28 @@ def encoder_gflop(model, input_size: tuple[int, int]) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.encoder.features(pixels)
     return counter.get_total_flops() / 1e9
+
+
+def caption_gflop(bundle, vocabulary, tokens: int) -> list[float]:
+    """GFLOP of one caption through the caption graphs over `vocabulary` (None: the tokenizer's whole one), counted
+    by torch: element t is a caption of t + 1 tokens (the start, then t steps), for t < `tokens`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from enrich_model.graphs import CaptionDecoder, CaptionStart, CaptionStep
+
+    captioner = bundle.model.captioner
+    decoder = CaptionDecoder(captioner, vocabulary)
+    pixels = torch.zeros(1, 3, *bundle.preprocessing.input_size, device=next(captioner.parameters()).device)
+    totals = []
+    with torch.inference_mode():
+        image = bundle.model.encoder.features(pixels)[1]
+        with FlopCounterMode(display=False) as counter:
+            _, chosen, keys, values, cross_keys, cross_values = CaptionStart(decoder, 0)(image)
+        totals.append(counter.get_total_flops())
+        step = CaptionStep(decoder)
+        for position in range(1, tokens):
+            with FlopCounterMode(display=False) as counter:
+                _, chosen, keys, values = step(chosen[:, :1], torch.full((1, 1), position), keys, values, cross_keys,
+                                               cross_values)
+            totals.append(totals[-1] + counter.get_total_flops())
+    return [total / 1e9 for total in totals]
