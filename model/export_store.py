@@ -61,15 +61,18 @@ class ExportManifest:
     made_by: dict[str, str]  # the releases that wrote it (enrich, openvino, torch, transformers): recorded only
 
     @classmethod
-    def read(cls, folder: Path) -> ExportManifest | None:
-        """The manifest in `folder`; None when there is none. Raises ExportDamaged when it cannot be read."""
+    def read(cls, folder: Path) -> ExportManifest | int | None:
+        """The manifest in `folder`; the format number alone when the export is of another format (its manifest
+        then holds other fields); None when there is none. Raises ExportDamaged when it cannot be read."""
         path = folder / MANIFEST_FILE
         if not path.is_file():
             return None
         try:
             data = json.loads(path.read_text())
+            if data.get("format") != EXPORT_FORMAT:
+                return int(data.get("format", 0))
             return cls(**{f.name: data[f.name] for f in fields(cls)})
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ExportDamaged(f"{path} cannot be read ({error}): {remedy(folder)}") from None
 
     def write(self, folder: Path) -> None:
@@ -77,8 +80,6 @@ class ExportManifest:
 
     def stale_for(self, config: BundleConfig) -> str | None:
         """Why this export does not serve the bundle `config` describes; None when it does."""
-        if self.format != EXPORT_FORMAT:
-            return f"export format {self.format} (this server reads format {EXPORT_FORMAT})"
         if self.weights_sha256 != config.weights_sha256:
             return f"the weights of {self.model_version}, not of {config.model_version}"
         if self.source_sha256 != graph_source(config):
@@ -176,6 +177,9 @@ def find_export(bundle: Path, config: BundleConfig, cache: Path | None,
     for folder in (bundle / EXPORT_DIR, cache_folder(cache, config)):
         manifest = ExportManifest.read(folder)
         if manifest is None:
+            continue
+        if isinstance(manifest, int):
+            found.append(f"{folder} holds export format {manifest} (this server reads format {EXPORT_FORMAT})")
             continue
         stale = manifest.stale_for(config)
         if stale is None:

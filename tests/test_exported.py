@@ -221,7 +221,8 @@ def test_an_older_releases_export_of_the_same_format_serves_without_torch(export
     finally:
         served.process.terminate()
         served.process.wait(timeout=60)
-    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"format": 2}))  # graphs of another format
+    old = {"format": 2, "model_version": "random-000000000000", "openvino": "2026.4.1", "enrich": "0.2.0"}
+    manifest.write_text(json.dumps(old))  # an export of another format, whose manifest holds other fields
     refused = serve(bundle, tmp_path, no_torch_env(tmp_path))
     assert refused.returncode == 2 and "export format 2" in refused.stderr and "enrich export" in refused.stderr
 
