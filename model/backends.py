@@ -31,7 +31,7 @@ from .options import BackendError
 
 if TYPE_CHECKING:
     from .bundle_info import BundleInfo
-    from .search import Candidates, DecoderRun
+    from .search import DecoderRun
 
 log = logging.getLogger("enrich.backends")
 
@@ -189,9 +189,9 @@ class Backend:
         """Raw (uncalibrated) logits per classified attribute, fp32."""
         raise NotImplementedError
 
-    def start_captions(self, tokens: list) -> tuple[Candidates, DecoderRun]:
-        """Some images' encoder tokens (rows of Encoded.tokens) -> their first caption token's candidates, and the
-        run that writes the rest (`search.generate`)."""
+    def start_captions(self, tokens: list) -> DecoderRun:
+        """Some images' encoder tokens (rows of Encoded.tokens) -> the run that writes their captions
+        (`search.generate`), with their cross-attention keys and values."""
         raise NotImplementedError
 
     def release_loading_memory(self) -> None:

@@ -56,12 +56,15 @@ def graphs_of(bundle: Bundle, graphs: ModelGraphs) -> list[Graph]:
         colour = model.colour(pixels)
         heads_example += (colour,)
         heads_shapes.append([-1, colour.shape[1]])
-    _, chosen, keys, values, cross_keys, cross_values = graphs.caption_start(tokens)
+    cross_keys, cross_values = graphs.caption_cross(tokens)
+    empty = cross_keys[:, :, :, :0]
+    first = torch.zeros(2, 1, dtype=torch.long)  # any token, at position 0
+    _, chosen, keys, values = graphs.caption_step(first, first[:1], empty, empty, cross_keys, cross_values)
     layers, _, heads, _, depth = keys.shape
     cache_shape = [layers, -1, heads, -1, depth]
     return [Graph("encoder", graphs.encoder, (pixels,), [[-1, 3, height, width]]),
             Graph("heads", graphs.heads, heads_example, heads_shapes),
-            Graph("caption_start", graphs.caption_start, (tokens,), [[-1, -1, tokens.shape[2]]]),
+            Graph("caption_cross", graphs.caption_cross, (tokens,), [[-1, -1, tokens.shape[2]]]),
             Graph("caption_step", graphs.caption_step,
                   (chosen[:, :1], torch.ones(1, 1, dtype=torch.long), keys, values, cross_keys, cross_values),
                   [[-1, 1], [1, 1], *[cache_shape] * 4])]
@@ -82,8 +85,7 @@ def export_bundle(bundle: Bundle, folder: Path | None = None, replace: bool = Tr
         raise ValueError("a bundle loaded from memory needs a folder to export to")
     folder = folder or bundle.path / EXPORT_DIR
     started = time.perf_counter()
-    vocabulary = CaptionVocabulary.read(bundle.path, bundle.config)
-    graphs = ModelGraphs(bundle.model.eval(), vocabulary.ids, vocabulary.start).eval()
+    graphs = ModelGraphs(bundle.model.eval(), CaptionVocabulary.read(bundle.path, bundle.config).ids).eval()
     manifest = manifest_of(bundle, graphs)
 
     def write(staging: Path) -> None:

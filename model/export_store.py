@@ -3,7 +3,7 @@
     FOLDER/                BUNDLE/openvino (written by `enrich export`), or a folder of the export cache
       encoder.xml/.bin     the graphs of `graphs.py`, converted by `export.py`
       heads.xml/.bin
-      caption_start.xml/.bin
+      caption_cross.xml/.bin
       caption_step.xml/.bin
       export.json          ExportManifest: the format, the source it was made from (the bundle's weights hash and
                            the hash of what else in enrich.json the graphs are built from), a SHA-256 per file
@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .bundle_config import BundleConfig
+from .bundle_config import BundleConfig, hash_file
 from .options import BackendError
 
 log = logging.getLogger("enrich.backends")
@@ -40,7 +40,7 @@ EXPORT_DIR = "openvino"
 MANIFEST_FILE = "export.json"
 # Raised whenever the graphs compute something else or take other inputs: an export of another format is not used.
 EXPORT_FORMAT = 3
-GRAPHS = ("encoder", "heads", "caption_start", "caption_step")
+GRAPHS = ("encoder", "heads", "caption_cross", "caption_step")
 CACHE_ENV = "ENRICH_EXPORT_CACHE"
 
 
@@ -106,11 +106,7 @@ def graph_source(config: BundleConfig) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path).hexdigest()
 
 
 def file_hashes(folder: Path, names: list[str]) -> dict[str, str]:

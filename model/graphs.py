@@ -3,23 +3,24 @@
 
     EncoderGraph  pixels (B, 3, H, W) -> pooled (B, C), tokens (B, N, C)                    the backbone pass
     HeadsGraph    pooled (B, C)[, colour (B, F)] -> raw logits per attribute, in the heads' order
-    CaptionStart  tokens (B, N, C) -> the first token's candidates, the self-attention keys and values of its
-                  position (L, B, H, 1, D) and the cross-attention keys and values (L, B, H, N, D)
+    CaptionCross  tokens (B, N, C) -> every decoder layer's cross-attention keys and values (L, B, H, N, D),
+                  once per image
     CaptionStep   the last tokens (B, 1) at `position` (1, 1), the self-attention keys and values so far
-                  (L, B, H, T, D) and the cross-attention ones -> the next token's candidates, the keys and
-                  values with this position added (L, B, H, T+1, D)
+                  (L, B, H, T, D; T = 0 before the first token) and the cross-attention ones -> the next token's
+                  candidates, the keys and values with this position added (L, B, H, T+1, D)
 
 A row's candidates are its CANDIDATES most probable next tokens: their log-probabilities (a log-softmax over the
 caption vocabulary) and their indices in that vocabulary (the tokens the catalogue's names use, recorded in the
 bundle, or the tokenizer's whole vocabulary). Greedy and beam search over them are `search.py`, alike for every
 backend.
 
-The caption graphs drive the bundle's own transformers decoder through its forward, with an explicit cache
-built from these tensors, as `generate` drives it: no layer is re-implemented here, so a transformers release
-that renames a module's attributes changes nothing, and any decoder with cross-attention and a linear output
-head over its final hidden state serves. Attention runs through `attend`, registered with transformers'
-AttentionInterface: its sdpa with the scale applied to the one new query row (OpenVINO would otherwise scale
-every cached key at every step).
+The caption step drives the bundle's own transformers decoder through its forward, with an explicit cache built
+from these tensors, as `generate` drives it, and the cross graph calls the decoder's own projection modules: no
+layer is re-implemented here, so a transformers release that renames a module's attributes changes nothing, and
+any decoder with cross-attention and a linear output head over its final hidden state serves. (The decoder's
+layers are in the step alone, so an export holds one copy of their weights.) Attention runs through `attend`,
+registered with transformers' AttentionInterface: its sdpa with the scale applied to the one new query row
+(OpenVINO would otherwise scale every cached key at every step).
 """
 
 from __future__ import annotations
@@ -141,21 +142,72 @@ def restricted(embed: nn.Module, head: nn.Module, vocabulary: Sequence[int]) -> 
     return small_embed, small_head
 
 
-class CaptionStart(nn.Module):
-    """Encoder tokens -> the first token's candidates, and the caches (the cross-attention keys and values are
-    computed here, once per image)."""
+class CaptionCross(nn.Module):
+    """Encoder tokens -> every decoder layer's cross-attention keys and values (L, B, H, N, D), computed once per
+    image by the decoder's own modules: those that read the encoder states, found by watching one step of the
+    decoder (`cross_projections`) and checked against the keys and values that step cached."""
 
-    def __init__(self, decoder: CaptionDecoder, start: int) -> None:
+    def __init__(self, decoder: CaptionDecoder) -> None:
         super().__init__()
-        self.decoder, self.start = decoder, start  # `start`: the start token's index in the caption vocabulary
+        self.project = decoder.project
+        found, self.heads = cross_projections(decoder)
+        self.projections = nn.ModuleList(nn.ModuleList(modules) for modules in found)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        states = self.decoder.project(tokens)
-        first = torch.zeros_like(tokens[:, :1, 0], dtype=torch.long)  # position 0, and (+ start) the start token
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.project(tokens)
+        layers = [keys_and_values([module(states) for module in modules], self.heads) for modules in self.projections]
+        return torch.stack([keys for keys, _ in layers]), torch.stack([values for _, values in layers])
+
+
+def keys_and_values(outputs: list[torch.Tensor], heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's projections of the encoder states -> its keys and values (B, H, N, D): one module gives both
+    (side by side, as GPT-2's does), or two give one each."""
+    keys, values = outputs[0].chunk(2, dim=-1) if len(outputs) == 1 else outputs
+    return keys.unflatten(-1, (heads, -1)).transpose(1, 2), values.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+@torch.no_grad()
+def cross_projections(decoder: CaptionDecoder) -> tuple[list[list[nn.Module]], int]:
+    """Per decoder layer, the modules that turn the encoder states into its cross-attention keys and values, in
+    order, and the number of heads. Raises ValueError when the decoder computes them in another way."""
+    parameter = next(decoder.parameters())
+    states = torch.randn(1, 3, decoder.width, device=parameter.device, dtype=parameter.dtype)
+    seen: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def watch(module: nn.Module, args: tuple, output: object) -> None:
+        if args and args[0] is states and isinstance(output, torch.Tensor):
+            seen.append((module, output))
+
+    leaves = [module for module in decoder.body.modules() if not list(module.children())]
+    hooks = [module.register_forward_hook(watch) for module in leaves]
+    try:
         cache = EncoderDecoderCache(filled_cache(), filled_cache())
-        log_probs, indices = self.decoder.next_token(first + self.start, first, cache, states)
-        return (log_probs, indices, *cache_tensors(cache.self_attention_cache),
-                *cache_tensors(cache.cross_attention_cache))
+        first = torch.zeros(1, 1, dtype=torch.long, device=states.device)
+        decoder.next_token(first, first, cache, states)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    keys, values = cache_tensors(cache.cross_attention_cache)
+    heads, found = keys.shape[2], []
+    for layer in range(len(keys)):
+        for count in (1, 2):
+            outputs = [output for _, output in seen[:count]]
+            if len(outputs) == count and reproduces(outputs, heads, keys[layer], values[layer]):
+                found.append([module for module, _ in seen[:count]])
+                seen = seen[count:]
+                break
+        else:
+            raise ValueError(f"the caption decoder ({type(decoder.body).__name__}) computes layer {layer}'s cross-"
+                             "attention keys and values in a way Enrich's caption graphs do not follow")
+    return found, heads
+
+
+def reproduces(outputs: list[torch.Tensor], heads: int, keys: torch.Tensor, values: torch.Tensor) -> bool:
+    try:
+        ours = keys_and_values(outputs, heads)
+    except (RuntimeError, ValueError):  # shapes that do not split into these heads
+        return False
+    return all(a.shape == b.shape and torch.allclose(a, b) for a, b in zip(ours, (keys, values), strict=True))
 
 
 class CaptionStep(nn.Module):
@@ -176,12 +228,12 @@ class CaptionStep(nn.Module):
 class ModelGraphs(nn.Module):
     """Every graph of one model, sharing its weights."""
 
-    def __init__(self, model: EnrichModel, vocabulary: Sequence[int] | None, start: int) -> None:
+    def __init__(self, model: EnrichModel, vocabulary: Sequence[int] | None) -> None:
         super().__init__()
         self.encoder = EncoderGraph(model.encoder)
         self.heads = HeadsGraph(model.heads)
         decoder = CaptionDecoder(model.captioner, vocabulary)
-        self.caption_start = CaptionStart(decoder, start)
+        self.caption_cross = CaptionCross(decoder)
         self.caption_step = CaptionStep(decoder)
 
     @property

@@ -22,7 +22,7 @@ from .colour import ColourFeatures
 from .encoding import Encoded, encode
 from .export_store import GRAPHS, ExportManifest, ExportMissing
 from .resident import drop_mapped_pages
-from .search import Candidates, DecoderRun
+from .search import DecoderRun
 
 log = logging.getLogger("enrich.backends")
 
@@ -60,7 +60,7 @@ class OpenVinoBackend(Backend):
         self.streams = 2 if threads >= 2 else 1
         requests = compile_graphs(folder, precision, threads, self.streams)
         self.single, self.parallel = requests["single"], requests.get("parallel", [])
-        self.heads, self.start, self.step = requests["heads"], requests["caption_start"], requests["caption_step"]
+        self.heads, self.cross, self.step = requests["heads"], requests["caption_cross"], requests["caption_step"]
 
     # --- the heads' part ------------------------------------------------------------------------------
     def encode(self, pixels: np.ndarray) -> Encoded:
@@ -97,15 +97,14 @@ class OpenVinoBackend(Backend):
         return [self.folder / f"{graph}.bin" for graph in GRAPHS]
 
     # --- the caption's part ---------------------------------------------------------------------------
-    def start_captions(self, tokens: list[np.ndarray]) -> tuple[Candidates, DecoderRun]:
-        outputs = self.start.infer([np.ascontiguousarray(np.stack(tokens), dtype=np.float32)])
-        log_probs, chosen, *caches = (outputs[i].copy() for i in range(6))
-        return Candidates(log_probs, chosen), OpenVinoRun(self.step, *caches)
+    def start_captions(self, tokens: list[np.ndarray]) -> DecoderRun:
+        outputs = self.cross.infer([np.ascontiguousarray(np.stack(tokens), dtype=np.float32)])
+        return OpenVinoRun(self.step, outputs[0].copy(), outputs[1].copy())
 
 
 class OpenVinoRun(DecoderRun):
-    def __init__(self, step, *caches: np.ndarray) -> None:
-        super().__init__(*caches)
+    def __init__(self, step, cross_keys: np.ndarray, cross_values: np.ndarray) -> None:
+        super().__init__(cross_keys, cross_values)
         self.request = step
 
     def take(self, cache: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -125,7 +124,12 @@ def compile_graphs(folder: Path, precision: Precision, threads: int, streams: in
     fast = {"INFERENCE_PRECISION_HINT": "bf16" if precision is Precision.BF16 else "f32",
             "INFERENCE_NUM_THREADS": threads}
     exact = {**fast, "INFERENCE_PRECISION_HINT": "f32"}
-    plans = {"single": ("encoder", fast, "LATENCY"), **{name: (name, exact, "LATENCY") for name in GRAPHS[1:]}}
+    # The caption graphs see a new key length at every step. With its runtime kernel cache on, OpenVINO's CPU
+    # plugin (2026.4) reused a kernel of another length and attended wrongly from the 16th token on; off, every
+    # caption is transformers' own, and the steps run faster.
+    caption = {**exact, "CPU_RUNTIME_CACHE_CAPACITY": "0"}
+    plans = {"single": ("encoder", fast, "LATENCY"), "heads": ("heads", exact, "LATENCY"),
+             **{name: (name, caption, "LATENCY") for name in GRAPHS[2:]}}
     if streams > 1:
         plans["parallel"] = ("encoder", {**fast, "NUM_STREAMS": streams}, "THROUGHPUT")
 

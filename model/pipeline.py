@@ -184,9 +184,9 @@ class EnrichPipeline:
 
     def generate(self, tokens: list, beams: int = 1) -> Captions:
         """The decoder's own captions for some images' encoder tokens (greedy, or beam search with `beams`)."""
-        first, run = self.backend.start_captions(tokens)
-        vocabulary = self.vocabulary
-        return self.caption_text.captions(generate(first, run, vocabulary.eos, vocabulary.max_new_tokens, beams))
+        run, vocabulary = self.backend.start_captions(tokens), self.vocabulary
+        return self.caption_text.captions(generate(run, vocabulary.start, vocabulary.eos, vocabulary.max_new_tokens,
+                                                   beams))
 
     def answer(self, classified: Classified, caption: CaptionPrediction | None = None) -> ItemPrediction:
         return ItemPrediction(classified.attributes, caption or classified.caption, classified.findings,

@@ -1,9 +1,10 @@
 """Greedy and beam search in NumPy: the one generation loop, whatever backend runs the caption graphs.
 
-A backend starts a batch of captions (`graphs.CaptionStart`): the candidates for every image's first token, and
-a `DecoderRun` that holds the caches in the backend's own arrays. Each later step feeds the tokens chosen and
-returns the next candidates (`graphs.CaptionStep`); the search says which earlier row each new row continues
-(finished captions drop out, beams follow the beam they extend), so it never touches a cache itself.
+A backend starts a batch of captions with the images' cross-attention keys and values (`graphs.CaptionCross`), in
+a `DecoderRun` that holds them and the self-attention caches in the backend's own arrays. Each step feeds the
+tokens chosen (the start token first) and returns the next candidates (`graphs.CaptionStep`); the search says
+which earlier row each new row continues (finished captions drop out, beams follow the beam they extend), so it
+never touches a cache itself.
 
 Greedy search picks what transformers' `generate` picks (the most probable token, stop at EOS). Beam search
 follows its defaults too: length penalty 1 (a finished hypothesis scores its total log-probability over its
@@ -41,9 +42,9 @@ class DecoderRun:
     """One batch of captions being written on a backend: its caches, in the backend's arrays, and the image
     each row belongs to. Backends give `take` (rows of a cache) and `advance` (one caption step)."""
 
-    def __init__(self, keys: Any, values: Any, cross_keys: Any, cross_values: Any) -> None:
-        self.keys, self.values = keys, values
-        self.image_keys, self.image_values = cross_keys, cross_values  # one row per image, as the start made them
+    def __init__(self, cross_keys: Any, cross_values: Any) -> None:
+        self.keys, self.values = cross_keys[:, :, :, :0], cross_values[:, :, :, :0]  # nothing written yet
+        self.image_keys, self.image_values = cross_keys, cross_values  # one row per image, as the cross graph gave
         self.images = np.arange(cross_keys.shape[1])  # the image of each row
         self.cross_keys, self.cross_values, self.cross_images = cross_keys, cross_values, self.images
 
@@ -86,8 +87,9 @@ class Generated:
         return out
 
 
-def generate(first: Candidates, run: DecoderRun, eos: int, max_new_tokens: int, beams: int = 1) -> Generated:
-    """Captions from the first token's candidates and the run that continues them."""
+def generate(run: DecoderRun, start: int, eos: int, max_new_tokens: int, beams: int = 1) -> Generated:
+    """Captions of the run's images, from the `start` token on."""
+    first = run.step(np.full(len(run.images), start), 0)
     if 2 * beams > first.tokens.shape[1]:
         raise ValueError(f"{beams} beams need {2 * beams} candidates a step; the caption graphs give "
                          f"{first.tokens.shape[1]}")
@@ -127,7 +129,7 @@ Path = tuple[list[int], list[float]]  # a hypothesis's tokens and their log-prob
 
 
 def beam_search(candidates: Candidates, run: DecoderRun, eos: int, max_new_tokens: int, beams: int) -> Generated:
-    """The run starts with one row per image; after the first choice each image has `beams` rows."""
+    """The run's first candidates are one row per image; after the first choice each image has `beams` rows."""
     batch = len(candidates.tokens)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     active = list(range(batch))

@@ -15,7 +15,7 @@ from .bundle import Bundle, load_bundle
 from .caption_vocabulary import CaptionVocabulary
 from .encoding import Encoded, encode
 from .graphs import CaptionStep, ModelGraphs
-from .search import Candidates, DecoderRun
+from .search import DecoderRun
 
 
 class TorchBackend(Backend):
@@ -33,8 +33,7 @@ class TorchBackend(Backend):
         self.choice = BackendChoice("torch", precision)
         self.torch_device = next(model.parameters()).device
         self.device = str(self.torch_device)
-        vocabulary = CaptionVocabulary.read(bundle.path, bundle.config)
-        self.graphs = ModelGraphs(model, vocabulary.ids, vocabulary.start).eval()
+        self.graphs = ModelGraphs(model, CaptionVocabulary.read(bundle.path, bundle.config).ids).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.encoder.to(memory_format=self.memory_format)
         self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
@@ -68,14 +67,14 @@ class TorchBackend(Backend):
         return {name: value.float().cpu().numpy() for name, value in zip(self.graphs.heads.names, logits, strict=True)}
 
     @torch.inference_mode()
-    def start_captions(self, tokens: list[torch.Tensor]) -> tuple[Candidates, DecoderRun]:
-        log_probs, chosen, *caches = self.graphs.caption_start(torch.stack(tokens).to(self.torch_device).float())
-        return Candidates(log_probs.cpu().numpy(), chosen.cpu().numpy()), TorchRun(self.graphs.caption_step, *caches)
+    def start_captions(self, tokens: list[torch.Tensor]) -> DecoderRun:
+        cross = self.graphs.caption_cross(torch.stack(tokens).to(self.torch_device).float())
+        return TorchRun(self.graphs.caption_step, *cross)
 
 
 class TorchRun(DecoderRun):
-    def __init__(self, step: CaptionStep, *caches: torch.Tensor) -> None:
-        super().__init__(*caches)
+    def __init__(self, step: CaptionStep, cross_keys: torch.Tensor, cross_values: torch.Tensor) -> None:
+        super().__init__(cross_keys, cross_values)
         self.caption_step = step
 
     def take(self, cache: torch.Tensor, rows: np.ndarray) -> torch.Tensor:

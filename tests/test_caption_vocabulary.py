@@ -77,13 +77,16 @@ def test_the_names_vocabulary_is_kept_only_where_it_writes_the_whole_vocabularys
 
 def test_a_restricted_vocabulary_scores_its_tokens_as_the_whole_one_renormalised(random_bundle_dir: Path):
     from enrich_model.bundle import load_bundle
-    from enrich_model.graphs import CaptionDecoder, CaptionStart
+    from enrich_model.graphs import CaptionCross, CaptionDecoder, CaptionStep
 
     bundle = load_bundle(random_bundle_dir)
     kept = sorted({0, 1, *range(5, 300, 3)})
     tokens = encoder_tokens(bundle.config.backbone.num_features, 6)
     with torch.inference_mode():
-        scores, chosen, *_ = CaptionStart(CaptionDecoder(bundle.model.captioner, kept), 0)(tokens)
+        decoder = CaptionDecoder(bundle.model.captioner, kept)
+        cross_keys, cross_values = CaptionCross(decoder)(tokens)
+        empty, first = cross_keys[:, :, :, :0], torch.zeros(6, 1, dtype=torch.long)  # the start token, at 0
+        scores, chosen, *_ = CaptionStep(decoder)(first, first[:1], empty, empty, cross_keys, cross_values)
     expected = torch.log_softmax(first_logits(bundle, tokens)[:, kept], dim=-1).topk(16)
     np.testing.assert_allclose(scores.numpy(), expected.values.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(chosen.numpy(), expected.indices.numpy())  # positions in the caption vocabulary

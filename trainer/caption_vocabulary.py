@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase, VisionEncoderDecoderModel
 
-from enrich_model.graphs import CANDIDATES, CaptionDecoder, CaptionStart, CaptionStep
+from enrich_model.graphs import CANDIDATES, CaptionCross, CaptionDecoder, CaptionStep
 from enrich_model.options import RuntimeOptions
-from enrich_model.search import Candidates, generate
+from enrich_model.search import generate
 from enrich_model.torch_backend import TorchRun
 
 log = logging.getLogger("enrich.train")
@@ -42,13 +42,12 @@ def graph_captions(captioner: VisionEncoderDecoderModel, vocabulary: Sequence[in
     ids = list(vocabulary) if vocabulary is not None else None
     position = (lambda token: ids.index(token)) if ids else (lambda token: token)
     decoder = CaptionDecoder(captioner, ids)
-    first_step, next_step = CaptionStart(decoder, position(start)), CaptionStep(decoder)
+    cross, step = CaptionCross(decoder), CaptionStep(decoder)
     device = next(captioner.parameters()).device
     out = []
     for chunk in tokens.split(BATCH):
-        log_probs, chosen, *caches = first_step(chunk.to(device).float())
-        first = Candidates(log_probs.cpu().numpy(), chosen.cpu().numpy())
-        generated = generate(first, TorchRun(next_step, *caches), position(eos), max_new_tokens, beams)
+        run = TorchRun(step, *cross(chunk.to(device).float()))
+        generated = generate(run, position(start), position(eos), max_new_tokens, beams)
         out += [(tuple(ids[t] if ids else t for t in row), float(np.mean(scores)))
                 for row, scores in zip(generated.tokens, generated.log_probs, strict=True)]
     return out
