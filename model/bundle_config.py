@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -140,10 +142,19 @@ def weights_digest(path: Path | str) -> str:
     """SHA-256 over the weight files' bytes, in a fixed order."""
     digest = hashlib.sha256()
     for file in weight_files(path):
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        hash_file(file, digest)
     return digest.hexdigest()
+
+
+def hash_file(path: Path, digest: hashlib._Hash | None = None) -> hashlib._Hash:
+    """`digest` (a new SHA-256 when None) updated with the file's bytes, read through a memory map: hashing a
+    model's weights at start allocates no buffers that the process would keep."""
+    digest = digest or hashlib.sha256()
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size:  # an empty file cannot be mapped (and adds nothing)
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                digest.update(mapped)
+    return digest
 
 
 def open_bundle(path: Path | str) -> BundleConfig:

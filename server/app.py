@@ -22,7 +22,7 @@ from pathlib import Path
 from enrich_model.bundle_config import BundleConfig, BundleError, open_bundle
 from enrich_model.options import BackendError
 
-from .allocator import limit_arenas
+from .allocator import limit_allocator
 from .logs import configure_logging
 from .settings import ServerSettings, parse_args
 
@@ -83,7 +83,7 @@ async def serve(settings: ServerSettings, config: BundleConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    limit_arenas()  # before any thread starts, which takes an arena of its own
+    limit_allocator()  # before any thread starts, which takes an arena of its own
     settings = parse_args(argv)
     configure_logging(settings.log_format)
     try:
