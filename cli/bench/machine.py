@@ -60,24 +60,27 @@ def encoder_gflop(model, input_size: tuple[int, int]) -> float:
 
 def caption_gflop(bundle, vocabulary, tokens: int) -> list[float]:
     """GFLOP of one caption through the caption graphs over `vocabulary` (None: the tokenizer's whole one), counted
-    by torch: element t is a caption of t + 1 tokens (the start, then t steps), for t < `tokens`."""
+    by torch: element t is a caption of t + 1 tokens (the cross graph, then t + 1 steps), for t < `tokens`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from enrich_model.graphs import CaptionDecoder, CaptionStart, CaptionStep
+    from enrich_model.graphs import CaptionCross, CaptionDecoder, CaptionStep
 
     captioner = bundle.model.captioner
     decoder = CaptionDecoder(captioner, vocabulary)
-    pixels = torch.zeros(1, 3, *bundle.preprocessing.input_size, device=next(captioner.parameters()).device)
-    totals = []
+    device = next(captioner.parameters()).device
+    pixels = torch.zeros(1, 3, *bundle.preprocessing.input_size, device=device)
+    step, counted, totals = CaptionStep(decoder), 0, []
     with torch.inference_mode():
         image = bundle.model.encoder.features(pixels)[1]
         with FlopCounterMode(display=False) as counter:
-            _, chosen, keys, values, cross_keys, cross_values = CaptionStart(decoder, 0)(image)
-        totals.append(counter.get_total_flops())
-        step = CaptionStep(decoder)
-        for position in range(1, tokens):
+            cross_keys, cross_values = CaptionCross(decoder)(image)
+        counted = counter.get_total_flops()
+        chosen = torch.zeros(1, 1, dtype=torch.long, device=device)
+        keys, values = cross_keys[:, :, :, :0], cross_values[:, :, :, :0]
+        for position in range(tokens):
             with FlopCounterMode(display=False) as counter:
-                _, chosen, keys, values = step(chosen[:, :1], torch.full((1, 1), position), keys, values, cross_keys,
-                                               cross_values)
-            totals.append(totals[-1] + counter.get_total_flops())
-    return [total / 1e9 for total in totals]
+                _, chosen, keys, values = step(chosen[:, :1], torch.full((1, 1), position, device=device), keys,
+                                               values, cross_keys, cross_values)
+            counted += counter.get_total_flops()
+            totals.append(counted / 1e9)
+    return totals
