@@ -3,10 +3,9 @@ shell) holds what the container image holds, with no environment variable.
 
 glibc's malloc gives a thread that allocates while another holds the heap an arena of its own, up to eight per
 core, each keeping the memory its thread freed: a server's many threads (gRPC's, the decode pool, the model's)
-then hold several times what it uses. And after a large buffer is freed, glibc raises the size from which it maps
-buffers on their own (up to 32 MB), so that later ones come from an arena, which keeps them: decoded images and
-batches are such buffers. glibc takes both limits from the process itself (mallopt), as from MALLOC_ARENA_MAX and
-MALLOC_MMAP_THRESHOLD_, as long as no thread has started.
+then hold several times what it uses. MALLOC_ARENA_MAX in the environment limits that; glibc also takes the same
+limit from the process itself (mallopt), as long as no thread has started. (glibc's mmap threshold stays dynamic:
+fixed low, every large tensor of an eager torch model became a fresh mapping, and serving slowed.)
 """
 
 from __future__ import annotations
@@ -15,19 +14,19 @@ import ctypes
 import ctypes.util
 import os
 
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # <malloc.h>
+M_ARENA_MAX = -8  # <malloc.h>
 ARENAS = 2
-MAPPED_FROM = 256 * 1024  # bytes: larger buffers get their own mapping, returned to the system when freed
-LIMITS = {"MALLOC_ARENA_MAX": (M_ARENA_MAX, ARENAS), "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, MAPPED_FROM)}
+ENVIRONMENT = "MALLOC_ARENA_MAX"
 
 
-def limit_allocator() -> list[str]:
-    """Sets glibc's limits that the environment did not set itself. Returns the names of those it set (none where
-    the C library is not glibc)."""
+def limit_allocator() -> bool:
+    """Limits glibc's malloc arenas, unless the environment chose a limit itself. Returns whether it set one
+    (False where the C library is not glibc)."""
+    if ENVIRONMENT in os.environ:
+        return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to limit this way
-        return []
+        return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return [name for name, (parameter, value) in LIMITS.items()
-            if name not in os.environ and mallopt(parameter, value) == 1]
+    return mallopt(M_ARENA_MAX, ARENAS) == 1

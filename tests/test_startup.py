@@ -145,7 +145,6 @@ from enrich_server.allocator import limit_allocator
 print(limit_allocator() if sys.argv[1] == "limit" else "unset", flush=True)
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
 together = threading.Barrier(8)
 def allocate():
     together.wait()
@@ -154,14 +153,6 @@ threads = [threading.Thread(target=allocate) for _ in range(8)]
 [t.start() for t in threads]
 [t.join() for t in threads]
 libc.malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
-libc.free(libc.malloc(8 << 20))  # a large buffer, freed: glibc then raises its threshold for mapping one alone
-before = libc.mallinfo2().hblks
-kept = libc.malloc(1 << 20)
-print("mapped", libc.mallinfo2().hblks - before, flush=True)  # the 1 MB buffer mapped on its own, or not
 """
 
 
@@ -171,15 +162,13 @@ def test_the_server_limits_its_malloc_arenas_itself(monkeypatch):
     from enrich_server.allocator import ARENAS
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    arenas, mapped = {}, {}
+    arenas = {}
     for mode in ("unset", "limit"):
         done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, mode], capture_output=True, text=True, timeout=60,
                               env=environment)
         assert done.returncode == 0, done.stderr
         arenas[mode] = done.stderr.count("Arena ")
-        mapped[mode] = int(done.stdout.split("mapped ")[1])
     assert arenas["limit"] <= ARENAS < arenas["unset"]  # 8 threads allocating at once: an arena each, unless limited
-    assert mapped == {"unset": 0, "limit": 1}  # a 1 MB buffer after an 8 MB one: in an arena, unless limited
     called = []
     monkeypatch.setattr(app, "limit_allocator", lambda: called.append("limited"))
     assert app.main(["--model", "/nowhere"]) == 2 and called == ["limited"]  # `enrich serve` sets it first
