@@ -113,9 +113,10 @@ CMD ["train", "--help"]
 FROM ${VARIANT}-base AS serve
 COPY --from=venv /opt/enrich /opt/enrich
 COPY --from=bundle /models /models
-# MALLOC_ARENA_MAX: otherwise glibc gives gRPC's and OpenVINO's threads an arena each, held while idle.
+# HOME=/tmp: a server that has to export the model at start (a GPU image serving --backend openvino) writes it
+# to ~/.cache/enrich/exports, never into the read-only bundle; `enrich serve` sets glibc's allocator limits itself.
 ENV PATH=/opt/enrich/bin:$PATH \
-    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp HF_HOME=/tmp/huggingface MALLOC_ARENA_MAX=2 \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp HF_HOME=/tmp/huggingface \
     ENRICH_MODEL=/models/bundle ENRICH_HEALTH_PORT=50052 ENRICH_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 50051 50052 8080 9464

@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         client = [sys.executable, "-m", "enrich_client.cli", "--target", f"127.0.0.1:{served.port}"]
         run("health check (grpc.health.v1)", [*client, "health"])
         results = workdir / "results.jsonl"
-        run("enrich the held-out images over one gRPC stream",
-            [*client, "enrich", str(holdout / "images"), "--out", str(results)])
+        run("enrich the held-out images over one gRPC stream, with each product's palette and signature",
+            [*client, "enrich", str(holdout / "images"), "--out", str(results), "--include-palette",
+             "--include-signature"])
         audited, audit = workdir / "holdout-with-mistakes", workdir / "audit"
         run("the held-out catalogue with known mistakes: values replaced, photos uploaded twice",
             [*enrich, "corrupt", str(holdout), "--out", str(audited), "--seed", "1"])

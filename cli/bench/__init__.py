@@ -137,6 +137,9 @@ def measure_encoders(args: argparse.Namespace, catalogue: list[bytes], figures: 
     pixels = inprocess.preprocess_all(reference, catalogue[:64])
     agreement = inprocess.preprocess_all(reference, (catalogue * (args.agreement_images // len(catalogue) + 1))
                                          [: args.agreement_images])
+    if args.agreement_images > len(catalogue):
+        say(f"agreement on {args.agreement_images} images, of which {len(catalogue)} distinct (--count): repeats "
+            "agree with themselves")
     measure_decode_stage(reference, catalogue, figures)
     caption_gflop = {name: machine.caption_gflop(bundle, vocabulary, reference.vocabulary.max_new_tokens)
                      for name, vocabulary in (("served", reference.vocabulary.ids), ("whole", None))}
