@@ -75,6 +75,25 @@ def bundle_dir(trained) -> Path:
     return trained[0]
 
 
+RANDOM_CAPTION_TOKENS = 24  # past 16: OpenVINO once returned wrong attention from there on
+
+
+@pytest.fixture(scope="session")
+def random_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of random weights at small shapes, without an export (copy it to change it). Its decoder writes
+    long captions of varied tokens, which exercises every step of the key/value cache, where a trained tiny
+    decoder stops at once."""
+    import json
+
+    from enrich_model.model import DecoderSpec
+    from enrich_trainer.random_bundle import random_bundle
+
+    out = tmp_path_factory.mktemp("random-bundle")
+    random_bundle(out, "tiny_vit_5m_224", json.loads(TINY_BACKBONE), 32, DecoderSpec(2, 32, 2, 64), 300,
+                  max_new_tokens=RANDOM_CAPTION_TOKENS, seed=1)
+    return out
+
+
 def wait_for(condition, timeout: float = 20.0, failure: str = "condition not reached") -> None:
     """Until `condition()` holds (a test waits for the event, never for a guessed time)."""
     deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ vocabulary's, and served by every backend."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -14,20 +13,7 @@ import torch
 
 from enrich_model.backends import available_backends
 
-from .conftest import TINY_BACKBONE
-
-TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def random_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from enrich_model.model import DecoderSpec
-    from enrich_trainer.random_bundle import random_bundle
-
-    out = tmp_path_factory.mktemp("random-bundle")
-    random_bundle(out, "tiny_vit_5m_224", json.loads(TINY_BACKBONE), 32, DecoderSpec(2, 32, 2, 64), 300,
-                  max_new_tokens=TOKENS, seed=1)
-    return out
+from .conftest import RANDOM_CAPTION_TOKENS as TOKENS
 
 
 def encoder_tokens(features: int, count: int = 40) -> torch.Tensor:

@@ -1,7 +1,5 @@
-"""The model's one graph definition on both backends, and its OpenVINO export as a verified artifact.
-
-Parity runs on a bundle of random weights (small shapes): its decoder writes long captions of varied tokens,
-which exercises every step of the key/value cache, where a trained tiny decoder stops at once."""
+"""The model's one graph definition on both backends, and its OpenVINO export as a verified artifact. Parity runs
+on a bundle of random weights (conftest's random_bundle_dir)."""
 
 from __future__ import annotations
 
@@ -19,23 +17,10 @@ import pytest
 
 from enrich_model.backends import available_backends
 
-from .conftest import TINY_BACKBONE
+from .conftest import RANDOM_CAPTION_TOKENS as TOKENS
 
 pytestmark = pytest.mark.skipif("openvino" not in available_backends("cpu"), reason="openvino is not installed")
 
-TOKENS = 24  # past 16: OpenVINO once returned wrong attention from there on
-
-
-@pytest.fixture(scope="module")
-def random_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle without an export."""
-    from enrich_model.model import DecoderSpec
-    from enrich_trainer.random_bundle import random_bundle
-
-    out = tmp_path_factory.mktemp("random-bundle")
-    random_bundle(out, "tiny_vit_5m_224", json.loads(TINY_BACKBONE), 32, DecoderSpec(2, 32, 2, 64), 300,
-                  max_new_tokens=TOKENS, seed=1)
-    return out
 
 
 def enrich_export(bundle: Path) -> subprocess.CompletedProcess:
@@ -72,6 +57,21 @@ def serve(bundle: Path, tmp_path: Path, env: dict[str, str] | None = None) -> su
     return subprocess.run([sys.executable, "-m", "enrich_cli.main", "serve", "--model", str(bundle), "--port", "0",
                            "--http-port", "-1", "--metrics-port", "-1", "--grace-seconds", "0"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, **(env or {})})
+
+
+def serve_one_caption(bundle: Path, log: Path, catalogue_dir: Path, *options: str, **start: object) -> None:
+    """Starts `enrich serve` on `bundle`, has it caption one catalogue image, and stops it."""
+    from enrich_cli.server_process import start_server
+    from enrich_client import EnrichClient
+
+    served = start_server(bundle, log, "--device", "cpu", *options, **start)
+    try:
+        with EnrichClient(f"127.0.0.1:{served.port}") as client:
+            image = sorted((catalogue_dir / "images").glob("*.jpg"))[0]
+            assert client.enrich(image.read_bytes(), caption_mode="generate").metadata.product_display_name.text
+    finally:
+        served.process.terminate()
+        served.process.wait(timeout=60)
 
 
 def pipelines(bundle: Path):
@@ -205,22 +205,13 @@ def test_a_changed_export_file_is_refused_in_one_line(exported: tuple[Path, str]
 
 def test_an_older_releases_export_of_the_same_format_serves_without_torch(exported: tuple[Path, str],
                                                                           catalogue_dir: Path, tmp_path: Path):
-    from enrich_cli.server_process import start_server
-    from enrich_client import EnrichClient
     from enrich_model.export_store import MANIFEST_FILE
 
     bundle = copy_of(exported[0], tmp_path)
     manifest = bundle / "openvino" / MANIFEST_FILE
     older = {"enrich": "0.1.0", "openvino": "2025.0.0", "torch": "2.4.0", "transformers": "5.0.0"}
     manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"made_by": older}))
-    served = start_server(bundle, tmp_path / "server.log", "--device", "cpu", env=no_torch_env(tmp_path))
-    try:
-        with EnrichClient(f"127.0.0.1:{served.port}") as client:
-            image = sorted((catalogue_dir / "images").glob("*.jpg"))[0]
-            assert client.enrich(image.read_bytes(), caption_mode="generate").metadata.product_display_name.text
-    finally:
-        served.process.terminate()
-        served.process.wait(timeout=60)
+    serve_one_caption(bundle, tmp_path / "server.log", catalogue_dir, env=no_torch_env(tmp_path))
     old = {"format": 2, "model_version": "random-000000000000", "openvino": "2026.4.1", "enrich": "0.2.0"}
     manifest.write_text(json.dumps(old))  # an export of another format, whose manifest holds other fields
     refused = serve(bundle, tmp_path, no_torch_env(tmp_path))
@@ -256,9 +247,6 @@ def open_tmp_path() -> Iterator[Path]:
 def test_a_server_exports_into_its_cache_and_never_writes_its_read_only_bundle(random_bundle_dir: Path,
                                                                                catalogue_dir: Path,
                                                                                open_tmp_path: Path):
-    from enrich_cli.server_process import start_server
-    from enrich_client import EnrichClient
-
     launcher, tmp_path = as_nobody(), open_tmp_path
     bundle = copy_of(random_bundle_dir, tmp_path)
     for path in [bundle, *bundle.rglob("*")]:
@@ -271,15 +259,7 @@ def test_a_server_exports_into_its_cache_and_never_writes_its_read_only_bundle(r
     logs = []
     for start in range(2):
         logs.append(shared / f"server-{start}.log")
-        served = start_server(bundle, logs[-1], "--device", "cpu", "--backend", "openvino", launcher=launcher,
-                              env=env)
-        try:
-            with EnrichClient(f"127.0.0.1:{served.port}") as client:
-                image = sorted((catalogue_dir / "images").glob("*.jpg"))[0]
-                assert client.enrich(image.read_bytes(), caption_mode="generate").metadata.product_display_name.text
-        finally:
-            served.process.terminate()
-            served.process.wait(timeout=60)
+        serve_one_caption(bundle, logs[-1], catalogue_dir, "--backend", "openvino", launcher=launcher, env=env)
     assert tree(bundle) == before
     assert [p.name for p in (shared / "exports").iterdir() if not p.name.startswith(".")] != []
     assert "exporting now" in logs[0].read_text() and "exporting now" not in logs[1].read_text()  # made once
