@@ -39,7 +39,7 @@ log = logging.getLogger("enrich.backends")
 EXPORT_DIR = "openvino"
 MANIFEST_FILE = "export.json"
 # Raised whenever the graphs compute something else or take other inputs: an export of another format is not used.
-EXPORT_FORMAT = 3
+EXPORT_FORMAT = 4
 GRAPHS = ("encoder", "heads", "caption_cross", "caption_step")
 CACHE_ENV = "ENRICH_EXPORT_CACHE"
 
