@@ -28,15 +28,14 @@ class CaptionVocabulary:
     max_new_tokens: int  # longest caption, in tokens
 
     @classmethod
-    def read(cls, path: Path, config: BundleConfig) -> CaptionVocabulary:
-        from tokenizers import Tokenizer
-
+    def read(cls, path: Path, config: BundleConfig, tokenizer=None) -> CaptionVocabulary:
+        """The bundle's caption vocabulary; `tokenizer`: its tokenizer when loaded already."""
         generation = json.loads((path / CAPTIONER_DIR / "generation_config.json").read_text())
         decoder = json.loads((path / CAPTIONER_DIR / "config.json").read_text()).get("decoder", {})
         positions = decoder.get("n_positions") or decoder.get("max_position_embeddings") or math.inf
-        added = Tokenizer.from_file(str(path / TOKENIZER_FILE)).get_added_tokens_decoder()
+        added = (tokenizer or load_tokenizer(path)).get_added_tokens_decoder()
         special = {token_id for token_id, token in added.items() if token.special}
-        ids = tuple(config.caption.vocabulary) or None
+        ids = cls.ids_of(config)
         index = {token_id: n for n, token_id in enumerate(ids)} if ids else None
 
         def position(token_id: int) -> int:
@@ -46,18 +45,32 @@ class CaptionVocabulary:
                    frozenset(position(t) for t in special if index is None or t in index),
                    int(min(generation.get("max_new_tokens") or config.caption.max_new_tokens, positions)))
 
+    @staticmethod
+    def ids_of(config: BundleConfig) -> tuple[int, ...] | None:
+        """The tokenizer ids the caption graphs score, in order; None: every one (enrich.json records none)."""
+        return tuple(config.caption.vocabulary) or None
+
     def token_ids(self, positions: list[int]) -> list[int]:
         return list(positions) if self.ids is None else [self.ids[p] for p in positions]
+
+
+def load_tokenizer(path: Path):
+    """The bundle's caption tokenizer, for the `tokenizers` library."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path / TOKENIZER_FILE))
 
 
 class CaptionText:
     """Generated tokens -> captions: text (special tokens left out), confidence and length."""
 
-    def __init__(self, path: Path, vocabulary: CaptionVocabulary) -> None:
-        from tokenizers import Tokenizer
+    def __init__(self, tokenizer, vocabulary: CaptionVocabulary) -> None:
+        self.tokenizer, self.vocabulary = tokenizer, vocabulary
 
-        self.tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
-        self.vocabulary = vocabulary
+    @classmethod
+    def read(cls, path: Path, config: BundleConfig) -> CaptionText:
+        tokenizer = load_tokenizer(path)
+        return cls(tokenizer, CaptionVocabulary.read(path, config, tokenizer))
 
     def captions(self, generated: Generated) -> Captions:
         special = self.vocabulary.special

@@ -75,7 +75,6 @@ class Exported:
     manifest: ExportManifest
     folder: Path
     seconds: float = 0.0
-    in_place: bool = True  # False: another process wrote the same export first, and that one is in place
 
 
 def export_bundle(bundle: Bundle, folder: Path | None = None, replace: bool = True) -> Exported:
@@ -85,7 +84,7 @@ def export_bundle(bundle: Bundle, folder: Path | None = None, replace: bool = Tr
         raise ValueError("a bundle loaded from memory needs a folder to export to")
     folder = folder or bundle.path / EXPORT_DIR
     started = time.perf_counter()
-    graphs = ModelGraphs(bundle.model.eval(), CaptionVocabulary.read(bundle.path, bundle.config).ids).eval()
+    graphs = ModelGraphs(bundle.model.eval(), CaptionVocabulary.ids_of(bundle.config)).eval()
     manifest = manifest_of(bundle, graphs)
 
     def write(staging: Path) -> None:
@@ -95,10 +94,10 @@ def export_bundle(bundle: Bundle, folder: Path | None = None, replace: bool = Tr
         manifest.files = file_hashes(staging, graph_files())
         manifest.write(staging)
 
-    in_place = write_whole(folder, write, replace)
+    write_whole(folder, write, replace)
     seconds = time.perf_counter() - started
     log.info("exported %s to OpenVINO in %.1f s", bundle.model_version, seconds)
-    return Exported(ExportManifest.read(folder), folder, seconds, in_place)
+    return Exported(ExportManifest.read(folder), folder, seconds)
 
 
 def export_to_cache(bundle: BundleInfo, cache: Path | None) -> Path:

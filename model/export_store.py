@@ -188,10 +188,10 @@ def find_export(bundle: Path, config: BundleConfig, cache: Path | None,
                         "where torch is installed (the serve or train extra)")
 
 
-def write_whole(folder: Path, write: Callable[[Path], None], replace: bool) -> bool:
+def write_whole(folder: Path, write: Callable[[Path], None], replace: bool) -> None:
     """Runs `write(staging)` on a new folder beside `folder` and renames it into place. An existing `folder` is
     replaced when `replace` (renamed away first, then removed: a reader keeps its open files), else kept as it is
-    (another process made it). Returns whether this call's folder is the one in place."""
+    (another process made it)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     umask = os.umask(0)
@@ -209,7 +209,5 @@ def write_whole(folder: Path, write: Callable[[Path], None], replace: bool) -> b
             if not folder.is_dir():
                 raise
             log.info("%s was written by another process meanwhile; using that one", folder)
-            return False
-        return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)

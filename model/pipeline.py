@@ -38,7 +38,7 @@ from .audit import Auditor
 from .backends import Backend, choose_backend, cpu_budget, load_backend, resolve_device
 from .bundle_config import BundleConfig
 from .bundle_info import BundleInfo
-from .caption_vocabulary import CaptionText, CaptionVocabulary
+from .caption_vocabulary import CaptionText
 from .decode import DecodedImage, DecodeLimits
 from .encoding import Encoded
 from .options import BackendError, RuntimeOptions
@@ -72,8 +72,8 @@ class EnrichPipeline:
         if not 1 <= caption_beams <= backend.candidates // 2:
             raise BackendError(f"caption beams {caption_beams}: the caption graphs take 1 to {backend.candidates // 2}")
         self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
-        self.vocabulary = CaptionVocabulary.read(bundle.path, bundle.config)
-        self.caption_text = CaptionText(bundle.path, self.vocabulary)
+        self.caption_text = CaptionText.read(bundle.path, bundle.config)
+        self.vocabulary = self.caption_text.vocabulary
         self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
         self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
         self.auditor = Auditor(self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)

@@ -33,7 +33,7 @@ class TorchBackend(Backend):
         self.choice = BackendChoice("torch", precision)
         self.torch_device = next(model.parameters()).device
         self.device = str(self.torch_device)
-        self.graphs = ModelGraphs(model, CaptionVocabulary.read(bundle.path, bundle.config).ids).eval()
+        self.graphs = ModelGraphs(model, CaptionVocabulary.ids_of(bundle.config)).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.encoder.to(memory_format=self.memory_format)
         self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
