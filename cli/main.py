@@ -10,7 +10,7 @@ USAGE = """usage: enrich COMMAND [ARGS]
 
 commands:
   demo     offline end to end: synthetic catalogue -> train -> serve -> enrich through the client
-  synth    write a synthetic catalogue (styles.csv + images/) in the Fashion Product Images layout
+  synth    write a synthetic catalogue: Fashion Product Images' layout (styles.csv + images/), or --schema home
   corrupt  copy a catalogue with known mistakes and near-duplicates (truth.json), to measure an audit against
            (`enrich corrupt --score AUDIT_DIR CORRUPTED` scores an `enrich-client audit` of it)
   train    train a model bundle from a catalogue (--data DIR|DATASET --out BUNDLE)
@@ -28,17 +28,26 @@ commands:
 
 def synth(argv: list[str]) -> int:
     from enrich_data.synth import write_catalogue
+    from enrich_data.synth_home import CSV_FILE, write_home_catalogue
 
     parser = argparse.ArgumentParser(prog="enrich synth", description="Write a synthetic catalogue.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schema", choices=("fashion", "home"), default="fashion",
+                        help="fashion: Fashion Product Images' columns (styles.csv); home: home goods with columns of "
+                             "their own (products.csv: product_type and its department, material, colour_family, "
+                             "a multi-valued style, a title)")
     parser.add_argument("--image-size", default="60x80", help="WIDTHxHEIGHT (the small HF copy is 60x80)")
     parser.add_argument("--photo-like", action="store_true",
                         help="the same products photographed less tidily: re-framed, tilted, lit unevenly, noisy, "
                              "blurred, re-compressed (labels unchanged), for robustness checks")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.image_size.lower().split("x"))
+    if args.schema == "home":
+        write_home_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height))
+        print(f"wrote {args.count} rows to {args.out / CSV_FILE} and images to {args.out / 'images'}")
+        return 0
     write_catalogue(args.out, args.count, seed=args.seed, image_size=(width, height), photo_like=args.photo_like)
     print(f"wrote {args.count} rows to {args.out / 'styles.csv'} and images to {args.out / 'images'}")
     return 0

@@ -1,7 +1,10 @@
-"""Catalogue loading: the Fashion Product Images folder layout, or a Hugging Face dataset with its columns.
+"""Catalogue loading: a folder with a CSV and images/ (the Fashion Product Images layout, or any catalogue's
+own columns), or a Hugging Face dataset with its columns.
 
-Both give the same `Catalogue`: items with labels (None where missing) and a way to read the image,
-so the trainer does not know or care where the data came from.
+Both give the same `Catalogue`: its schema (`enrich_model.schema.CatalogueSchema`: Fashion Product Images'
+for styles.csv with that header, else inferred from the rows and a taxonomy file), and items with their values
+(None where missing) and a way to read the image, so the trainer does not know or care where the data came
+from.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enrich_client.sources import csv_rows
-from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, STYLES_COLUMNS
+from enrich_model.fashion import FASHION_SCHEMA, STYLES_COLUMNS
+from enrich_model.schema import OTHER, CatalogueSchema, SchemaError
 
 from .hub import hub_reachable
+from .schema_inference import infer_schema
+from .taxonomy_file import TAXONOMY_FILE, TaxonomyFile, TaxonomyFileError, read_taxonomy_file
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".avif", ".gif", ".tif", ".tiff", ".bmp")
 
 
 class DataError(ValueError):
@@ -25,8 +33,8 @@ class DataError(ValueError):
 @dataclass
 class CatalogueItem:
     id: str
-    labels: dict[str, str | None]  # every attribute in ALL_LABEL_ATTRIBUTES; None = missing
-    name: str | None  # productDisplayName
+    labels: dict[str, str | None]  # every attribute of the schema, as the catalogue has it; None = missing
+    name: str | None  # the caption column's text
     # The image file's bytes, as stored: they reach the model through the same decode and preprocessing as
     # the bytes of a request (Preprocessing.from_bytes).
     read_bytes: Callable[[], bytes] = field(repr=False)
@@ -37,56 +45,142 @@ class Catalogue:
     items: list[CatalogueItem]
     source: str
     skipped: Counter = field(default_factory=Counter)  # reason -> rows not loaded
+    schema: CatalogueSchema = FASHION_SCHEMA
+    notes: list[str] = field(default_factory=list)  # how the schema was found, a line per column
+    taxonomy_file: TaxonomyFile = field(default_factory=TaxonomyFile)
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def values(self, attribute: str) -> list[list[str]]:
+        """Each item's values of `attribute` (one for a single-valued attribute, none when missing)."""
+        spec = self.schema[attribute]
+        return [spec.values(item.labels.get(attribute)) for item in self.items]
 
-def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
-    """Rows of styles.csv as dicts. Names with unquoted commas (22 rows in the real file) spill into
-    extra fields; those are joined back into productDisplayName rather than dropped."""
+    def fold_rare(self, min_examples: int, counted: list[CatalogueItem] | None = None) -> dict[str, list[str]]:
+        """Values with fewer than `min_examples` items in `counted` (default: all) per classified attribute: with
+        the taxonomy file's rare "other", rewritten to "other" on every item; returned either way, to report."""
+        counted = self.items if counted is None else counted
+        rare: dict[str, list[str]] = {}
+        for attribute in self.schema.classified:
+            spec = self.schema[attribute]
+            counts = Counter(v for item in counted for v in spec.values(item.labels.get(attribute)))
+            found = sorted(v for v, n in counts.items() if n < min_examples)
+            if found:
+                rare[attribute] = found
+        if self.taxonomy_file.rare == OTHER:
+            for item in self.items:
+                for attribute, values in rare.items():
+                    spec, gone = self.schema[attribute], set(values)
+                    kept = [OTHER if v in gone else v for v in spec.values(item.labels.get(attribute))]
+                    if kept:
+                        item.labels[attribute] = (spec.separator or "|").join(dict.fromkeys(kept))
+        return rare
+
+
+def catalogue_csv(root: Path, overrides: TaxonomyFile) -> Path:
+    """The folder's catalogue file: the taxonomy file's "csv", styles.csv, or its only CSV."""
+    if overrides.csv:
+        return (overrides.path.parent if overrides.path else root) / overrides.csv
+    if (root / "styles.csv").is_file():
+        return root / "styles.csv"
+    found = sorted(root.glob("*.csv"))
+    if len(found) != 1:
+        what = "no CSV" if not found else f"several CSVs ({', '.join(f.name for f in found)})"
+        raise DataError(f"{root}: {what}; name the catalogue file with \"csv\" in {TAXONOMY_FILE}")
+    return found[0]
+
+
+def read_rows(path: Path, schema: CatalogueSchema | None, overrides: TaxonomyFile) \
+        -> tuple[CatalogueSchema, list[dict[str, str | None]], Counter, list[str]]:
+    """The CSV's rows as dicts, with its schema: `schema` when given (a bundle's), Fashion Product Images' for
+    its header without a taxonomy file, else inferred. Rows with more fields than the header had unquoted commas
+    in the caption when it is the last column (22 rows in the real styles.csv): joined back into it."""
     skipped: Counter = Counter()
+    header, lines = csv_rows(path)
+    if not header:
+        raise DataError(f"{path}: empty file, no header")
+    notes: list[str] = []
+    fashion = set(STYLES_COLUMNS) <= set(header) and overrides.path is None
+    if schema is None and fashion:
+        schema = FASHION_SCHEMA
+        notes = ["the Fashion Product Images layout (styles.csv's columns): its schema, unchanged"]
+    caption = schema.caption if schema is not None else (overrides.caption or "")
+    rejoin = (bool(caption) and header[-1] == caption) or (schema is None and overrides.caption is None)
     rows: list[dict[str, str | None]] = []
-    header, lines = csv_rows(path, spill_column=CAPTION_ATTRIBUTE)
-    missing = set(STYLES_COLUMNS) - set(header)
-    if missing:
-        raise DataError(f"{path}: missing columns {sorted(missing)}; expected the Fashion Product Images "
-                        f"header: {','.join(STYLES_COLUMNS)}")
     for _, fields in lines:
+        if len(fields) > len(header) and rejoin:
+            fields = [*fields[: len(header) - 1], ",".join(fields[len(header) - 1:])]
         if len(fields) != len(header):
             skipped["malformed row"] += 1
             continue
         rows.append({h: (v.strip() or None) for h, v in zip(header, fields, strict=True)})
+    if schema is None:
+        try:
+            inferred = infer_schema(header, rows, overrides)
+        except SchemaError as error:
+            raise DataError(f"{path}: {error}") from None
+        schema, notes = inferred.schema, inferred.notes
+        if schema.caption != header[-1] and rejoin:  # commas joined into a column that is not free text
+            return (*read_rows(path, schema, overrides)[:3], notes)
+    missing = [c for c in schema.columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column {', '.join(missing)}; the schema reads {', '.join(schema.columns)}")
+    return schema, rows, skipped, notes
+
+
+def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
+    """A Fashion Product Images styles.csv's rows and what was skipped."""
+    _, rows, skipped, _ = read_rows(path, FASHION_SCHEMA, TaxonomyFile())
     return rows, skipped
 
 
-def load_folder_catalogue(root: Path) -> Catalogue:
-    """styles.csv + images/{id}.jpg (the Kaggle layout)."""
+def image_files(folder: Path) -> dict[str, Path]:
+    """images/ by file stem (the id), any image suffix."""
+    if not folder.is_dir():
+        return {}
+    return {f.stem: f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def load_folder_catalogue(root: Path, schema: CatalogueSchema | None = None,
+                          taxonomy: Path | None = None) -> Catalogue:
+    """A CSV + images/{id}.jpg (or any image suffix) under `root`, with `schema` (a bundle's) or the folder's own
+    (Fashion Product Images', or inferred with `taxonomy`, default ROOT/taxonomy.json when present)."""
     root = Path(root)
-    rows, skipped = read_styles_csv(root / "styles.csv")
+    taxonomy = taxonomy or (root / TAXONOMY_FILE if (root / TAXONOMY_FILE).is_file() else None)
+    try:
+        overrides = read_taxonomy_file(taxonomy) if taxonomy and schema is None else TaxonomyFile()
+    except TaxonomyFileError as error:
+        raise DataError(str(error)) from None
+    path = catalogue_csv(root, overrides)
+    schema, rows, skipped, notes = read_rows(path, schema, overrides)
+    images = image_files(root / "images")
     items = []
     for row in rows:
-        image_path = root / "images" / f"{row['id']}.jpg"
-        if not image_path.is_file():
+        item_id = str(row[schema.id_column] or "")
+        image_path = images.get(item_id)
+        if image_path is None:
             skipped["image file missing"] += 1
             continue
         items.append(CatalogueItem(
-            id=str(row["id"]),
-            labels={a: row.get(a) for a in ALL_LABEL_ATTRIBUTES},
-            name=row.get(CAPTION_ATTRIBUTE),
+            id=item_id,
+            labels={a: row.get(a) for a in schema.names},
+            name=row.get(schema.caption) if schema.caption else None,
             read_bytes=image_path.read_bytes,
         ))
-    return Catalogue(items, str(root), skipped)
+    return Catalogue(items, str(root), skipped, schema, notes, overrides)
 
 
-def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
-    """A `datasets.Dataset` with the styles.csv columns and an `image` column.
+def catalogue_from_hf_dataset(dataset, source: str, schema: CatalogueSchema | None = None) -> Catalogue:
+    """A `datasets.Dataset` with the schema's columns (default: Fashion Product Images') and an `image` column.
 
     Images are read as the stored file bytes, like catalogue files and request bytes: the same decoding
     follows (EXIF orientation, alpha flattening, reduced-scale JPEG decoding)."""
     import datasets
 
-    missing = ({"id", "image", CAPTION_ATTRIBUTE, *ALL_LABEL_ATTRIBUTES}) - set(dataset.column_names)
+    schema = schema or FASHION_SCHEMA
+    missing = ({schema.id_column, "image", *schema.names, *([schema.caption] if schema.caption else [])}
+               - set(dataset.column_names))
     if missing:
         raise DataError(f"{source}: dataset lacks columns {sorted(missing)}")
     raw = dataset.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"}, not PIL
@@ -94,12 +188,12 @@ def catalogue_from_hf_dataset(dataset, source: str) -> Catalogue:
     items = []
     for index, row in enumerate(labels_only):
         items.append(CatalogueItem(
-            id=str(row["id"]),
-            labels={a: (str(row[a]).strip() or None) if row[a] is not None else None for a in ALL_LABEL_ATTRIBUTES},
-            name=row.get(CAPTION_ATTRIBUTE),
+            id=str(row[schema.id_column]),
+            labels={a: (str(row[a]).strip() or None) if row[a] is not None else None for a in schema.names},
+            name=row.get(schema.caption) if schema.caption else None,
             read_bytes=lambda i=index: _stored_bytes(raw[i]["image"]),
         ))
-    return Catalogue(items, source)
+    return Catalogue(items, source, schema=schema)
 
 
 def _stored_bytes(image: dict) -> bytes:
@@ -108,19 +202,21 @@ def _stored_bytes(image: dict) -> bytes:
     return Path(image["path"]).read_bytes()
 
 
-def load_catalogue(spec: str | Path, split: str = "train") -> Catalogue:
-    """A folder with styles.csv, a dataset saved with `save_to_disk`, or a hub id such as
-    `ashraq/fashion-product-images-small` (needs the hub). Raises DataError with a one-line reason."""
+def load_catalogue(spec: str | Path, split: str = "train", schema: CatalogueSchema | None = None,
+                   taxonomy: Path | None = None) -> Catalogue:
+    """A folder with a CSV and images/, a dataset saved with `save_to_disk`, or a hub id such as
+    `ashraq/fashion-product-images-small` (needs the hub). `schema`: read the columns of this one (a bundle's);
+    else the folder's own. Raises DataError with a one-line reason."""
     path = Path(spec)
-    if (path / "styles.csv").is_file():
+    if path.is_dir() and (any(path.glob("*.csv")) or (path / TAXONOMY_FILE).is_file() or taxonomy):
         try:
-            return load_folder_catalogue(path)
+            return load_folder_catalogue(path, schema, taxonomy)
         except (OSError, UnicodeError, csv.Error) as error:
-            raise DataError(f"cannot read {path / 'styles.csv'}: {error}") from error
+            raise DataError(f"cannot read the catalogue in {path}: {error}") from error
     if path.is_dir():
         if not (path / "dataset_dict.json").is_file() and not (path / "dataset_info.json").is_file():
-            raise DataError(f"{path} holds neither styles.csv (the Kaggle layout: styles.csv + images/) nor a "
-                            "dataset saved with datasets' save_to_disk")
+            raise DataError(f"{path} holds neither a catalogue CSV (with images/) nor a dataset saved with "
+                            "datasets' save_to_disk")
         import datasets  # heavy; only for this path
 
         loaded = datasets.load_from_disk(str(path))
@@ -128,14 +224,14 @@ def load_catalogue(spec: str | Path, split: str = "train") -> Catalogue:
             if split not in loaded:
                 raise DataError(f"{path} has no split {split!r}; it has {sorted(loaded)}")
             loaded = loaded[split]
-        return catalogue_from_hf_dataset(loaded, str(path))
+        return catalogue_from_hf_dataset(loaded, str(path), schema)
     if path.exists() or str(spec).startswith((".", "/", "~")) or str(spec).count("/") != 1:
         raise DataError(f"no catalogue at {spec}: expected a folder with styles.csv and images/, a save_to_disk "
                         "dataset folder, or a Hugging Face dataset id such as ashraq/fashion-product-images-small")
-    return load_hub_catalogue(str(spec), split)
+    return load_hub_catalogue(str(spec), split, schema)
 
 
-def load_hub_catalogue(dataset_id: str, split: str) -> Catalogue:
+def load_hub_catalogue(dataset_id: str, split: str, schema: CatalogueSchema | None = None) -> Catalogue:
     import datasets
 
     if not hub_reachable():
@@ -143,7 +239,7 @@ def load_hub_catalogue(dataset_id: str, split: str) -> Catalogue:
                         "(or HF_HUB_OFFLINE is set). Download it where the hub is reachable "
                         f"(datasets.load_dataset({dataset_id!r}).save_to_disk(DIR)) and pass --data DIR")
     try:
-        return catalogue_from_hf_dataset(datasets.load_dataset(dataset_id, split=split), dataset_id)
+        return catalogue_from_hf_dataset(datasets.load_dataset(dataset_id, split=split), dataset_id, schema)
     except DataError:
         raise
     except Exception as error:  # the hub client raises many types; the user needs one sentence

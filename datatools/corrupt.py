@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from enrich_model.fashion import COLOUR_RGB, STYLES_COLUMNS
 from enrich_model.look import rgb_to_lab
-from enrich_model.schema import COLOUR_RGB, STYLES_COLUMNS
 
 from .catalogue import read_styles_csv
 

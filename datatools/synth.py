@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from enrich_model.schema import BASE_COLOURS, COLOUR_RGB, STYLES_COLUMNS
+from enrich_model.fashion import BASE_COLOURS, COLOUR_RGB, STYLES_COLUMNS
 
 from . import photolike
 

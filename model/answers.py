@@ -3,7 +3,7 @@ codecs (the server's messages, evaluation) describe answers without loading a mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -27,18 +27,16 @@ class CaptionMode(Enum):
 
 
 class TaxonomyLevel(Enum):
-    """A level of articleType -> subCategory -> masterCategory; values are enrich.v1.TaxonomyLevel's names
-    without TAXONOMY_LEVEL_."""
+    """A level of a tree of labels, most specific first: a root attribute and the ones that follow from it
+    (Fashion Product Images' articleType -> subCategory -> masterCategory); values are enrich.v1.TaxonomyLevel's
+    names without TAXONOMY_LEVEL_."""
 
     ARTICLE_TYPE = "article_type"
     SUB_CATEGORY = "sub_category"
     MASTER_CATEGORY = "master_category"
 
 
-# The tree of labels, most specific first: articleType -> subCategory -> masterCategory.
-TAXONOMY_LEVELS: dict[str, TaxonomyLevel] = {"articleType": TaxonomyLevel.ARTICLE_TYPE,
-                                             "subCategory": TaxonomyLevel.SUB_CATEGORY,
-                                             "masterCategory": TaxonomyLevel.MASTER_CATEGORY}
+TAXONOMY_LEVELS: tuple[TaxonomyLevel, ...] = tuple(TaxonomyLevel)  # by depth: root, parent, grandparent
 
 
 class FindingKind(Enum):
@@ -72,6 +70,7 @@ class ItemOptions:
 class LabelScore:
     label: str
     confidence: float
+    accepted: bool = False  # a multi-valued attribute's value at or above its accept threshold
 
 
 @dataclass
@@ -80,8 +79,10 @@ class AttributePrediction:
     confidence: float  # calibrated (temperature fitted on the validation split)
     alternatives: list[LabelScore]  # top-k, best first, including the label itself
     derived: bool = False
-    unsure: bool = False  # below the bundle's abstain threshold, or (articleType) the tree of labels disagrees
+    unsure: bool = False  # below the bundle's abstain threshold, or (a tree's root) the tree of labels disagrees
     uncalibrated_confidence: float = 0.0  # before the temperature: for evaluating calibration
+    accepted: bool = False  # at or above the accept threshold: right at the target precision on validation
+    values: list[LabelScore] | None = None  # multi-valued attributes: the values above their thresholds
 
 
 @dataclass
@@ -129,14 +130,17 @@ class ItemPrediction:
     caption: CaptionPrediction | None
     findings: list[Finding] = field(default_factory=list)  # when the options carried catalogue values
     embedding: Sequence[float] | None = None  # L2-normalised, when the options asked for it
+    # The most specific level of the schema's tree of labels that is not unsure (`sure_level`)
+    sure_level: TaxonomyLevel | None = None
 
-    @property
-    def sure_level(self) -> TaxonomyLevel | None:
-        """The most specific level of the tree of labels that is not unsure (None: all three are)."""
-        for attribute, level in TAXONOMY_LEVELS.items():
-            prediction = self.attributes.get(attribute)
-            if prediction is not None and not prediction.unsure:
-                return level
-        return None
+
+def sure_level(attributes: Mapping[str, AttributePrediction], tree: Sequence[str]) -> TaxonomyLevel | None:
+    """The most specific level of the tree of labels `tree` (attributes, most specific first) that is not unsure
+    (None: all are, or there is no tree)."""
+    for attribute, level in zip(tree, TAXONOMY_LEVELS, strict=False):
+        prediction = attributes.get(attribute)
+        if prediction is not None and not prediction.unsure:
+            return level
+    return None
 
 

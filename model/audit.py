@@ -11,13 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from enrich_client.audit.posterior import any_wrong, p_wrong
 
-from .answers import TAXONOMY_LEVELS as LEVELS
-from .answers import AttributePrediction, Finding, FindingKind, TaxonomyLevel
+from .answers import TAXONOMY_LEVELS, AttributePrediction, Finding, FindingKind, TaxonomyLevel
 from .consistency import CaptionLexicon
-from .schema import ALL_LABEL_ATTRIBUTES, CAPTION_ATTRIBUTE, HEADLINE_ATTRIBUTES, Taxonomy
-
-NAME = CAPTION_ATTRIBUTE
-AUDITABLE: tuple[str, ...] = (*ALL_LABEL_ATTRIBUTES, NAME)  # enrich_client.audit.catalogue.AUDIT_COLUMNS (tested)
+from .schema import CatalogueSchema, Taxonomy
 
 
 def normalised(value: str) -> str:
@@ -25,31 +21,33 @@ def normalised(value: str) -> str:
     return " ".join(value.split()).casefold()
 
 
-def unknown_columns(columns: Sequence[str]) -> list[str]:
-    return [column for column in columns if column not in AUDITABLE]
-
-
 class Auditor:
-    """The vocabularies and the tree of labels a bundle's findings are made with."""
+    """The schema, vocabularies and tree of labels a bundle's findings are made with."""
 
-    def __init__(self, labels: Mapping[str, Sequence[str]], taxonomy: Taxonomy,
+    def __init__(self, schema: CatalogueSchema, labels: Mapping[str, Sequence[str]], taxonomy: Taxonomy,
                  lexicon: CaptionLexicon | None) -> None:
         """`labels`: every label attribute's labels, in the order of its distribution."""
-        self.labels, self.taxonomy, self.lexicon = labels, taxonomy, lexicon
+        self.schema, self.labels, self.taxonomy, self.lexicon = schema, labels, taxonomy, lexicon
         self.lookup = {a: {normalised(label): label for label in values} for a, values in labels.items()}
-        self.masters = {sub: master for sub, master in taxonomy.parents.values()}
+        self.name = schema.caption  # the free-text column, checked through what it mentions
+        # The columns a request may send: the attributes, then the name.
+        self.auditable: tuple[str, ...] = (*schema.names, *((self.name,) if self.name else ()))
+        self.headline = list(schema.roles.values())
+
+    def unknown_columns(self, columns: Sequence[str]) -> list[str]:
+        return [column for column in columns if column not in self.auditable]
 
     def findings(self, supplied: Sequence[tuple[str, str]], distributions: Mapping[str, Sequence[float]],
                  attributes: Mapping[str, AttributePrediction], prior: float) -> list[Finding]:
-        """One finding per supplied (column, value), in the order of AUDITABLE; `distributions` holds the
+        """One finding per supplied (column, value), in the order of `auditable`; `distributions` holds the
         calibrated probability of every label of every label attribute."""
         values = dict(supplied)
         out = []
-        for attribute in AUDITABLE:
+        for attribute in self.auditable:
             if attribute not in values:
                 continue
             value = values[attribute]
-            if attribute == NAME:
+            if attribute == self.name:
                 out.append(self._name(value, distributions, attributes, prior))
             else:
                 out.append(self._label(attribute, value, distributions[attribute], attributes[attribute], prior))
@@ -74,26 +72,30 @@ class Auditor:
         finding.supplied_label, finding.p_supplied = label, p_supplied
         finding.p_wrong = float(p_wrong(p_supplied, len(labels), prior))
         finding.kind = FindingKind.AGREES if label == predicted.label else FindingKind.DISAGREES
-        if attribute in LEVELS and label != predicted.label:
-            finding.disagreement_level = self.disagreement_level(attribute, label, predicted.label)
+        level = self.disagreement_level(attribute, label, predicted.label) if label != predicted.label else None
+        finding.disagreement_level = level
         return finding
 
-    def disagreement_level(self, attribute: str, supplied: str, predicted: str) -> TaxonomyLevel:
-        """The broadest level at which two labels of `attribute` differ."""
-        chain = {"articleType": lambda a: (a, *self.taxonomy.parents[a]),
-                 "subCategory": lambda s: (None, s, self.masters[s]),
-                 "masterCategory": lambda m: (None, None, m)}[attribute]
-        for level, ours, theirs in zip(reversed(LEVELS.values()), reversed(chain(supplied)),
-                                       reversed(chain(predicted)), strict=True):
-            if ours != theirs:
+    def disagreement_level(self, attribute: str, supplied: str, predicted: str) -> TaxonomyLevel | None:
+        """The broadest level of the tree of labels (root, parent, grandparent) at which two labels of
+        `attribute` differ; None for an attribute outside any tree."""
+        root = self.schema.root(attribute)
+        chain = self.schema.chain(root)
+        if len(chain) < 2:
+            return None
+        levels = list(TAXONOMY_LEVELS)[: len(chain)]
+        ours, theirs = (self.taxonomy.lift(self.schema, attribute, label) for label in (supplied, predicted))
+        position = chain.index(attribute)
+        for level, name in reversed(list(zip(levels[position:], chain[position:], strict=False))):
+            if ours.get(name) != theirs.get(name):
                 return level
-        return LEVELS[attribute]
+        return levels[position]
 
     def _name(self, value: str, distributions: Mapping[str, Sequence[float]],
               attributes: Mapping[str, AttributePrediction], prior: float) -> Finding:
         """A name is checked through what it mentions: its gender word, colour and product noun."""
-        finding = Finding(NAME, FindingKind.FILLED, value)
-        predicted = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
+        finding = Finding(self.name, FindingKind.FILLED, value)
+        predicted = {a: attributes[a].label for a in self.headline}
         if not value.strip():
             return finding
         if self.lexicon is None:
@@ -103,7 +105,7 @@ class Auditor:
         checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]
         checks = [check for check in checks if check.kind in (FindingKind.AGREES, FindingKind.DISAGREES)]
         finding.predicted = self.lexicon.harmonise(value, predicted)
-        finding.p_predicted = float(math.prod(attributes[a].confidence for a in HEADLINE_ATTRIBUTES if a in mentioned))
+        finding.p_predicted = float(math.prod(attributes[a].confidence for a in self.headline if a in mentioned))
         if not checks:
             finding.kind = FindingKind.UNCHECKED
             return finding

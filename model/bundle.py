@@ -1,7 +1,8 @@
 """The model bundle: one self-describing directory that training writes and serving loads.
 
     BUNDLE/
-      enrich.json          BundleConfig: version, backbone, preprocessing, vocabularies, taxonomy, metrics
+      enrich.json          BundleConfig: version, backbone, preprocessing, schema, vocabularies, taxonomy,
+                           thresholds, metrics
       heads.safetensors    the attribute heads and their calibration temperatures
       captioner/           VisionEncoderDecoderModel.save_pretrained (holds the one backbone copy), with
                            auto_map and the model code, so plain transformers can load it
@@ -44,7 +45,7 @@ from .colour import ColourFeatures, colour_features
 from .consistency import CaptionLexicon
 from .model import AttributeHeads, EnrichModel
 from .preprocess import Preprocessing
-from .schema import LabelVocab, Taxonomy
+from .schema import CatalogueSchema, LabelVocab, Taxonomy
 
 __all__ = ["BUNDLE_FORMAT", "CONFIG_FILE", "Bundle", "BundleError", "build_heads", "load_bundle", "save_weights"]
 
@@ -65,6 +66,7 @@ def save_weights(
     heads: HeadsConfig,
     tokenizer: PreTrainedTokenizerBase,
     preprocessing: Preprocessing,
+    schema: CatalogueSchema,
     vocabs: dict[str, LabelVocab],
     taxonomy: Taxonomy,
     name: str = "enrich",
@@ -96,6 +98,7 @@ def save_weights(
         preprocessing=preprocessing.to_json(),
         attributes={name: vocab.labels for name, vocab in vocabs.items()},
         taxonomy=taxonomy.to_json(),
+        schema=schema.to_json(),
         heads=heads,
         caption=CaptionConfig(
             decoder=decoder_config.name_or_path or "small", decoder_layers=decoder_config.n_layer,

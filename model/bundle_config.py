@@ -13,7 +13,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-BUNDLE_FORMAT = "enrich-bundle/2"  # 2: colour features, temperatures, abstain thresholds, caption lexicon
+from .schema import CatalogueSchema, SchemaError
+
+BUNDLE_FORMAT = "enrich-bundle/3"  # 3: the catalogue's schema; 2: colour features, temperatures, lexicon
+READABLE_FORMATS = ("enrich-bundle/2", BUNDLE_FORMAT)  # 2 holds Fashion Product Images' schema, unwritten
 CONFIG_FILE = "enrich.json"
 HEADS_FILE = "heads.safetensors"
 CAPTIONER_DIR = "captioner"
@@ -45,6 +48,14 @@ class HeadsConfig:
     colour_attributes: list[str] = field(default_factory=list)  # heads that read the colour features
     # attribute -> calibrated confidence below which a prediction is flagged unsure (absent = never)
     abstain_thresholds: dict[str, float] = field(default_factory=dict)
+    # attribute -> calibrated confidence from which a label is accepted without review: the lowest at which
+    # validation reached target_precision (absent: nothing is accepted)
+    accept_thresholds: dict[str, float] = field(default_factory=dict)
+    target_precision: float = 0.95
+    # multi-valued attribute -> value -> probability from which the value is listed (best F1 on validation),
+    # and from which it is accepted (target_precision on validation)
+    value_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    value_accept_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +78,8 @@ class BundleConfig:
     backbone: BackboneConfig
     preprocessing: dict  # Preprocessing.to_json()
     attributes: dict[str, list[str]]  # classified attribute -> labels, index = logit
-    taxonomy: dict[str, list[str]]  # articleType -> [subCategory, masterCategory]
+    taxonomy: dict  # derived attribute -> {its root attribute's label -> its label} (schema.Taxonomy)
+    schema: dict = field(default_factory=dict)  # schema.CatalogueSchema.to_json(); {} in format 2: Fashion's
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     versions: dict[str, str] = field(default_factory=dict)
@@ -98,7 +110,7 @@ class BundleConfig:
             data = json.loads(config_path.read_text())
         except json.JSONDecodeError as error:
             raise BundleError(f"{config_path} is not valid JSON (line {error.lineno}): {error.msg}") from error
-        if data.get("format") != BUNDLE_FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise BundleError(f"{path}: bundle format {data.get('format')!r}, this build reads {BUNDLE_FORMAT!r}; "
                               "retrain it with this version (`enrich train`)")
         try:
@@ -118,6 +130,18 @@ class BundleConfig:
 
     def write(self, path: Path | str) -> None:
         (Path(path) / CONFIG_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def catalogue_schema(self) -> CatalogueSchema:
+        """The schema the bundle was trained on; bundles of format 2 hold Fashion Product Images' without saying so.
+        Raises BundleError when it cannot be read."""
+        from .fashion import FASHION_SCHEMA
+
+        if not self.schema:
+            return FASHION_SCHEMA
+        try:
+            return CatalogueSchema.from_json(self.schema)
+        except (SchemaError, KeyError, TypeError) as error:
+            raise BundleError(f"enrich.json's schema cannot be read: {error}") from error
 
     def majority_label(self, attribute: str) -> str | None:
         """The most frequent training label (vocabularies are ordered most frequent first)."""

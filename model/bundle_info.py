@@ -10,12 +10,14 @@ from pathlib import Path
 
 from .bundle_config import BundleConfig, BundleError, open_bundle
 from .consistency import CaptionLexicon
+from .fashion import legacy_taxonomy
 from .preprocess import Preprocessing
-from .schema import CLASSIFIED_ATTRIBUTES, LabelVocab, Taxonomy
+from .schema import CatalogueSchema, LabelVocab, Taxonomy
 
 
 @dataclass(kw_only=True)
 class BundleInfo:
+    schema: CatalogueSchema
     preprocessing: Preprocessing
     vocabs: dict[str, LabelVocab]
     taxonomy: Taxonomy
@@ -47,9 +49,20 @@ class BundleInfo:
 
 def describe(path: Path, config: BundleConfig) -> dict:
     """BundleInfo's fields, built from `config`."""
-    vocabs = {name: LabelVocab(name, labels) for name, labels in config.attributes.items()}
-    missing = set(CLASSIFIED_ATTRIBUTES) - set(vocabs)
+    try:
+        schema = config.catalogue_schema()
+    except BundleError as error:
+        raise BundleError(f"{path}: {error}") from error
+    vocabs = {name: LabelVocab(name, labels, schema[name].separator if name in schema else "")
+              for name, labels in config.attributes.items()}
+    missing = set(schema.classified) - set(vocabs)
     if missing:
         raise BundleError(f"{path}: no vocabulary for {sorted(missing)}")
-    return dict(preprocessing=Preprocessing.from_json(config.preprocessing), vocabs=vocabs,
-                taxonomy=Taxonomy.from_json(config.taxonomy), config=config, path=path)
+    legacy = not config.schema  # format 2: articleType -> [subCategory, masterCategory]
+    taxonomy = legacy_taxonomy(config.taxonomy) if legacy else Taxonomy.from_json(config.taxonomy)
+    unmapped = {a: [label for label in vocabs[schema.root(a)].labels if not taxonomy.covers(a, label)]
+                for a in schema.derived}
+    if any(unmapped.values()):
+        raise BundleError(f"{path}: the taxonomy has no parent for {unmapped}")
+    return dict(schema=schema, preprocessing=Preprocessing.from_json(config.preprocessing), vocabs=vocabs,
+                taxonomy=taxonomy, config=config, path=path)

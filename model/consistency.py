@@ -1,6 +1,7 @@
-"""Caption/label consistency: does a generated productDisplayName agree with the classifier heads?
+"""Caption/label consistency: does a generated product name agree with the classifier heads?
 
-The caption decoder and the gender/baseColour/articleType heads decode independently, so nothing stops a catalogue
+The caption decoder and the heads of the schema's headline attributes (its roles: gender, colour, product;
+Fashion Product Images' gender, baseColour and articleType) decode independently, so nothing stops a catalogue
 page from showing a "Black" badge under "Puma Men Blue T-shirt". This module measures that disagreement
 (`CaptionLexicon.agreement`, `consistency_rate`) and rewrites a caption with the smallest edit that makes it agree
 (`CaptionLexicon.harmonise`), so the UI can trust the heads and still show a fluent name.
@@ -16,9 +17,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from enrich_model.schema import BASE_COLOURS, GENDERS, HEADLINE_ATTRIBUTES
+from enrich_model.fashion import BASE_COLOURS, FASHION_SCHEMA, GENDERS
+from enrich_model.schema import ROLES
 
-GENDER, COLOUR, ARTICLE = HEADLINE_ATTRIBUTES  # what a caption must agree with
+GENDER, COLOUR, ARTICLE = ROLES  # what a caption must agree with, by role; the lexicon maps each to its attribute
 KINDS: tuple[str, ...] = (COLOUR, GENDER, ARTICLE)  # in the order edits are made
 # When phrases of different kinds match with the same length the noun wins, then the colour, then the gender.
 _PRIORITY: tuple[str, ...] = (ARTICLE, COLOUR, GENDER)
@@ -127,14 +129,17 @@ class CaptionLexicon:
 
     colours: list[str]  # baseColour labels, e.g. "Navy Blue", "Off White", "Black"
     genders: list[str]  # gender labels: Men, Women, Boys, Girls, Unisex
-    nouns: dict[str, str]  # articleType label -> the noun phrase names use for it, e.g. "Tshirts" -> "T-shirt"
+    nouns: dict[str, str]  # product label -> the noun phrase names use for it, e.g. "Tshirts" -> "T-shirt"
+    # role -> the schema's attribute with that role: the keys of the labels it is given and of what it answers
+    attributes: dict[str, str] = field(default_factory=lambda: dict(FASHION_SCHEMA.roles))
     _cache: tuple[tuple, _Table, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- building -------------------------------------------------------------------------------------------------
 
     @classmethod
     def learn(cls, examples: Iterable[tuple[str | None, str | None]], colours: Iterable[str] = BASE_COLOURS,
-              genders: Iterable[str] = GENDERS, min_share: float = 0.6) -> CaptionLexicon:
+              genders: Iterable[str] = GENDERS, min_share: float = 0.6,
+              attributes: Mapping[str, str] | None = None) -> CaptionLexicon:
         """Learn each articleType's noun from (articleType, productDisplayName) pairs of the training data.
 
         Labels like "Tshirts" or "Perfume and Body Mist" are not what names say ("T-shirt", "Perfume"), so the noun
@@ -152,9 +157,10 @@ class CaptionLexicon:
             words = [core for core in (_split_punct(t)[1] for t in name.split()) if core]
             if words:
                 names[article].append(words)
-        guard = cls(colours, genders, {})
+        roles = dict(FASHION_SCHEMA.roles if attributes is None else attributes)
+        guard = cls(colours, genders, {}, roles)
         nouns = {article: guard._learn_noun(article, names[article], min_share) for article in sorted(names)}
-        return cls(colours, genders, nouns)
+        return cls(colours, genders, nouns, roles)
 
     def _learn_noun(self, label: str, rows: list[list[str]], min_share: float) -> str:
         for length in range(_MAX_NOUN_WORDS, 0, -1):
@@ -185,13 +191,17 @@ class CaptionLexicon:
 
     def to_json(self) -> dict:
         """A plain dict for the model bundle, so serving harmonises with the lexicon learnt at training time."""
-        return {"colours": list(self.colours), "genders": list(self.genders), "nouns": dict(self.nouns)}
+        return {"colours": list(self.colours), "genders": list(self.genders), "nouns": dict(self.nouns),
+                "attributes": dict(self.attributes)}
 
     @classmethod
     def from_json(cls, data: dict) -> CaptionLexicon:
         """Inverse of `to_json`."""
+        attributes = data.get("attributes")  # absent in bundles of Fashion Product Images' fixed schema
         return cls([str(c) for c in data["colours"]], [str(g) for g in data["genders"]],
-                   {str(k): str(v) for k, v in data["nouns"].items()})
+                   {str(k): str(v) for k, v in data["nouns"].items()},
+                   dict(FASHION_SCHEMA.roles) if attributes is None
+                   else {str(k): str(v) for k, v in attributes.items()})
 
     # -- matching -------------------------------------------------------------------------------------------------
 
@@ -220,26 +230,36 @@ class CaptionLexicon:
         key = _key(label)
         return next((phrase for phrase in known if _key(phrase) == key), label)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The roles this lexicon checks (those its schema has), in edit order."""
+        return tuple(kind for kind in KINDS if kind in self.attributes)
+
+    def by_role(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """Labels keyed by attribute -> keyed by role."""
+        return {kind: labels.get(self.attributes[kind], "") for kind in self.kinds}
+
     def _targets(self, labels: Mapping[str, str]) -> dict[str, Key]:
-        return {kind: _key(self._phrase(kind, labels[kind])) for kind in KINDS if labels.get(kind)}
+        """`labels` by role."""
+        return {kind: _key(self._phrase(kind, labels[kind])) for kind in self.kinds if labels.get(kind)}
 
     def _scan(self, tokens: Sequence[str], targets: Mapping[str, Key]) -> list[_Mention]:
         table, longest = self._matcher()
         return _scan(tokens, table, longest, targets)
 
     def mentions(self, caption: str) -> dict[str, list[str]]:
-        """The labels a caption mentions, per kind, in order of appearance (repeats kept)."""
+        """The labels a caption mentions, per attribute, in order of appearance (repeats kept)."""
         table, _ = self._matcher()
-        out: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        out: dict[str, list[str]] = {kind: [] for kind in self.kinds}
         for mention in self._scan(caption.split(), {}):
             kind = mention.kinds[0]
             out[kind].append(table[mention.key][kind])
-        return out
+        return {self.attributes[kind]: found for kind, found in out.items()}
 
     def _agrees(self, tokens: Sequence[str], targets: Mapping[str, Key]) -> dict[str, bool]:
         found = self._scan(tokens, targets)
         result: dict[str, bool] = {}
-        for kind in KINDS:
+        for kind in self.kinds:
             if kind not in targets:
                 result[kind] = True  # no label for this kind: nothing for the caption to contradict
                 continue
@@ -248,17 +268,19 @@ class CaptionLexicon:
         return result
 
     def agreement(self, caption: str, labels: Mapping[str, str]) -> dict[str, bool]:
-        """Per kind: the label's phrase is mentioned and no other phrase of that kind is.
+        """Per attribute (`labels` are keyed by attribute too): the label's phrase is mentioned and no other
+        phrase of that kind is.
 
         A kind whose label is missing or empty in `labels` counts as agreeing. A label unknown to the lexicon
         agrees only if its own text is mentioned.
         """
-        return self._agrees(caption.split(), self._targets(labels))
+        agrees = self._agrees(caption.split(), self._targets(self.by_role(labels)))
+        return {self.attributes[kind]: value for kind, value in agrees.items()}
 
     # -- fixing ---------------------------------------------------------------------------------------------------
 
     def harmonise(self, caption: str, labels: Mapping[str, str]) -> str:
-        """The smallest rewrite of `caption` that agrees with `labels` on every kind that has a label.
+        """The smallest rewrite of `caption` that agrees with `labels` (by attribute) on every kind that has one.
 
         Per kind: the first wrong phrase becomes the label's phrase (or is dropped if the label is already there)
         and further wrong phrases are dropped; a missing gender goes after the first word (the brand), a missing
@@ -267,6 +289,7 @@ class CaptionLexicon:
         does (only with odd lexicons), the caption is rebuilt around the labels' phrases.
         """
         tokens = caption.split()
+        labels = self.by_role(labels)
         targets = self._targets(labels)
         if all(self._agrees(tokens, targets).values()):
             return " ".join(tokens)
@@ -338,7 +361,8 @@ def consistency_rate(lexicon: CaptionLexicon, captions: Sequence[str],
     hits = Counter[str]()
     for caption, row in zip(captions, labels, strict=True):
         agree = lexicon.agreement(caption, row)
-        hits.update(kind for kind in KINDS if agree[kind])
+        hits.update(attribute for attribute, agrees in agree.items() if agrees)
         hits["all"] += all(agree.values())
     n = len(captions)
-    return {**{kind: hits[kind] / n for kind in (*KINDS, "all")}, "support": n}
+    attributes = [lexicon.attributes[kind] for kind in lexicon.kinds]
+    return {**{a: hits[a] / n for a in (*attributes, "all")}, "support": n}

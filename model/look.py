@@ -68,14 +68,15 @@ def palette(product: np.ndarray,
     centres, counts = centres[keep], counts[keep]
     order = np.argsort(-counts)
     names = list(colour_names)
-    references = rgb_to_lab(np.asarray([colour_names[n] for n in names], np.float32))
+    references = rgb_to_lab(np.asarray([colour_names[n] for n in names], np.float32).reshape(-1, 3))
     out = []
     assignment = _nearest(lab, centres)
     for i in order:
         members = product[assignment == i]
         if not len(members):  # a centre left without pixels after merging: no colour of the product
             continue
-        nearest = names[int(np.argmin(((references - centres[i]) ** 2).sum(axis=1)))]
+        # No names: the catalogue has no colour column with colours of a known sRGB.
+        nearest = names[int(np.argmin(((references - centres[i]) ** 2).sum(axis=1)))] if names else ""
         out.append(PaletteColour(_hex(members.mean(axis=0)), float(counts[i] / counts.sum()), nearest))
     # The dominant colour exactly: every pixel near the largest cluster's centre, wherever k-means drew its border.
     near = np.linalg.norm(lab - centres[order[0]], axis=1) <= DOMINANT_DELTA_E

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .schema import CLASSIFIED_ATTRIBUTES, DERIVED_ATTRIBUTES
+from .fashion import CAPTION_ATTRIBUTE
 
 CALIBRATION_BINS = 15
+LEGACY_CAPTION = CAPTION_ATTRIBUTE  # where metrics written before schemas were data keep the caption's scores
 
 
 def reliability_curve(confidences: Sequence[float], correct: Sequence[bool],
@@ -72,6 +73,43 @@ def classification_metrics(truth: Sequence[str | None], predicted: Sequence[str]
     return metrics
 
 
+def coverage_metrics(truth: Sequence[str | None], predicted: Sequence[str], accepted: Sequence[bool]) -> dict:
+    """The share of labelled items whose label was accepted without review, and how often those were right."""
+    rows = [i for i, t in enumerate(truth) if t]
+    taken = [i for i in rows if accepted[i]]
+    return {"coverage": len(taken) / len(rows) if rows else 0.0,
+            "precision_when_accepted": sum(truth[i] == predicted[i] for i in taken) / len(taken) if taken else 0.0}
+
+
+def multi_label_metrics(truth: Sequence[Sequence[str] | None], predicted: Sequence[Sequence[str]],
+                        accepted: Sequence[Sequence[str]], labels: Sequence[str]) -> dict:
+    """A multi-valued attribute: precision, recall and F1 per value, their micro and macro averages over the
+    items (an empty list: none of the values; None: not known), and the share of listed values accepted (with
+    their precision)."""
+    rows = [i for i, t in enumerate(truth) if t is not None]
+    if not rows:
+        return {"support": 0}
+    per_value, totals = [], Counter()
+    for label in labels:
+        tp = sum(label in truth[i] and label in predicted[i] for i in rows)
+        fp = sum(label not in truth[i] and label in predicted[i] for i in rows)
+        fn = sum(label in truth[i] and label not in predicted[i] for i in rows)
+        totals.update(tp=tp, fp=fp, fn=fn)
+        precision, recall = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+        per_value.append({"label": label, "precision": precision, "recall": recall,
+                          "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0, "support": tp + fn})
+    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
+    listed = [(i, v) for i in rows for v in predicted[i]]
+    taken = [(i, v) for i in rows for v in accepted[i]]
+    return {"micro_f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+            "macro_f1": float(np.mean([v["f1"] for v in per_value if v["support"]] or [0.0])),
+            "micro_precision": tp / (tp + fp) if tp + fp else 0.0, "micro_recall": tp / (tp + fn) if tp + fn else 0.0,
+            "coverage": len(taken) / len(listed) if listed else 0.0,
+            "precision_when_accepted": sum(v in truth[i] for i, v in taken) / len(taken) if taken else 0.0,
+            "exact_match": sum(set(truth[i]) == set(predicted[i]) for i in rows) / len(rows),
+            "per_value": per_value, "support": len(rows), "kind": "multi"}
+
+
 def per_class_table(truth: Sequence[str | None], predicted: Sequence[str]) -> list[dict]:
     """Precision, recall and support per true class, most frequent first."""
     pairs = [(t, p) for t, p in zip(truth, predicted, strict=True) if t]
@@ -116,20 +154,29 @@ def is_clearly_learnt(metrics: dict, min_gain: float = 0.05, min_error_reduction
 
 
 def format_metrics(metrics: dict) -> str:
-    """The test metrics as a fixed-width table (one row per attribute, then the caption scores)."""
+    """The test metrics as a fixed-width table (one row per attribute, in the schema's order, then the caption's
+    scores). Coverage: the share accepted without review, at the bundle's target precision."""
     lines = [f"{'attribute':<16}{'accuracy':>9}{'macro-F1':>9}{'majority':>9}{'top-3':>7}{'ECE':>7}{'ECE raw':>8}"
-             f"{'n':>6}"]
-    for attribute in (*CLASSIFIED_ATTRIBUTES, *DERIVED_ATTRIBUTES):
-        m = metrics.get(attribute, {})
-        if m.get("support"):
-            top3 = f"{m['top3_accuracy']:>7.3f}" if "top3_accuracy" in m else f"{'':>7}"
-            ece = f"{m['ece']:>7.3f}" if "ece" in m else f"{'':>7}"
-            raw = f"{m['ece_uncalibrated']:>8.3f}" if "ece_uncalibrated" in m else f"{'':>8}"
-            lines.append(f"{attribute:<16}{m['accuracy']:>9.3f}{m['macro_f1']:>9.3f}{m['majority_accuracy']:>9.3f}"
-                         f"{top3}{ece}{raw}{m['support']:>6}")
-    caption = metrics.get("productDisplayName", {})
+             f"{'coverage':>9}{'n':>6}"]
+    caption_column = metrics.get("caption_column", LEGACY_CAPTION)
+    for attribute, m in metrics.items():
+        if not isinstance(m, dict) or not m.get("support") or attribute == caption_column:
+            continue
+        coverage = f"{m['coverage']:>9.3f}" if "coverage" in m else f"{'':>9}"
+        if m.get("kind") == "multi":
+            lines.append(f"{attribute:<16}{'micro-F1':>9}{m['micro_f1']:>9.3f}{'':>9}{'':>7}{'':>7}{'':>8}"
+                         f"{coverage}{m['support']:>6}")
+            continue
+        if "accuracy" not in m:
+            continue
+        top3 = f"{m['top3_accuracy']:>7.3f}" if "top3_accuracy" in m else f"{'':>7}"
+        ece = f"{m['ece']:>7.3f}" if "ece" in m else f"{'':>7}"
+        raw = f"{m['ece_uncalibrated']:>8.3f}" if "ece_uncalibrated" in m else f"{'':>8}"
+        lines.append(f"{attribute:<16}{m['accuracy']:>9.3f}{m['macro_f1']:>9.3f}{m['majority_accuracy']:>9.3f}"
+                     f"{top3}{ece}{raw}{coverage}{m['support']:>6}")
+    caption = metrics.get(caption_column, {})
     if caption.get("support"):
-        text = f"productDisplayName: BLEU-4 {caption['bleu']:.1f}"
+        text = f"{caption_column}: BLEU-4 {caption['bleu']:.1f}"
         if "rouge_l" in caption:
             text += f", ROUGE-L {caption['rouge_l']:.3f}"
         text += f", exact match {caption['exact_match']:.3f}"

@@ -8,11 +8,13 @@ gRPC (unary calls and streams) and HTTP through the server's two batched stages,
 `EnrichPipeline.load` with the backend and precision the server would choose. `predict` runs encode ->
 classify -> caption -> answer on one batch, for hosts that do not batch on their own.
 
-Derived attributes (subCategory, masterCategory) are ranked like any other: by probability, here the total
-probability of the article types under each parent, and each label is its first alternative. When the most
-probable articleType does not sit under the most probable subCategory or masterCategory (a rare, unsure
-image), the tree of labels disagrees: the articleType is then marked unsure, and the parent, which holds
-more probability than any article type under it, is the answer to file the product by.
+Which attributes there are, of what kind, and which follow from which is the bundle's schema
+(`bundle.schema`); nothing here names a catalogue's column. A derived attribute (Fashion Product Images'
+subCategory and masterCategory) is ranked like any other: by probability, here the total probability of
+the root labels under each parent (its article types), and each label is its first alternative. When the
+most probable root label does not sit under the most probable parent (a rare, unsure image), the tree of
+labels disagrees: the root is then marked unsure, and the parent, which holds more probability than any
+root label under it, is the answer to file the product by.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .answers import (
     ItemOptions,
     ItemPrediction,
     LabelScore,
+    sure_level,
 )
 from .audit import Auditor
 from .backends import Backend, choose_backend, cpu_budget, load_backend, resolve_device
@@ -41,8 +44,9 @@ from .bundle_info import BundleInfo
 from .caption_vocabulary import CaptionText
 from .decode import DecodedImage, DecodeLimits
 from .encoding import Encoded
+from .fashion import COLOUR_RGB
 from .options import BackendError, RuntimeOptions
-from .schema import CLASSIFIED_ATTRIBUTES, COLOUR_RGB, DERIVED_ATTRIBUTES, HEADLINE_ATTRIBUTES, Taxonomy
+from .schema import CatalogueSchema, Taxonomy
 from .search import Captions, generate
 
 
@@ -51,7 +55,7 @@ class CaptionJob:
     """One image's caption to write: its encoder tokens, the labels the caption must agree with."""
 
     tokens: object  # (h*w, C), in the backend's arrays
-    labels: dict[str, str]
+    labels: dict[str, str]  # the headline attributes' (schema roles) predicted labels
     mode: CaptionMode
 
 
@@ -74,10 +78,16 @@ class EnrichPipeline:
         self.bundle, self.backend, self.caption_beams = bundle, backend, caption_beams
         self.caption_text = CaptionText.read(bundle.path, bundle.config)
         self.vocabulary = self.caption_text.vocabulary
-        self.labels = {a: bundle.vocabs[a].labels for a in CLASSIFIED_ATTRIBUTES}
-        self.parents = Parents.of(bundle.taxonomy, self.labels["articleType"])
-        self.auditor = Auditor(self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
-        self.temperatures = np.array([backend.temperatures[a] for a in CLASSIFIED_ATTRIBUTES], np.float32)
+        self.schema = schema = bundle.schema
+        self.labels = {a: bundle.vocabs[a].labels for a in schema.classified}
+        self.parents = Parents.of(schema, bundle.taxonomy, self.labels)
+        self.auditor = Auditor(schema, self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
+        self.temperatures = {a: np.float32(backend.temperatures[a]) for a in schema.classified}
+        self.multi = set(schema.multi)
+        self.thresholds = Thresholds.of(bundle.config.heads, self.multi)
+        self.headline = list(schema.roles.values())  # what captions agree with: gender, colour, product
+        colours = self.labels.get(schema.roles.get("colour", ""), [])
+        self.colour_names = {c: COLOUR_RGB[c] for c in colours if c in COLOUR_RGB}  # what palettes are named by
 
     @classmethod
     def load(cls, path: Path | str, options: RuntimeOptions | None = None,
@@ -126,7 +136,7 @@ class EnrichPipeline:
     def look(self, decoded: DecodedImage, options: ItemOptions) -> ImageLook:
         """What `options` ask for of the product's palette, the image's perceptual hash and its colour fingerprint,
         from the decoded pixels (no model); nothing is computed for a request that asks for none."""
-        return look.look(decoded.image, COLOUR_RGB, options.palette, options.signature)
+        return look.look(decoded.image, self.colour_names, options.palette, options.signature)
 
     def encode(self, pixels: np.ndarray) -> Encoded:
         """(B, 3, H, W) model input -> one encoder pass on the backend (with the colour features)."""
@@ -138,11 +148,10 @@ class EnrichPipeline:
 
     def probabilities(self, encoded: Encoded) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(calibrated, raw) probabilities per classified attribute: softmax of the logits over each head's
-        temperature, and without it."""
+        temperature, and without it; for a multi-valued attribute, each value's sigmoid."""
         logits = self.logits(encoded)
-        calibrated = {a: softmax(logits[a] / t) for a, t in zip(CLASSIFIED_ATTRIBUTES, self.temperatures,
-                                                                 strict=True)}
-        return calibrated, {a: softmax(logits[a]) for a in CLASSIFIED_ATTRIBUTES}
+        calibrated = {a: probabilities(logits[a] / t, a in self.multi) for a, t in self.temperatures.items()}
+        return calibrated, {a: probabilities(logits[a], a in self.multi) for a in self.temperatures}
 
     def classify(self, encoded: Encoded, options: list[ItemOptions]) -> list[Classified]:
         """The calibrated heads, the derived attributes and template captions; what the decoder must write."""
@@ -150,7 +159,7 @@ class EnrichPipeline:
         classified = []
         for row, option in enumerate(options):
             attributes = self._attributes(calibrated, raw, row, option.top_k)
-            labels = {a: attributes[a].label for a in HEADLINE_ATTRIBUTES}
+            labels = {a: attributes[a].label for a in self.headline}
             item = Classified(attributes)
             if option.catalogue:
                 distributions = self.parents.distributions({a: p[row] for a, p in calibrated.items()})
@@ -190,7 +199,7 @@ class EnrichPipeline:
 
     def answer(self, classified: Classified, caption: CaptionPrediction | None = None) -> ItemPrediction:
         return ItemPrediction(classified.attributes, caption or classified.caption, classified.findings,
-                              classified.embedding)
+                              classified.embedding, sure_level(classified.attributes, self.schema.tree))
 
     def predict(self, pixels: np.ndarray, options: list[ItemOptions]) -> list[ItemPrediction]:
         """encode -> classify -> caption -> answer for one batch; one options entry per image."""
@@ -210,67 +219,107 @@ class EnrichPipeline:
     def _attributes(self, calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray], row: int,
                     top_k: int) -> dict[str, AttributePrediction]:
         return attribute_predictions({a: p[row] for a, p in calibrated.items()}, {a: p[row] for a, p in raw.items()},
-                                     self.labels, self.parents, self.bundle.abstain_thresholds, top_k)
+                                     self.labels, self.parents, self.thresholds, top_k)
 
     def _template_caption(self, attributes: dict[str, AttributePrediction]) -> CaptionPrediction:
         # The product noun names use ("T-shirt"), where the training names taught one.
         lexicon = self.bundle.lexicon
-        noun = lexicon.nouns.get(attributes["articleType"].label) if lexicon else None
-        gender, colour, article = (attributes[a].label for a in HEADLINE_ATTRIBUTES)
-        confidence = float(np.prod([attributes[a].confidence for a in HEADLINE_ATTRIBUTES]))
-        return CaptionPrediction(" ".join([gender, colour, noun or article]), CaptionMode.TEMPLATE, confidence)
+        words = {role: attributes[a].label for role, a in self.schema.roles.items()}
+        if lexicon and "product" in words:
+            words["product"] = lexicon.nouns.get(words["product"]) or words["product"]
+        confidence = float(np.prod([attributes[a].confidence for a in self.headline]))
+        return CaptionPrediction(" ".join(words.values()), CaptionMode.TEMPLATE, confidence)
 
 
 @dataclass(frozen=True)
 class Parents:
-    """Per derived attribute, its labels and the parent of each articleType (by index), to add up the
-    probability of the article types under each parent."""
+    """Per derived attribute, its labels, its root attribute and the parent of each root label (by index), to
+    add up the probability of the root labels under each parent."""
 
     labels: dict[str, list[str]]
-    index: dict[str, np.ndarray]  # attribute -> (articleTypes,) parent index
+    root: dict[str, str]  # derived attribute -> the classified attribute it follows from
+    index: dict[str, np.ndarray]  # derived attribute -> (root labels,) parent index
 
     @classmethod
-    def of(cls, taxonomy: Taxonomy, articles: list[str]) -> Parents:
-        labels = {a: taxonomy.parent_labels(a) for a in DERIVED_ATTRIBUTES}
-        index = {a: np.array([labels[a].index(taxonomy.parent(a, article)) for article in articles])
-                 for a in DERIVED_ATTRIBUTES}
-        return cls(labels, index)
+    def of(cls, schema: CatalogueSchema, taxonomy: Taxonomy, vocabs: dict[str, list[str]]) -> Parents:
+        labels = {a: taxonomy.parent_labels(a) for a in schema.derived}
+        root = {a: schema.root(a) for a in schema.derived}
+        index = {a: np.array([labels[a].index(taxonomy.parent(a, label)) for label in vocabs[root[a]]])
+                 for a in schema.derived}
+        return cls(labels, root, index)
 
-    def parent(self, attribute: str, article_index: int) -> str:
-        return self.labels[attribute][int(self.index[attribute][article_index])]
+    def parent(self, attribute: str, root_index: int) -> str:
+        return self.labels[attribute][int(self.index[attribute][root_index])]
 
-    def mass(self, attribute: str, articles: np.ndarray) -> np.ndarray:
-        """The probability of each parent label: the total of the article types under it."""
-        return np.bincount(self.index[attribute], weights=articles, minlength=len(self.labels[attribute]))
+    def mass(self, attribute: str, root: np.ndarray) -> np.ndarray:
+        """The probability of each parent label: the total of the root labels under it."""
+        return np.bincount(self.index[attribute], weights=root, minlength=len(self.labels[attribute]))
 
     def distributions(self, probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One image's classified distributions with the derived ones added."""
-        return probabilities | {a: self.mass(a, probabilities["articleType"]) for a in DERIVED_ATTRIBUTES}
+        return probabilities | {a: self.mass(a, probabilities[self.root[a]]) for a in self.labels}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a confidence means, per attribute: below `abstain` unsure, from `accept` accepted without review; a
+    multi-valued attribute's values listed from `value` and accepted from `value_accept` (per value)."""
+
+    abstain: dict[str, float]
+    accept: dict[str, float]
+    value: dict[str, dict[str, float]]
+    value_accept: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, heads, multi: set[str]) -> Thresholds:
+        return cls(dict(heads.abstain_thresholds), dict(heads.accept_thresholds),
+                   {a: dict(heads.value_thresholds.get(a, {})) for a in multi},
+                   {a: dict(heads.value_accept_thresholds.get(a, {})) for a in multi})
+
+    def accepted(self, attribute: str, confidence: float) -> bool:
+        return confidence >= self.accept.get(attribute, float("inf"))
+
+
+MULTI_DEFAULT_THRESHOLD = 0.5  # a multi-valued value's listing threshold where training chose none
 
 
 def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray],
-                          vocabs: dict[str, list[str]], parents: Parents, thresholds: dict[str, float],
+                          vocabs: dict[str, list[str]], parents: Parents, thresholds: Thresholds,
                           top_k: int) -> dict[str, AttributePrediction]:
     """One image's attributes from its probabilities per classified attribute (calibrated and raw): each
     ranked best first, its label the first alternative; the derived ones by the total probability of their
-    article types, and the articleType marked unsure where the tree of labels disagrees (module docstring)."""
+    root labels, and the root marked unsure where the tree of labels disagrees (module docstring); a
+    multi-valued one's values above their thresholds."""
     top_k = max(1, min(top_k, MAX_TOP_K))
     out: dict[str, AttributePrediction] = {}
-    for attribute in CLASSIFIED_ATTRIBUTES:
-        out[attribute] = ranked(calibrated[attribute], raw[attribute], vocabs[attribute], top_k)
-        out[attribute].unsure = out[attribute].confidence < thresholds.get(attribute, 0.0)
-    article = out["articleType"]
-    article_index = vocabs["articleType"].index(article.label)
-    for attribute in DERIVED_ATTRIBUTES:
-        labels = parents.labels[attribute]
-        mass, raw_mass = (parents.mass(attribute, p["articleType"]) for p in (calibrated, raw))
+    for attribute, labels in vocabs.items():
+        prediction = ranked(calibrated[attribute], raw[attribute], labels, top_k)
+        prediction.unsure = prediction.confidence < thresholds.abstain.get(attribute, 0.0)
+        if attribute in thresholds.value:
+            prediction.values = listed_values(calibrated[attribute], labels, thresholds.value[attribute],
+                                              thresholds.value_accept[attribute])
+        else:
+            prediction.accepted = thresholds.accepted(attribute, prediction.confidence)
+        out[attribute] = prediction
+    for attribute, labels in parents.labels.items():
+        root = parents.root[attribute]
+        mass, raw_mass = (parents.mass(attribute, p[root]) for p in (calibrated, raw))
         parent = ranked(mass, raw_mass, labels, top_k)
         parent.derived = True
-        parent.unsure = parent.confidence < thresholds.get("articleType", 0.0)
-        if parents.parent(attribute, article_index) != parent.label:
-            article.unsure = True  # the tree disagrees: the parent is the surer answer
+        parent.unsure = parent.confidence < thresholds.abstain.get(root, 0.0)
+        parent.accepted = thresholds.accepted(attribute, parent.confidence)
+        if parents.parent(attribute, vocabs[root].index(out[root].label)) != parent.label:
+            out[root].unsure = True  # the tree disagrees: the parent is the surer answer
         out[attribute] = parent
     return out
+
+
+def listed_values(probabilities: np.ndarray, labels: list[str], listing: dict[str, float],
+                  accepting: dict[str, float]) -> list[LabelScore]:
+    """A multi-valued attribute's values at or above their listing thresholds, most probable first."""
+    order = np.argsort(-probabilities, kind="stable").tolist()
+    return [LabelScore(labels[i], float(probabilities[i]), float(probabilities[i]) >= accepting.get(labels[i], 2.0))
+            for i in order if probabilities[i] >= listing.get(labels[i], MULTI_DEFAULT_THRESHOLD)]
 
 
 def ranked(probabilities: np.ndarray, uncalibrated: np.ndarray, labels: list[str],
@@ -281,6 +330,15 @@ def ranked(probabilities: np.ndarray, uncalibrated: np.ndarray, labels: list[str
     best = int(indices[0])
     return AttributePrediction(alternatives[0].label, alternatives[0].confidence, alternatives,
                                uncalibrated_confidence=float(uncalibrated[best]))
+
+
+def probabilities(logits: np.ndarray, multi: bool) -> np.ndarray:
+    """A head's logits as probabilities: one distribution (softmax), or each value's own (sigmoid)."""
+    return sigmoid(logits) if multi else softmax(logits)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -7,21 +7,22 @@ from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
 from enrich_client.audit.posterior import valid_prior
-from enrich_client.contract import CAPTION_MODES, caption_mode, caption_mode_name
+from enrich_client.contract import CAPTION_MODES, TYPED_ATTRIBUTES, caption_mode, caption_mode_name
 from enrich_model.answers import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
+    AttributePrediction,
     CaptionMode,
     Finding,
     ImageLook,
     ItemOptions,
     ItemPrediction,
+    LabelScore,
     TaxonomyLevel,
 )
-from enrich_model.audit import AUDITABLE, unknown_columns
+from enrich_model.audit import Auditor
 from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.metrics import is_clearly_learnt
-from enrich_model.schema import ALL_LABEL_ATTRIBUTES, DERIVED_ATTRIBUTES, PROTO_FIELD
 
 from .errors import request_invalid
 
@@ -52,14 +53,14 @@ def runtime_caption_mode(value: int) -> CaptionMode:
         raise request_invalid(f"caption_mode {value} is not one of {', '.join(CAPTION_MODES)}") from None
 
 
-def item_options(request: enrich_pb2.EnrichRequest) -> ItemOptions:
+def item_options(request: enrich_pb2.EnrichRequest, auditor: Auditor) -> ItemOptions:
     """Raises EnrichFailure (REQUEST_INVALID) for a caption mode this server does not know, a catalogue column
-    it does not audit, or an error prior that is not a probability."""
+    its model does not audit, or an error prior that is not a probability."""
     values = request.catalogue.values
-    unknown = unknown_columns(list(values))
+    unknown = auditor.unknown_columns(list(values))
     if unknown:
-        raise request_invalid(f"catalogue column {', '.join(map(repr, sorted(unknown)))} is not one this server "
-                              f"audits: {', '.join(AUDITABLE)}")
+        raise request_invalid(f"catalogue column {', '.join(map(repr, sorted(unknown)))} is not one this model "
+                              f"audits: {', '.join(auditor.auditable)}")
     try:
         prior = valid_prior(request.catalogue.error_prior)
     except ValueError as error:
@@ -82,6 +83,17 @@ def encode_finding(finding: Finding) -> enrich_pb2.Finding:
         disagreement_level=taxonomy_level(finding.disagreement_level))
 
 
+def encode_scores(scores: list[LabelScore]) -> list[enrich_pb2.LabelScore]:
+    return [enrich_pb2.LabelScore(label=s.label, confidence=s.confidence, accepted=s.accepted) for s in scores]
+
+
+def encode_prediction(value: AttributePrediction) -> enrich_pb2.Prediction:
+    return enrich_pb2.Prediction(label=value.label, confidence=value.confidence, derived=value.derived,
+                                 unsure=value.unsure, accepted=value.accepted,
+                                 alternatives=encode_scores(value.alternatives),
+                                 values=encode_scores(value.values or []))
+
+
 def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_bytes: int,
                     look: ImageLook) -> enrich_pb2.Metadata:
     metadata = enrich_pb2.Metadata(image=enrich_pb2.ImageInfo(
@@ -92,10 +104,10 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
                                             embedding=[] if prediction.embedding is None else prediction.embedding,
                                             colour_fingerprint=look.colour_fingerprint))
     for attribute, value in prediction.attributes.items():
-        getattr(metadata, PROTO_FIELD[attribute]).CopyFrom(enrich_pb2.Prediction(
-            label=value.label, confidence=value.confidence, derived=value.derived, unsure=value.unsure,
-            alternatives=[enrich_pb2.LabelScore(label=a.label, confidence=a.confidence) for a in value.alternatives],
-        ))
+        encoded = encode_prediction(value)
+        metadata.attributes[attribute].CopyFrom(encoded)
+        if attribute in TYPED_ATTRIBUTES:
+            getattr(metadata, TYPED_ATTRIBUTES[attribute]).CopyFrom(encoded)
     if prediction.caption is not None:
         metadata.product_display_name.CopyFrom(enrich_pb2.Caption(
             text=prediction.caption.text, method=caption_mode(prediction.caption.mode.value),
@@ -139,12 +151,10 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
                runtime: enrich_pb2.Runtime) -> enrich_pb2.ModelInfo:
     config = bundle.config
     height, width = bundle.preprocessing.input_size
-    taxonomy = [enrich_pb2.TaxonomyEntry(article_type=a, sub_category=sub, master_category=master)
-                for a, (sub, master) in bundle.taxonomy.parents.items()]
     return enrich_pb2.ModelInfo(
         model_version=bundle.model_version, bundle_format=config.format, backbone=config.backbone.name,
         backbone_weights=config.backbone.weights, input_height=height, input_width=width,
-        attributes=attribute_infos(bundle), taxonomy=taxonomy, warnings=config.warnings,
+        attributes=attribute_infos(bundle), taxonomy=taxonomy_entries(bundle), warnings=config.warnings,
         limits=enrich_pb2.Limits(
             max_message_bytes=limits.max_message_bytes, max_image_pixels=limits.decode.max_pixels,
             max_top_k=MAX_TOP_K, max_batch_size=limits.max_batch_size,
@@ -156,22 +166,40 @@ def model_info(bundle: Bundle, limits: Limits, load: enrich_pb2.ServerLoad,
         embedding_size=config.backbone.num_features,
         test_metrics=flatten_metrics(config.test_metrics),
         created=config.created,
+        schema=enrich_pb2.Schema(id_column=bundle.schema.id_column, caption_column=bundle.schema.caption,
+                                 tree=bundle.schema.tree),
     )
+
+
+def taxonomy_entries(bundle: Bundle) -> list[enrich_pb2.TaxonomyEntry]:
+    """The schema's tree of labels, one entry per root label (its levels in TaxonomyEntry's three fields)."""
+    tree = bundle.schema.tree
+    if not tree:
+        return []
+    names = ("article_type", "sub_category", "master_category")
+    return [enrich_pb2.TaxonomyEntry(**{names[0]: label},
+                                     **{n: bundle.taxonomy.parent(a, label) for n, a in zip(names[1:], tree[1:],
+                                                                                           strict=False)})
+            for label in bundle.vocabs[tree[0]].labels]
 
 
 def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:
     infos = []
-    for attribute in ALL_LABEL_ATTRIBUTES:
-        if attribute in DERIVED_ATTRIBUTES:
-            labels, derived_from = bundle.taxonomy.parent_labels(attribute), "articleType"
+    heads = bundle.config.heads
+    for spec in bundle.schema:
+        attribute = spec.name
+        if spec.derived:
+            labels, root = bundle.taxonomy.parent_labels(attribute), bundle.schema.root(attribute)
         else:
-            labels, derived_from = bundle.vocabs[attribute].labels, ""
-        threshold = bundle.abstain_thresholds.get(derived_from or attribute, 0.0)
+            labels, root = bundle.vocabs[attribute].labels, attribute
         metrics = bundle.config.test_metrics.get(attribute) or {}
         barely = bool(metrics.get("support")) and "majority_accuracy" in metrics and not is_clearly_learnt(metrics)
-        infos.append(enrich_pb2.AttributeInfo(name=attribute, field=PROTO_FIELD[attribute], labels=labels,
-                                              derived_from=derived_from, abstain_threshold=threshold,
-                                              barely_learnt=barely))
+        infos.append(enrich_pb2.AttributeInfo(
+            name=attribute, field=TYPED_ATTRIBUTES.get(attribute, ""), labels=labels, derived_from=spec.derived_from,
+            abstain_threshold=bundle.abstain_thresholds.get(root, 0.0), barely_learnt=barely, kind=spec.kind,
+            role=spec.role, accept_threshold=heads.accept_thresholds.get(attribute, 0.0),
+            target_precision=heads.target_precision, value_thresholds=heads.value_thresholds.get(attribute, {}),
+            value_accept_thresholds=heads.value_accept_thresholds.get(attribute, {})))
     return infos
 
 

@@ -162,7 +162,7 @@ class EnrichService:
             raise shutting_down()
         if len(request.image) > self.limits.max_image_bytes:
             raise image_too_many_bytes(len(request.image), self.limits.max_image_bytes)
-        return item_options(request)  # refuses an unknown caption mode
+        return item_options(request, self.model.pipeline.auditor)  # refuses an unknown caption mode or column
 
     async def admit(self) -> None:
         """A place in the queue, waiting for one while the server is full (streams: flow control slows the

@@ -77,7 +77,7 @@ def test_an_audit_answers_one_finding_per_value_as_the_contract_defines_it(clien
 
 
 @pytest.mark.parametrize(("values", "prior", "words"), [
-    ({"colour": "Red"}, 0.0, "catalogue column 'colour' is not one this server audits"),
+    ({"colour": "Red"}, 0.0, "catalogue column 'colour' is not one this model audits"),
     ({"baseColour": "Red"}, 1.5, "error_prior 1.5 is not a probability"),
 ])
 def test_an_audit_the_server_cannot_do_is_refused_with_its_reason(client: EnrichClient, catalogue_dir: Path,
@@ -172,7 +172,7 @@ def test_enrich_client_audit_writes_findings_duplicates_summary_and_a_report(ser
     assert again.returncode == 0 and f"0 enriched, 0 failed, {truth.rows} already in the output" in again.stderr
     changed = subprocess.run(audit_command(server.target, str(corrupted), "--out", str(out), "--error-prior", "0.2"),
                              capture_output=True, text=True, timeout=60)
-    assert changed.returncode == 2 and "error_prior None -> 0.2" in changed.stderr
+    assert changed.returncode == 2 and "error_prior the server's default -> 0.2" in changed.stderr
     styles = (corrupted / "styles.csv").read_text().splitlines()
     first = styles[1].split(",")
     first[5] = "Navy Blue" if first[5] != "Navy Blue" else "Black"  # baseColour, edited in the catalogue

@@ -19,8 +19,8 @@ from enrich_data.corrupt import Truth, corrupt, near_duplicate, nearest_colour
 from enrich_model.answers import AttributePrediction, FindingKind, LabelScore, TaxonomyLevel
 from enrich_model.audit import Auditor
 from enrich_model.consistency import CaptionLexicon
+from enrich_model.fashion import COLOUR_RGB, FASHION_SCHEMA, legacy_taxonomy
 from enrich_model.look import look, perceptual_hash
-from enrich_model.schema import COLOUR_RGB, Taxonomy
 
 
 def test_p_wrong_is_bayes_rule_over_a_catalogue_that_errs_uniformly():
@@ -71,25 +71,25 @@ def test_the_error_rate_estimate_recovers_the_truth_and_its_interval_covers_it()
 
 @pytest.fixture()
 def auditor() -> Auditor:
-    taxonomy = Taxonomy({"Tshirts": ("Topwear", "Apparel"), "Shirts": ("Topwear", "Apparel"),
-                         "Jeans": ("Bottomwear", "Apparel"), "Watches": ("Watches", "Accessories")})
+    taxonomy = legacy_taxonomy({"Tshirts": ("Topwear", "Apparel"), "Shirts": ("Topwear", "Apparel"),
+                                "Jeans": ("Bottomwear", "Apparel"), "Watches": ("Watches", "Accessories")})
     labels = {"gender": ["Men", "Women"], "baseColour": ["Black", "Navy Blue", "White"],
               "articleType": ["Tshirts", "Shirts", "Jeans", "Watches"],
               "subCategory": ["Bottomwear", "Topwear", "Watches"], "masterCategory": ["Accessories", "Apparel"]}
     lexicon = CaptionLexicon(colours=labels["baseColour"], genders=labels["gender"],
                              nouns={"Tshirts": "T-shirt", "Shirts": "Shirt", "Jeans": "Jeans", "Watches": "Watch"})
-    return Auditor(labels, taxonomy, lexicon)
+    return Auditor(FASHION_SCHEMA, labels, taxonomy, lexicon)
 
 
 def predicted(label: str, confidence: float) -> AttributePrediction:
     return AttributePrediction(label, confidence, [LabelScore(label, confidence)])
 
 
-def test_the_server_audits_the_columns_the_client_sends():
+def test_the_server_audits_the_columns_the_client_sends(auditor: Auditor):
     from enrich_client.audit.catalogue import AUDIT_COLUMNS
-    from enrich_model.audit import AUDITABLE
 
-    assert AUDITABLE == AUDIT_COLUMNS  # the client's from the proto, the server's from the schema
+    # For Fashion Product Images' schema: the client's columns from the proto, the server's from the bundle
+    assert auditor.auditable == AUDIT_COLUMNS
 
 
 def test_the_report_page_cannot_be_broken_by_what_a_catalogue_holds(tmp_path: Path):

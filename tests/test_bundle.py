@@ -12,8 +12,8 @@ from enrich_data.catalogue import load_catalogue
 from enrich_model.answers import CaptionMode, ItemOptions
 from enrich_model.bundle import BundleError, load_bundle, save_weights
 from enrich_model.bundle_config import BundleConfig
+from enrich_model.fashion import CLASSIFIED_ATTRIBUTES, FASHION_SCHEMA
 from enrich_model.pipeline import EnrichPipeline
-from enrich_model.schema import CLASSIFIED_ATTRIBUTES
 
 
 def predictions(pipeline: EnrichPipeline, pixels: np.ndarray):
@@ -38,7 +38,7 @@ def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_pa
                for part in ("pooled", "tokens", "colour"))
     # Saving a loaded bundle again reproduces the same weights, hence the same version.
     config = save_weights(tmp_path / "again", loaded.model, loaded.config.heads, loaded.tokenizer,
-                          loaded.preprocessing, loaded.vocabs, loaded.taxonomy, lexicon=loaded.lexicon)
+                          loaded.preprocessing, loaded.schema, loaded.vocabs, loaded.taxonomy, lexicon=loaded.lexicon)
     assert not (tmp_path / "again" / "enrich.json").exists()  # not a bundle until its config is written
     config.write(tmp_path / "again")
     assert config.model_version == loaded.model_version
@@ -51,8 +51,10 @@ def test_bundle_is_self_describing(bundle_dir: Path):
     assert config.backbone.name == "tiny_vit_5m_224"
     assert config.preprocessing["input_size"] == [32, 32]
     assert config.training["split"]["train"] > config.training["split"]["test"] > 0
-    for article, parents in config.taxonomy.items():
-        assert article in config.attributes["articleType"] and len(parents) == 2
+    assert config.schema == FASHION_SCHEMA.to_json()  # styles.csv: Fashion Product Images' schema, unchanged
+    for derived in ("subCategory", "masterCategory"):
+        assert set(config.taxonomy[derived]) == set(config.attributes["articleType"])
+    assert set(config.heads.accept_thresholds) == set(FASHION_SCHEMA.names)
     metrics = json.loads((bundle_dir / "metrics.json").read_text())
     assert metrics == config.test_metrics
     assert {"accuracy", "macro_f1", "majority_accuracy"} <= set(metrics["articleType"])

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from enrich_model.consistency import CaptionLexicon, consistency_rate
-from enrich_model.schema import BASE_COLOURS, GENDERS
+from enrich_model.fashion import BASE_COLOURS, GENDERS
 
 NAMES: dict[str, list[str]] = {
     "Tshirts": [

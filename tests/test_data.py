@@ -12,7 +12,8 @@ from PIL import Image
 from enrich_data.catalogue import DataError, load_catalogue, read_styles_csv
 from enrich_data.synth import ARTICLES, write_catalogue
 from enrich_model.decode import decode_image
-from enrich_model.schema import BASE_COLOURS, GENDERS, LabelVocab, Taxonomy
+from enrich_model.fashion import BASE_COLOURS, FASHION_SCHEMA, GENDERS
+from enrich_model.schema import LabelVocab, Taxonomy
 from enrich_trainer.split import stratified_split
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
@@ -82,11 +83,11 @@ def test_wrong_data_is_one_clear_error(tmp_path: Path):
     with pytest.raises(DataError, match="no catalogue at"):
         load_catalogue(tmp_path / "no" / "such" / "dir")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"neither styles\.csv"):
+    with pytest.raises(DataError, match=r"neither a catalogue CSV"):
         load_catalogue(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "styles.csv").write_text("id,name\n1,x\n")
-    with pytest.raises(DataError, match="missing columns"):
+    with pytest.raises(DataError, match="the schema has no attributes"):
         load_catalogue(tmp_path / "bad")
     with pytest.raises(DataError, match="hub is not reachable"):  # HF_HUB_OFFLINE is set for the tests
         load_catalogue("someone/fashion-product-images")
@@ -107,6 +108,6 @@ def test_vocab_and_taxonomy_most_common_parent():
     assert vocab.labels == ["Men"] and vocab.encode("Women") == -100 and vocab.encode(None) == -100
     rows = [{"articleType": "Socks", "subCategory": "Socks", "masterCategory": "Accessories"}] * 5 + [
         {"articleType": "Socks", "subCategory": "Free Gifts", "masterCategory": "Free Items"}]
-    taxonomy = Taxonomy.from_rows(rows)
-    assert taxonomy.parents == {"Socks": ("Socks", "Accessories")}
+    taxonomy = Taxonomy.from_rows(FASHION_SCHEMA, rows)
+    assert taxonomy.parents == {"subCategory": {"Socks": "Socks"}, "masterCategory": {"Socks": "Accessories"}}
     assert Taxonomy.from_json(taxonomy.to_json()).parents == taxonomy.parents

@@ -12,24 +12,25 @@ import pytest
 import torch
 
 from enrich_client import EnrichClient
+from enrich_client.contract import TYPED_ATTRIBUTES
 from enrich_model.backends import available_backends
-from enrich_model.pipeline import Parents, attribute_predictions
-from enrich_model.schema import CLASSIFIED_ATTRIBUTES, PROTO_FIELD, Taxonomy
+from enrich_model.fashion import CLASSIFIED_ATTRIBUTES, FASHION_SCHEMA, legacy_taxonomy
+from enrich_model.pipeline import Parents, Thresholds, attribute_predictions
 
 from .conftest import LoopbackServer
 
-TAXONOMY = Taxonomy({"Tshirts": ("Topwear", "Apparel"), "Shirts": ("Topwear", "Apparel"),
-                     "Jeans": ("Bottomwear", "Apparel"), "Trousers": ("Bottomwear", "Apparel"),
-                     "Watches": ("Watches", "Accessories")})
-ARTICLES = list(TAXONOMY.parents)
+TREE = {"Tshirts": ("Topwear", "Apparel"), "Shirts": ("Topwear", "Apparel"), "Jeans": ("Bottomwear", "Apparel"),
+        "Trousers": ("Bottomwear", "Apparel"), "Watches": ("Watches", "Accessories")}
+TAXONOMY = legacy_taxonomy(TREE)
+ARTICLES = list(TREE)
 VOCABS = {a: ["x", "y"] for a in CLASSIFIED_ATTRIBUTES} | {"articleType": ARTICLES}
 
 
 def predict(article_probabilities: list[float], top_k: int, thresholds: dict[str, float] | None = None):
     flat = torch.tensor([0.6, 0.4])
     calibrated = {a: flat for a in CLASSIFIED_ATTRIBUTES} | {"articleType": torch.tensor(article_probabilities)}
-    return attribute_predictions(calibrated, calibrated, VOCABS, Parents.of(TAXONOMY, ARTICLES), thresholds or {},
-                                 top_k)
+    return attribute_predictions(calibrated, calibrated, VOCABS, Parents.of(FASHION_SCHEMA, TAXONOMY, VOCABS),
+                                 Thresholds(thresholds or {}, {}, {}, {}), top_k)
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3, 5])
@@ -81,5 +82,5 @@ def test_evaluate_and_serve_give_the_same_labels(bundle_dir: Path, catalogue_dir
     finally:
         server.close()
     served = {(a.request_id, attribute): getattr(a.metadata, field).label
-              for a in answers for attribute, field in PROTO_FIELD.items() if field != "product_display_name"}
+              for a in answers for attribute, field in TYPED_ATTRIBUTES.items()}
     assert len(ids) >= 20 and served == evaluated

@@ -112,9 +112,16 @@ def test_best_epoch_metric_counts_every_label_once():
     predictions = [one_hot(right, 4) for _ in range(5)]
     targets = [np.array(right) for _ in range(5)]
     targets[2] = np.array([1, 0, -100, -100])  # season: both labelled items wrong -> F1 0 for its 2 labels
-    metrics = heads_metrics(SimpleNamespace(predictions=predictions, label_ids=targets))
+    names = ["gender", "baseColour", "season", "usage", "articleType"]
+    metrics = heads_metrics(SimpleNamespace(predictions=predictions, label_ids=targets), names)
     assert metrics["acc_season"] == 0.0 and metrics["acc_articleType"] == 1.0
     assert metrics["macro_f1"] == pytest.approx(16 / 18)  # 16 labels with F1 1, season's 2 with F1 0
+    # A multi-valued attribute: each value counts once, by its F1 at probability 0.5 (logit 0).
+    style = np.array([[1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]]), np.array([[1, 0], [1, 0], [-100, -100]])
+    with_style = heads_metrics(SimpleNamespace(predictions=[*predictions, style[0]], label_ids=[*targets, style[1]]),
+                               [*names, "style"])
+    assert with_style["f1_style"] == pytest.approx(1.0)  # the second value has no positives: not counted
+    assert with_style["macro_f1"] == pytest.approx(17 / 19)
 
 
 def test_clearly_learnt_needs_a_margin_over_the_majority():

@@ -24,9 +24,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
+from enrich_client.contract import TYPED_ATTRIBUTES as PROTO_FIELD
 from enrich_model.bundle_config import BundleConfig
 from enrich_model.consistency import CaptionLexicon
-from enrich_model.schema import PROTO_FIELD
 
 from .conftest import LoopbackServer, png_bytes, wait_for
 
@@ -51,8 +51,11 @@ def test_unary_returns_every_field_with_confidences(client: EnrichClient, catalo
         assert 1 <= len(prediction.alternatives) <= 3, name
         assert prediction.alternatives[0].confidence >= prediction.alternatives[-1].confidence
     article = meta.article_type.label
-    assert meta.sub_category.label == config.taxonomy[article][0]
-    assert meta.master_category.label == config.taxonomy[article][1]
+    assert meta.sub_category.label == config.taxonomy["subCategory"][article]
+    assert meta.master_category.label == config.taxonomy["masterCategory"][article]
+    for name, field in PROTO_FIELD.items():  # every attribute by its column name too, the same message
+        assert meta.attributes[name] == getattr(meta, field), name
+    assert set(meta.attributes) == set(PROTO_FIELD)
     assert meta.sub_category.derived and not meta.article_type.derived
     thresholds = config.heads.abstain_thresholds  # the test bundle asked for 0.9 validation accuracy
     assert thresholds
@@ -157,7 +160,14 @@ def test_model_info_matches_bundle(client: EnrichClient, bundle_dir: Path):
         assert list(by_name[name].labels) == labels
         assert by_name[name].field == PROTO_FIELD[name]
     assert by_name["subCategory"].derived_from == "articleType"
-    assert {t.article_type: [t.sub_category, t.master_category] for t in info.taxonomy} == config.taxonomy
+    assert by_name["masterCategory"].derived_from == "subCategory"
+    assert {t.article_type: (t.sub_category, t.master_category) for t in info.taxonomy} == {
+        a: (config.taxonomy["subCategory"][a], config.taxonomy["masterCategory"][a])
+        for a in config.attributes["articleType"]}
+    assert list(info.schema.tree) == ["articleType", "subCategory", "masterCategory"]
+    assert (info.schema.id_column, info.schema.caption_column) == ("id", "productDisplayName")
+    assert {a.name: (a.kind, a.role) for a in info.attributes if a.role} == {
+        "gender": ("single", "gender"), "baseColour": ("single", "colour"), "articleType": ("single", "product")}
     assert info.limits.max_message_bytes >= 32 * 1024 * 1024
     assert info.test_metrics["articleType.accuracy"] == pytest.approx(config.test_metrics["articleType"]["accuracy"])
     assert (info.input_height, info.input_width) == tuple(config.preprocessing["input_size"])
@@ -310,8 +320,8 @@ def test_every_label_leads_its_alternatives_and_the_tree_rule_holds(server: Loop
     threshold = config.heads.abstain_thresholds.get("articleType", 0.0)
     sizes = {field: len(labels) for field, labels in zip(ATTRIBUTE_FIELDS[:5], config.attributes.values(),
                                                          strict=True)}
-    sizes |= {"sub_category": len({p[0] for p in config.taxonomy.values()}),
-              "master_category": len({p[1] for p in config.taxonomy.values()})}
+    sizes |= {"sub_category": len(set(config.taxonomy["subCategory"].values())),
+              "master_category": len(set(config.taxonomy["masterCategory"].values()))}
     disagreeing = 0
     with EnrichClient(server.target) as client:
         for top_k in (1, 3, 5):
@@ -325,7 +335,7 @@ def test_every_label_leads_its_alternatives_and_the_tree_rule_holds(server: Loop
                     assert len(scores) == min(top_k, sizes[field]), field
                     assert predicted.label == predicted.alternatives[0].label and predicted.confidence == scores[0]
                     assert scores == sorted(scores, reverse=True), field
-                tree = config.taxonomy[meta.article_type.label]
+                tree = [config.taxonomy[d][meta.article_type.label] for d in ("subCategory", "masterCategory")]
                 agrees = [meta.sub_category.label, meta.master_category.label] == tree
                 disagreeing += not agrees
                 assert meta.article_type.unsure == (meta.article_type.confidence < threshold or not agrees)

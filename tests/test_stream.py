@@ -12,8 +12,11 @@ from PIL import Image
 
 from enrich.v1 import enrich_pb2
 from enrich_model.answers import AttributePrediction, ImageLook, ItemOptions, ItemPrediction, LabelScore
+from enrich_model.audit import Auditor
 from enrich_model.decode import DecodeLimits
+from enrich_model.fashion import FASHION_SCHEMA
 from enrich_model.preprocess import Preprocessing
+from enrich_model.schema import Taxonomy
 from enrich_server.batched import StagedAnswer, StageTimings
 from enrich_server.messages import Limits
 from enrich_server.metrics import Metrics
@@ -56,6 +59,7 @@ class HeldStages:
 
 class Pipeline:
     model_version = "test-000000000000"
+    auditor = Auditor(FASHION_SCHEMA, {}, Taxonomy({}), None)  # what requests may audit: the Fashion columns
 
     def decode_and_look(self, data: bytes, options: ItemOptions, limits: DecodeLimits):
         decoded, pixels = Preprocessing((4, 4), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).from_bytes(data, limits)

@@ -16,7 +16,9 @@ class DataArguments:
     data: str = field(metadata={"help": "styles.csv folder, a save_to_disk dataset, or a hub dataset id"})
     split: str = field(default="train", metadata={"help": "dataset split (hub/disk datasets only)"})
     limit: int = field(default=0, metadata={"help": "use at most this many items (0 = all)"})
-    min_class_count: int = field(default=2, metadata={"help": "labels rarer than this in train are dropped"})
+    min_class_count: int = field(default=2, metadata={"help": "labels rarer than this in train are dropped (a taxonomy "
+                                                              "file's min_examples and rare say otherwise)"})
+    taxonomy: str = field(default="", metadata={"help": "taxonomy file (default: DATA/taxonomy.json when present)"})
 
 
 @dataclass
@@ -51,6 +53,8 @@ class ModelArguments:
 class TrainArguments:
     out: str = field(metadata={"help": "bundle directory to write"})
     seed: int = 42
+    target_precision: float = field(
+        default=0.95, metadata={"help": "precision on validation that each attribute's accept threshold reaches"})
     backbone_mode: str = field(
         default="finetune",
         metadata={"help": "finetune (linear probe, then the whole backbone with layer-wise lr decay) or frozen "

@@ -40,21 +40,24 @@ def validation_logits(classifier: AttributeClassifier, dataset, batch_size: int)
     result = {}
     for name, parts in collected.items():
         logits, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        keep = targets != -100
+        keep = targets[:, 0] != -100 if targets.dim() == 2 else targets != -100
         result[name] = (logits[keep], targets[keep])
     return result
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """The temperature that minimises the negative log-likelihood of `targets` (LBFGS on log T)."""
+    """The temperature that minimises the negative log-likelihood of `targets` (LBFGS on log T); for a
+    multi-valued head ((N, values) targets of 0/1), of each value's sigmoid."""
     if not len(targets):
         return 1.0
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+    nll = torch.nn.functional.binary_cross_entropy_with_logits if targets.dim() == 2 \
+        else torch.nn.functional.cross_entropy
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
+        loss = nll(logits / log_t.exp(), targets)
         loss.backward()
         return loss
 
@@ -63,12 +66,18 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """The likelihood-optimal temperature where it lowers the expected calibration error, else 1."""
+    """The likelihood-optimal temperature where it lowers the expected calibration error, else 1. A multi-valued
+    head's error is over every value's probability against whether the item has it."""
     fitted = fit_temperature(logits, targets)
-    before = logits.softmax(-1).max(-1)
-    correct = (before.indices == targets).numpy()
-    ece_before = expected_calibration_error(before.values.numpy(), correct)
-    ece_fitted = expected_calibration_error((logits / fitted).softmax(-1).max(-1).values.numpy(), correct)
+    if targets.dim() == 2:
+        truth = (targets > 0.5).reshape(-1).numpy()
+        ece_before = expected_calibration_error(logits.sigmoid().reshape(-1).numpy(), truth)
+        ece_fitted = expected_calibration_error((logits / fitted).sigmoid().reshape(-1).numpy(), truth)
+    else:
+        before = logits.softmax(-1).max(-1)
+        correct = (before.indices == targets).numpy()
+        ece_before = expected_calibration_error(before.values.numpy(), correct)
+        ece_fitted = expected_calibration_error((logits / fitted).softmax(-1).max(-1).values.numpy(), correct)
     temperature, ece_after = (fitted, ece_fitted) if ece_fitted < ece_before else (1.0, ece_before)
     return {"temperature": temperature, "fitted_temperature": fitted, "ece_before": ece_before,
             "ece_after": ece_after}
@@ -84,6 +93,8 @@ def calibrate(classifier: AttributeClassifier, val_set, batch_size: int,
         report[name] = choose_temperature(logits, targets)
         temperature = report[name]["temperature"]
         heads.temperature[heads.names.index(name)] = temperature
+        if targets.dim() == 2:  # multi-valued: no single label to abstain on
+            continue
         after = (logits / temperature).softmax(-1).max(-1)
         correct = (after.indices == targets).numpy()
         if abstain_accuracy:

@@ -72,8 +72,19 @@ class FeatureDataset(Dataset):
 
 
 def label_tensors(items: list[CatalogueItem], vocabs: dict[str, LabelVocab]) -> dict[str, torch.Tensor]:
-    """label_<attribute> -> class indices (-100 where missing or not in the vocabulary)."""
-    return {f"label_{a}": torch.tensor([v.encode(item.labels[a]) for item in items]) for a, v in vocabs.items()}
+    """label_<attribute> -> class indices (-100 where missing or not in the vocabulary); for a multi-valued
+    attribute, (N, values) of 0/1 per value (an empty cell: none of them)."""
+    out = {}
+    for attribute, vocab in vocabs.items():
+        if not vocab.multi:
+            out[f"label_{attribute}"] = torch.tensor([vocab.encode(item.labels[attribute]) for item in items])
+            continue
+        rows = torch.zeros(len(items), len(vocab))
+        for n, item in enumerate(items):
+            cell = item.labels.get(attribute) or ""
+            rows[n, vocab.encode_values(v.strip() for v in cell.split(vocab.separator))] = 1.0
+        out[f"label_{attribute}"] = rows
+    return out
 
 
 class CaptionDataset(Dataset):

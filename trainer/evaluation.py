@@ -27,25 +27,27 @@ from enrich_model.consistency import consistency_rate
 from enrich_model.metrics import (
     caption_metrics,
     classification_metrics,
+    coverage_metrics,
     expected_calibration_error,
     format_metrics,
     is_clearly_learnt,
+    multi_label_metrics,
     per_class_table,
 )
 from enrich_model.options import RuntimeOptions, add_options, from_arguments
-from enrich_model.pipeline import EnrichPipeline
-from enrich_model.schema import ALL_LABEL_ATTRIBUTES, CLASSIFIED_ATTRIBUTES, HEADLINE_ATTRIBUTES
+from enrich_model.pipeline import EnrichPipeline, Thresholds
+from enrich_model.schema import CatalogueSchema
 
 from .answers import Answers
-from .report import write_report
-from .split import stratified_split
+from .report import table_attributes, write_report
+from .split import stratified_split, stratum
 
-TABLE_ATTRIBUTES = ("articleType", "baseColour")  # per-class precision/recall in the report
+MIN_ACCEPTED = 10  # fewest validation predictions an accept threshold is judged on
 
 
 def predict_items(pipeline: EnrichPipeline, items: list[CatalogueItem], batch_size: int = 64,
                   progress: bool = True) -> Answers:
-    answers = Answers()
+    answers = Answers(pipeline.bundle.schema)
     options = ItemOptions(top_k=3, caption_mode=CaptionMode.GENERATE)  # top 3: the report's top-3 accuracy
     for start in tqdm(range(0, len(items), batch_size), desc="evaluate", unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
@@ -60,51 +62,132 @@ def served_as(pipeline: EnrichPipeline) -> str:
 
 
 def score(bundle: Bundle, items: list[CatalogueItem], answers: Answers) -> dict:
-    """Per-attribute accuracy, macro-F1, majority baseline, top-3, ECE (calibrated and raw); per-class tables;
-    caption BLEU-4, ROUGE-L and agreement with the labels."""
-    metrics: dict = {"test_items": len(items)}
-    for attribute in ALL_LABEL_ATTRIBUTES:
-        truth = [item.labels[attribute] for item in items]
+    """Per-attribute accuracy, macro-F1, majority baseline, top-3, ECE (calibrated and raw), coverage at the
+    target precision; multi-valued attributes' precision and recall per value and micro/macro-F1; per-class
+    tables; caption BLEU-4, ROUGE-L and agreement with the labels."""
+    schema = bundle.schema
+    metrics: dict = {"test_items": len(items), "target_precision": bundle.config.heads.target_precision}
+    for spec in schema:
+        attribute = spec.name
+        if spec.multi:
+            truth_values = [spec.values(item.labels.get(attribute)) for item in items]  # empty: none of them
+            metrics[attribute] = multi_label_metrics(truth_values, answers.values[attribute],
+                                                     answers.accepted_values[attribute],
+                                                     bundle.vocabs[attribute].labels)
+            continue
+        truth = [item.labels.get(attribute) for item in items]
         m = classification_metrics(truth, answers.labels[attribute], bundle.config.majority_label(attribute),
                                    answers.confidence[attribute], answers.top3[attribute])
-        if attribute in CLASSIFIED_ATTRIBUTES and m.get("support"):
+        if not m.get("support"):
+            metrics[attribute] = m
+            continue
+        m.update(coverage_metrics(truth, answers.labels[attribute], answers.accepted[attribute]))
+        if not spec.derived:
             rows = [i for i, t in enumerate(truth) if t]
             m["ece_uncalibrated"] = expected_calibration_error(
                 [answers.raw_confidence[attribute][i] for i in rows],
                 [truth[i] == answers.labels[attribute][i] for i in rows])
-        if bundle.abstain_thresholds.get(attribute) and m.get("support"):
+        if bundle.abstain_thresholds.get(attribute):
             sure = [i for i, t in enumerate(truth) if t and not answers.unsure[attribute][i]]
             m["abstain"] = {"threshold": bundle.abstain_thresholds[attribute],
                             "coverage": len(sure) / m["support"],
                             "accuracy_when_sure": float(np.mean([truth[i] == answers.labels[attribute][i]
                                                                  for i in sure])) if sure else 0.0}
-        if attribute in TABLE_ATTRIBUTES:
+        if attribute in table_attributes(schema):
             m["per_class"] = per_class_table(truth, answers.labels[attribute])
         metrics[attribute] = m
-    caption = caption_metrics([item.name for item in items], answers.captions)
-    if bundle.lexicon and caption.get("support"):
-        predicted = [{a: answers.labels[a][i] for a in HEADLINE_ATTRIBUTES} for i in range(len(items))]
-        served = consistency_rate(bundle.lexicon, answers.captions, predicted)
-        decoder = consistency_rate(bundle.lexicon, answers.decoded_captions, predicted)
-        caption["consistency"] = {**served, "decoder_all": decoder.get("all", 0.0)}
-        caption["decoder_bleu"] = caption_metrics([item.name for item in items], answers.decoded_captions)["bleu"]
-    metrics["productDisplayName"] = caption
+    if schema.caption:
+        metrics["caption_column"] = schema.caption
+        caption = caption_metrics([item.name for item in items], answers.captions)
+        if bundle.lexicon and caption.get("support"):
+            headline = list(schema.roles.values())
+            predicted = [{a: answers.labels[a][i] for a in headline} for i in range(len(items))]
+            served = consistency_rate(bundle.lexicon, answers.captions, predicted)
+            decoder = consistency_rate(bundle.lexicon, answers.decoded_captions, predicted)
+            caption["consistency"] = {**served, "decoder_all": decoder.get("all", 0.0)}
+            caption["decoder_bleu"] = caption_metrics([item.name for item in items], answers.decoded_captions)["bleu"]
+        metrics[schema.caption] = caption
     return metrics
 
 
-def quality_warnings(metrics: dict, backbone_weights_random: bool) -> list[str]:
+def quality_warnings(metrics: dict, backbone_weights_random: bool, schema: CatalogueSchema) -> list[str]:
     """What a user of this bundle must know before trusting it."""
     warnings = []
     if backbone_weights_random:
         warnings.append("the backbone started from random weights (no pretrained weights were used)")
-    for attribute in ALL_LABEL_ATTRIBUTES:
+    headline = set(schema.roles.values())
+    for attribute in schema.names:
         m = metrics.get(attribute, {})
-        if m.get("support") and not is_clearly_learnt(m):
+        if m.get("support") and "majority_accuracy" in m and not is_clearly_learnt(m):
             warnings.append(
                 f"{attribute} is not clearly above the majority baseline: accuracy {m['accuracy']:.3f} against "
                 f"{m['majority_accuracy']:.3f} for always answering {m['majority_label']!r}"
-                + (" -- this model has not learnt it; do not use it" if attribute in HEADLINE_ATTRIBUTES else ""))
+                + (" -- this model has not learnt it; do not use it" if attribute in headline else ""))
     return warnings
+
+
+def accept_threshold(confidences: np.ndarray, correct: np.ndarray, target: float,
+                     min_accepted: int = MIN_ACCEPTED) -> float:
+    """The lowest confidence from which the accepted predictions reach `target` precision, over at least
+    `min_accepted` of them; above 1 when none do (nothing is accepted)."""
+    order = np.argsort(-confidences, kind="stable")
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    reaching = np.nonzero(running >= target)[0]
+    reaching = reaching[reaching + 1 >= min(min_accepted, len(order))]
+    return float(confidences[order][reaching[-1]]) if len(reaching) else 1.01
+
+
+def best_f1_threshold(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    """The probability from which a value is listed that gives the best F1 on validation (0.5 without positives)."""
+    if not truth.any():
+        return 0.5
+    order = np.argsort(-probabilities, kind="stable")
+    tp = np.cumsum(truth[order])
+    f1 = 2 * tp / (np.arange(1, len(order) + 1) + truth.sum())
+    return float(probabilities[order][int(np.argmax(f1))])
+
+
+def choose_accept_thresholds(pipeline: EnrichPipeline, items: list[CatalogueItem], args) -> None:
+    """Per attribute (and per value of a multi-valued one), the thresholds that reach the target precision on
+    `items` (the validation split), as served; set on the pipeline and its bundle's config."""
+    bundle, schema = pipeline.bundle, pipeline.bundle.schema
+    heads = bundle.config.heads
+    distributions = validation_distributions(pipeline, items, args.eval_batch_size)
+    labels = pipeline.labels | pipeline.parents.labels
+    heads.accept_thresholds, heads.value_thresholds, heads.value_accept_thresholds = {}, {}, {}
+    for spec in schema:
+        probabilities, names = distributions[spec.name], labels[spec.name]
+        if spec.multi:
+            truth = np.array([[v in spec.values(item.labels.get(spec.name)) for v in names] for item in items], bool)
+            heads.value_thresholds[spec.name] = {v: best_f1_threshold(probabilities[:, j], truth[:, j])
+                                                 for j, v in enumerate(names)}
+            heads.value_accept_thresholds[spec.name] = {
+                v: accept_threshold(probabilities[:, j], truth[:, j], heads.target_precision)
+                for j, v in enumerate(names)}
+            continue
+        rows = [i for i, item in enumerate(items) if item.labels.get(spec.name) in set(names)]
+        if not rows:
+            continue
+        predicted = probabilities[rows].argmax(axis=1)
+        correct = np.array([names[p] == items[i].labels[spec.name] for p, i in zip(predicted, rows, strict=True)])
+        heads.accept_thresholds[spec.name] = accept_threshold(probabilities[rows].max(axis=1), correct,
+                                                              heads.target_precision)
+    pipeline.thresholds = Thresholds.of(heads, pipeline.multi)
+
+
+def validation_distributions(pipeline: EnrichPipeline, items: list[CatalogueItem],
+                             batch_size: int) -> dict[str, np.ndarray]:
+    """Every attribute's calibrated distribution over `items`, as served: attribute -> (N, labels)."""
+    collected: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        pixels = np.stack([pipeline.decode(item.read_bytes())[1] for item in chunk])
+        calibrated, _ = pipeline.probabilities(pipeline.encode(pixels))
+        for row in range(len(chunk)):
+            for attribute, distribution in pipeline.parents.distributions(
+                    {a: p[row] for a, p in calibrated.items()}).items():
+                collected.setdefault(attribute, []).append(distribution)
+    return {a: np.stack(rows) for a, rows in collected.items()}
 
 
 def evaluate(pipeline: EnrichPipeline, items: list[CatalogueItem], batch_size: int = 64,
@@ -123,7 +206,7 @@ def select_items(bundle: Bundle, catalogue_items: list[CatalogueItem], split: st
     arguments = bundle.config.training.get("arguments", {})
     limit = arguments.get("limit") or 0
     items = catalogue_items[:limit] if limit else catalogue_items
-    _, _, test = stratified_split(items, lambda i: i.labels["articleType"], seed=arguments.get("seed", 42))
+    _, _, test = stratified_split(items, stratum(bundle.schema), seed=arguments.get("seed", 42))
     return test
 
 
@@ -154,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         # --split test: the same dataset split the bundle was trained on (hub and disk datasets have several)
         dataset_split = bundle.config.training.get("arguments", {}).get("split", "train") \
             if args.split == "test" else "train"
-        catalogue = load_catalogue(args.data, dataset_split)
+        catalogue = load_catalogue(args.data, dataset_split, schema=bundle.schema)
     except (BundleError, BackendError, DataError, OSError) as error:
         print(f"enrich evaluate: {error}", file=sys.stderr)
         return 2
@@ -167,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"model {bundle.model_version} on {catalogue.source} ({args.split}: {len(items)} items)")
     print(format_metrics(metrics))
-    for warning in quality_warnings(metrics, bundle.config.backbone.started_random):
+    for warning in quality_warnings(metrics, bundle.config.backbone.started_random, bundle.schema):
         print(f"WARNING: {warning}")
     if args.out:
         print(f"report: {args.out / 'report.md'}")

@@ -19,7 +19,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from enrich_data.catalogue import CatalogueItem
 from enrich_model.metrics import label_f1s
 from enrich_model.preprocess import Preprocessing
-from enrich_model.schema import CLASSIFIED_ATTRIBUTES, LabelVocab
+from enrich_model.schema import LabelVocab
 
 from .arguments import TrainArguments
 from .augment import Augment
@@ -34,7 +34,7 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
                 vocabs: dict[str, LabelVocab], preprocessing: Preprocessing, args: TrainArguments,
                 work: Path) -> list[dict]:
     """Train in place; returns the Trainer log history of every phase, epochs numbered across phases."""
-    label_names = [f"label_{a}" for a in CLASSIFIED_ATTRIBUTES]
+    label_names = [f"label_{a}" for a in vocabs]
     encoder = classifier.encoder
     if args.backbone_mode == "frozen":
         features = {name: extract_features(encoder, classifier.colour, items, preprocessing, args.eval_batch_size,
@@ -100,20 +100,30 @@ def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArgumen
         model=classifier,
         args=training_arguments(TrainingArguments, out, args, epochs, lr, args.head_batch_size, best_by=BEST_BY,
                                 label_names=label_names),
-        train_dataset=train_set, eval_dataset=val_set, compute_metrics=heads_metrics, callbacks=callbacks,
+        train_dataset=train_set, eval_dataset=val_set, callbacks=callbacks,
+        compute_metrics=lambda prediction: heads_metrics(prediction, [n.removeprefix("label_") for n in label_names]),
         optimizers=(optimizer, None),
     ), stage, args.progress)
     trainer.train()
     return trainer.state.log_history
 
 
-def heads_metrics(prediction) -> dict[str, float]:
+def heads_metrics(prediction, names: list[str]) -> dict[str, float]:
     """Validation accuracy and macro-F1 per attribute, and `macro_f1`, which picks the best epoch: the F1
     averaged over every label of every attribute, so each label a user can be shown counts once. (A mean of
     the five per-attribute scores would let season's four weakly visible labels weigh as much as forty
-    colours, and their epoch-to-epoch noise decide which epoch is kept.)"""
+    colours, and their epoch-to-epoch noise decide which epoch is kept.) A multi-valued attribute's values count
+    by their F1 at probability 0.5."""
     metrics, every_label = {}, []
-    for name, scores, target in zip(CLASSIFIED_ATTRIBUTES, prediction.predictions, prediction.label_ids, strict=True):
+    for name, scores, target in zip(names, prediction.predictions, prediction.label_ids, strict=True):
+        if target.ndim == 2:  # multi-valued: (N, values), rows of -100 where the catalogue had none
+            known = target[:, 0] != -100
+            chosen, truth = scores[known] > 0, target[known] > 0.5
+            f1s = [2 * float((c & t).sum()) / max(float(c.sum() + t.sum()), 1.0)
+                   for c, t in zip(chosen.T, truth.T, strict=True) if t.any()]
+            metrics[f"f1_{name}"] = float(np.mean(f1s)) if f1s else 0.0
+            every_label += f1s
+            continue
         mask = target != -100
         predicted, truth = scores.argmax(-1)[mask], target[mask]
         metrics[f"acc_{name}"] = float((predicted == truth).mean()) if mask.any() else 0.0

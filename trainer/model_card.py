@@ -7,18 +7,19 @@ from pathlib import Path
 from enrich_model.bundle_config import BundleConfig
 from enrich_model.metrics import format_metrics
 
+from .report import confusion_picture, table_attributes
+from .split import stratum_attribute
+
 CARD = """---
 library_name: transformers
 pipeline_tag: image-to-text
-tags: [enrich, fashion, product-metadata, image-classification, image-captioning, tiny-vit]
+tags: [enrich, product-metadata, image-classification, image-captioning, tiny-vit]
 ---
 
 # {model_version}
 
-Product photo in, catalogue metadata out: gender, baseColour, season, usage and articleType (with
-subCategory and masterCategory derived from it), each with a calibrated confidence, and a
-productDisplayName caption that agrees with those labels. Served by the Enrich gRPC service
-(`enrich serve --model THIS_FOLDER`).
+Product photo in, catalogue metadata out: {predicts}, each with a calibrated confidence{caption}.
+Served by the Enrich gRPC service (`enrich serve --model THIS_FOLDER`).
 
 ## Model
 - Backbone: timm `{backbone}` {backbone_kwargs}, {weights}; input
@@ -29,6 +30,8 @@ productDisplayName caption that agrees with those labels. Served by the Enrich g
 - Caption decoder: GPT-2 ({decoder}, {decoder_layers} layers x
   {decoder_width}) reading the same backbone pass through cross-attention.
 - Abstain thresholds (calibrated confidence below which a prediction is flagged unsure): {abstain}.
+- Accept thresholds (calibrated confidence from which a label reached {target_precision} precision on
+  validation, so it can be filed without review): {accept}.
 
 ## Loading
 ```python
@@ -48,15 +51,15 @@ bundle = load_bundle("THIS_FOLDER")
 ## Data
 - Source: `{data}`, {items} items
   (skipped: {skipped}).
-- Split (seeded, stratified by articleType): {train} train / {validation}
+- Split (seeded, stratified by {stratum}): {train} train / {validation}
   validation / {test} test.
 
 ## Test-split metrics
 ```
 {metrics}
 ```
-Pictures beside this card: `training_curves.png`, `reliability.png`, `confusion_articleType.png`,
-`confusion_baseColour.png`; full numbers in `metrics.json` and `report.md`.
+Pictures beside this card: `training_curves.png`, `reliability.png`{confusions}; full numbers in
+`metrics.json` and `report.md`.
 
 ## Warnings
 {warnings}
@@ -66,9 +69,8 @@ Pictures beside this card: `training_curves.png`, `reliability.png`, `confusion_
   or a confidence threshold deciding what to accept. Use `unsure` and the confidences.
 - Vocabularies are closed: the model can only answer labels it saw at least
   {min_class_count} times in training (listed in `enrich.json`).
-- season and usage are weakly visible in pixels; treat them as hints.
-- Captions are written by a small decoder and edited to agree with the predicted gender, colour and
-  article type; brand names in captions are guesses.
+- Captions are written by a small decoder and edited to agree with the predicted {headline}; brand
+  names in captions are guesses.
 - Trained on the data above only: accuracy on other photography (models wearing clothes, lifestyle
   shots, busy backgrounds) is unmeasured.
 """
@@ -81,7 +83,17 @@ def write_model_card(out: Path, config: BundleConfig) -> None:
 def card_fields(config: BundleConfig) -> dict[str, object]:
     training, split = config.training, config.training.get("split", {})
     colour = config.heads.colour_attributes
+    schema = config.catalogue_schema()
+    parts = [f"{a.name} (derived from {a.derived_from})" if a.derived else f"{a.name} (multi-valued)" if a.multi
+             else a.name for a in schema]
+    stratum = stratum_attribute(schema) or "nothing"
     return {
+        "predicts": ", ".join(parts),
+        "caption": f", and a {schema.caption} caption that agrees with those labels" if schema.caption else "",
+        "headline": ", ".join(schema.roles.values()) or "labels", "stratum": stratum,
+        "confusions": "".join(f", `{confusion_picture(a)}`" for a in table_attributes(schema)),
+        "target_precision": config.heads.target_precision,
+        "accept": {a: round(t, 3) for a, t in config.heads.accept_thresholds.items()} or "none",
         "model_version": config.model_version, "backbone": config.backbone.name,
         "backbone_kwargs": config.backbone.kwargs or "",
         "weights": "random initialisation (no pretrained weights)" if config.backbone.started_random

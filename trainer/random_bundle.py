@@ -14,11 +14,11 @@ from transformers import PreTrainedTokenizerFast
 from enrich_data.synth import ARTICLES
 from enrich_model.bundle import build_heads, save_weights
 from enrich_model.bundle_config import BundleConfig, HeadsConfig
+from enrich_model.fashion import BASE_COLOURS, FASHION_SCHEMA, GENDERS, SEASONS, USAGES
 from enrich_model.model import DecoderSpec, EnrichModel, build_captioner, build_encoder, build_small_decoder
-from enrich_model.schema import BASE_COLOURS, GENDERS, SEASONS, USAGES, LabelVocab, Taxonomy
+from enrich_model.schema import LabelVocab, Taxonomy
 
 from .tokenizer import BOS_EOS, PAD
-from .train import COLOUR_ATTRIBUTES
 from .weights import preprocessing_for
 
 # The README's real-data recipe: tiny_vit_21m_224 at 224 px and distilgpt2 (6 x 768, 12 heads, 50,257 tokens),
@@ -53,10 +53,11 @@ def random_bundle(out, backbone: str, backbone_kwargs: dict, image_size: int, de
     articles = sorted(ARTICLES)
     vocabs = {"gender": list(GENDERS), "baseColour": list(BASE_COLOURS), "season": list(SEASONS),
               "usage": list(USAGES), "articleType": articles}
-    taxonomy = Taxonomy({article: ARTICLES[article][:2] for article in articles})
+    taxonomy = Taxonomy({"subCategory": {article: ARTICLES[article][0] for article in articles},
+                         "masterCategory": {article: ARTICLES[article][1] for article in articles}})
     preprocessing = preprocessing_for(encoder)
     heads_config = HeadsConfig(colour_bins=colour_bins, colour_levels=colour_levels,
-                               colour_attributes=list(COLOUR_ATTRIBUTES))
+                               colour_attributes=[FASHION_SCHEMA.roles["colour"]])
     heads, colour = build_heads(heads_config, encoder.config.hidden_size, {a: len(v) for a, v in vocabs.items()},
                                 preprocessing)
     heads.eval()
@@ -71,7 +72,7 @@ def random_bundle(out, backbone: str, backbone_kwargs: dict, image_size: int, de
                 parameter.mul_(10)
     model = EnrichModel(captioner, heads, colour).eval()
     kept = sorted({eos, pad, *torch.randperm(vocab_size)[:caption_vocabulary].tolist()}) if caption_vocabulary else []
-    config = save_weights(out, model, heads_config, tokenizer, preprocessing,
+    config = save_weights(out, model, heads_config, tokenizer, preprocessing, FASHION_SCHEMA,
                           {a: LabelVocab(a, labels) for a, labels in vocabs.items()}, taxonomy, name="random",
                           caption_vocabulary=kept)
     config.write(out)

@@ -76,8 +76,8 @@ def refit_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
     for name in heads.names:
         design, target = train_inputs[name], train_targets[name]
         val_design, val_target = val_inputs[name], val_targets[name]
-        if not (target != -100).any() or not (val_target != -100).any():
-            continue
+        if target.dim() == 2 or not (target != -100).any() or not (val_target != -100).any():
+            continue  # multi-valued heads keep their fine-tuned weights
         head = heads.heads[name]
         adjustment = (classifier.logit_adjustment or {}).get(name)
         candidates = [Candidate("fine-tuned", head.weight.clone(), head.bias.clone(),

@@ -17,19 +17,30 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from enrich_model.metrics import format_metrics, reliability_curve
-from enrich_model.schema import ALL_LABEL_ATTRIBUTES, HEADLINE_ATTRIBUTES
 
 from .answers import Answers
 
 if TYPE_CHECKING:
     from enrich_data.catalogue import CatalogueItem
     from enrich_model.bundle import Bundle
+    from enrich_model.schema import CatalogueSchema
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PREDICTIONS_FILE = "predictions.csv"
-PICTURES = {"curves": "training_curves.png", "reliability": "reliability.png",
-            "articleType": "confusion_articleType.png", "baseColour": "confusion_baseColour.png"}
+PICTURES = {"curves": "training_curves.png", "reliability": "reliability.png"}
+
+
+def table_attributes(schema: CatalogueSchema) -> list[str]:
+    """The attributes with per-class precision/recall and a confusion matrix in the report: the product and
+    colour ones (Fashion Product Images: articleType, baseColour), else the first two single-valued."""
+    single = [a for a in schema.classified if not schema[a].multi]
+    chosen = [schema.roles[r] for r in ("product", "colour") if r in schema.roles]
+    return chosen or single[:2]
+
+
+def confusion_picture(attribute: str) -> str:
+    return f"confusion_{attribute}.png"
 
 
 def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers: Answers, metrics: dict,
@@ -39,12 +50,14 @@ def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers:
     write_predictions(out / PREDICTIONS_FILE, items, answers)
     if histories:
         plot_training_curves(histories, out / PICTURES["curves"])
-    for attribute in ("articleType", "baseColour"):
+    schema = bundle.schema
+    for attribute in table_attributes(schema):
         plot_confusion([i.labels[attribute] for i in items], answers.labels[attribute],
                        bundle.vocabs[attribute].labels, f"{attribute} ({len(items)} images)",
-                       out / PICTURES[attribute])
+                       out / confusion_picture(attribute))
     curves = {}
-    for attribute in HEADLINE_ATTRIBUTES:
+    single = [a for a in schema.classified if not schema[a].multi]
+    for attribute in list(schema.roles.values()) or single[:3]:
         rows = [n for n, item in enumerate(items) if item.labels[attribute]]
         correct = [items[n].labels[attribute] == answers.labels[attribute][n] for n in rows]
         curves[attribute] = {
@@ -61,8 +74,10 @@ def write_predictions(path: Path, items: list[CatalogueItem], answers: Answers) 
         writer = csv.writer(handle)
         writer.writerow(["id", "attribute", "true", "predicted", "confidence", "unsure"])
         for n, item in enumerate(items):
-            for attribute in ALL_LABEL_ATTRIBUTES:
-                writer.writerow([item.id, attribute, item.labels[attribute] or "", answers.labels[attribute][n],
+            for attribute in answers.schema.names:
+                predicted = "|".join(answers.values[attribute][n]) if attribute in answers.values \
+                    else answers.labels[attribute][n]
+                writer.writerow([item.id, attribute, item.labels[attribute] or "", predicted,
                                  f"{answers.confidence[attribute][n]:.4f}", int(answers.unsure[attribute][n])])
 
 
@@ -74,7 +89,7 @@ def markdown_report(bundle: Bundle, metrics: dict, with_curves: bool) -> str:
              "```", format_metrics(metrics), "```", "",
              "ECE: expected calibration error of the served (calibrated) confidence; ECE raw: before calibration. "
              "majority: accuracy of always answering the most frequent training label.", ""]
-    for attribute in ("articleType", "baseColour"):
+    for attribute in table_attributes(bundle.schema):
         table = metrics.get(attribute, {}).get("per_class", [])
         if table:
             lines += [f"## {attribute}: per class", "", "| class | precision | recall | support |", "|---|---|---|---|"]
@@ -83,8 +98,8 @@ def markdown_report(bundle: Bundle, metrics: dict, with_curves: bool) -> str:
     lines += ["## Pictures", ""]
     if with_curves:
         lines.append(f"![training curves]({PICTURES['curves']})")
-    lines += [f"![reliability]({PICTURES['reliability']})", f"![articleType]({PICTURES['articleType']})",
-              f"![baseColour]({PICTURES['baseColour']})", ""]
+    lines += [f"![reliability]({PICTURES['reliability']})",
+              *(f"![{a}]({confusion_picture(a)})" for a in table_attributes(bundle.schema)), ""]
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from enrich_model.schema import CatalogueSchema
+
 T = TypeVar("T")
 
 
@@ -37,3 +39,14 @@ def stratified_split(
     for split in (train, validation, test):
         rng.shuffle(split)
     return train, validation, test
+
+
+def stratum_attribute(schema: CatalogueSchema) -> str | None:
+    """What the split stratifies by: the product attribute (else the tree's root, else the first single one)."""
+    single = [a for a in schema.classified if not schema[a].multi]
+    return schema.roles.get("product") or (schema.tree[0] if schema.tree else single[0] if single else None)
+
+
+def stratum(schema: CatalogueSchema) -> Callable:
+    key = stratum_attribute(schema)
+    return (lambda item: item.labels.get(key)) if key else (lambda item: None)

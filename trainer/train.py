@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from enrich_model.model import EnrichModel, build_captioner
 from enrich_model.options import RuntimeOptions
 from enrich_model.pipeline import EnrichPipeline
 from enrich_model.preprocess import Preprocessing
-from enrich_model.schema import BASE_COLOURS, CLASSIFIED_ATTRIBUTES, GENDERS, LabelVocab, Taxonomy
+from enrich_model.schema import CatalogueSchema, LabelVocab, SchemaError, Taxonomy
 
 from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
 from .augment import Augment
@@ -42,16 +43,15 @@ from .caption_stage import train_captioner
 from .caption_vocabulary import choose_vocabulary
 from .classifier import AttributeClassifier
 from .datasets import PixelDataset, extract_features
-from .evaluation import evaluate, quality_warnings
+from .evaluation import choose_accept_thresholds, evaluate, quality_warnings
 from .heads_stage import mixed_precision, train_heads
 from .model_card import write_model_card
 from .refit import refit_heads
 from .report import write_report
-from .split import stratified_split
+from .split import stratified_split, stratum
 from .weights import WeightsUnavailable, preprocessing_for, resolve_decoder, resolve_encoder
 
 log = logging.getLogger("enrich.train")
-COLOUR_ATTRIBUTES = ["baseColour"]  # the heads that read the colour features
 
 
 @dataclass
@@ -63,12 +63,14 @@ class Splits:
 
 @dataclass
 class Labels:
-    """What the training split says a label is: vocabularies, taxonomy, caption words, baselines."""
+    """What the training split says a label is: the schema, vocabularies, taxonomy, caption words, baselines."""
 
+    schema: CatalogueSchema
     vocabs: dict[str, LabelVocab]
     taxonomy: Taxonomy
-    lexicon: CaptionLexicon
+    lexicon: CaptionLexicon | None
     majority: dict[str, str]
+    rare: dict[str, list[str]]  # classified attribute -> values with too few training examples
 
 
 @dataclass
@@ -94,9 +96,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     if args.threads:
         torch.set_num_threads(args.threads)
     out, work = Path(args.out), Path(args.out) / "_checkpoints"
-    catalogue = catalogue or load_catalogue(data_args.data, data_args.split)
+    catalogue = catalogue or load_catalogue(data_args.data, data_args.split,
+                                            taxonomy=Path(data_args.taxonomy) if data_args.taxonomy else None)
+    announce_schema(catalogue)
     splits = split_catalogue(catalogue, data_args, args)
-    labels = describe_labels(splits.train, data_args)
+    labels = describe_labels(catalogue, splits.train, data_args)
     trained = train_classifier(splits, labels, model_args, args, work)  # stage 1, then calibration
     captioner, tokenizer = train_caption_decoder(trained, splits, model_args, args, work)  # stage 2
     if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the bundle
@@ -104,15 +108,16 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainArgum
     classifier = trained.classifier
     training = {
         "data": catalogue.source, "items": len(splits.train) + len(splits.validation) + len(splits.test),
-        "skipped": dict(catalogue.skipped), "majority": labels.majority, **trained.training,
+        "skipped": dict(catalogue.skipped), "majority": labels.majority, "rare": labels.rare,
+        "rare_values": catalogue.taxonomy_file.rare, "schema_notes": catalogue.notes, **trained.training,
         "split": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
         "backbone_mode": args.backbone_mode, "arguments": {**asdict(data_args), **asdict(model_args), **asdict(args)},
     }
     model = EnrichModel(captioner, classifier.heads, classifier.colour).eval()
-    config = save_weights(out, model, trained.heads, tokenizer, trained.preprocessing, labels.vocabs,
+    config = save_weights(out, model, trained.heads, tokenizer, trained.preprocessing, labels.schema, labels.vocabs,
                           labels.taxonomy, name=args.name, weights=trained.weights, lexicon=labels.lexicon,
                           training=training, caption_vocabulary=trained.caption_vocabulary)
-    served = evaluate_as_served(out, config, splits.test, trained, args, started)
+    served = evaluate_as_served(out, config, splits, trained, args, started)
     shutil.rmtree(work, ignore_errors=True)
     log.info("bundle %s written to %s", served.model_version, out)
     return Bundle(model=model, tokenizer=tokenizer, **describe(out, served.config))
@@ -126,12 +131,15 @@ def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments,
         raise UsageError("--backbone_mode frozen with random weights learns nothing: the features of a random "
                          "backbone do not separate products. Use --backbone_mode finetune, or pretrained weights")
     preprocessing = preprocessing_for(encoder)
-    heads_config = HeadsConfig(dropout=model_args.head_dropout, colour_bins=model_args.colour_bins,
-                               colour_levels=model_args.colour_levels, colour_attributes=COLOUR_ATTRIBUTES)
+    colour = [labels.schema.roles["colour"]] if "colour" in labels.schema.roles else []  # heads reading colours
+    heads_config = HeadsConfig(dropout=model_args.head_dropout, colour_bins=model_args.colour_bins if colour else 0,
+                               colour_levels=model_args.colour_levels if colour else 0, colour_attributes=colour,
+                               target_precision=args.target_precision)
     heads, colour = build_heads(heads_config, encoder.config.hidden_size,
                                 {a: len(v) for a, v in labels.vocabs.items()}, preprocessing)
     classifier = AttributeClassifier(heads, encoder, colour, args.label_smoothing,
-                                     logit_adjustment(splits.train, labels.vocabs, args.class_balance))
+                                     logit_adjustment(splits.train, labels.vocabs, args.class_balance,
+                                                      labels.schema.multi))
     history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args, work)
     refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
         if args.refit_heads else {}
@@ -160,17 +168,20 @@ def train_caption_decoder(trained: Trained, splits: Splits, model_args: ModelArg
     return captioner, tokenizer
 
 
-def evaluate_as_served(out: Path, config: BundleConfig, test: list[CatalogueItem], trained: Trained,
+def evaluate_as_served(out: Path, config: BundleConfig, splits: Splits, trained: Trained,
                        args: TrainArguments, started: float) -> BundleInfo:
-    """The weights loaded back from `out` and run as `enrich serve` would run them, scored on the test split;
-    then the report, and enrich.json, once, with the metrics and warnings: the folder is a bundle from here."""
+    """The weights loaded back from `out` and run as `enrich serve` would run them: the accept thresholds chosen on
+    the validation split, then scored on the test split; then the report, and enrich.json, once, with the
+    thresholds, metrics and warnings: the folder is a bundle from here."""
     pipeline = EnrichPipeline.load(out, RuntimeOptions(threads=args.threads), config)
     bundle = pipeline.bundle
+    choose_accept_thresholds(pipeline, splits.validation, args)
+    test = splits.test
     metrics, answers = evaluate(pipeline, test, args.eval_batch_size, args.progress)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(out, bundle, test, answers, metrics, trained.histories)
     bundle.config.test_metrics = metrics
-    bundle.config.warnings = quality_warnings(metrics, trained.weights == RANDOM_WEIGHTS)
+    bundle.config.warnings = quality_warnings(metrics, trained.weights == RANDOM_WEIGHTS, bundle.schema)
     bundle.config.write(out)
     write_model_card(out, bundle.config)
     return bundle
@@ -207,40 +218,80 @@ def split_catalogue(catalogue: Catalogue, data_args: DataArguments, args: TrainA
         raise DataError(f"{catalogue.source}: {len(items)} usable items; training needs at least 20 "
                         f"(skipped: {dict(catalogue.skipped) or 'none'})")
     log.info("catalogue %s: %d items (skipped: %s)", catalogue.source, len(items), dict(catalogue.skipped))
-    splits = Splits(*stratified_split(items, lambda i: i.labels["articleType"], seed=args.seed))
+    splits = Splits(*stratified_split(items, stratum(catalogue.schema), seed=args.seed))
     log.info("split: %d train / %d validation / %d test", len(splits.train), len(splits.validation),
              len(splits.test))
     return splits
 
 
-def describe_labels(train_items: list[CatalogueItem], data_args: DataArguments) -> Labels:
-    vocabs = {a: LabelVocab.from_values(a, (i.labels[a] for i in train_items), data_args.min_class_count)
-              for a in CLASSIFIED_ATTRIBUTES}
-    learnt = Taxonomy.from_rows(i.labels for i in train_items)
-    taxonomy = Taxonomy({a: p for a, p in learnt.parents.items() if a in vocabs["articleType"].index})
-    unmapped = [a for a in vocabs["articleType"].labels if a not in taxonomy.parents]
-    if unmapped:
-        raise DataError(f"articleTypes without subCategory/masterCategory in training data: {unmapped}")
-    # Every catalogue colour and gender word, not only those frequent enough to be predicted: a caption
-    # naming a rare colour must still be recognised as disagreeing with the predicted one.
-    lexicon = CaptionLexicon.learn(((i.labels["articleType"], i.name) for i in train_items),
-                                   colours=dict.fromkeys([*vocabs["baseColour"].labels, *BASE_COLOURS]),
-                                   genders=dict.fromkeys([*vocabs["gender"].labels, *GENDERS]))
-    majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels}
-    for attribute in ("subCategory", "masterCategory"):
-        counts = [taxonomy.parent(attribute, i.labels["articleType"]) for i in train_items
-                  if i.labels["articleType"] in taxonomy.parents]
-        majority[attribute] = max(set(counts), key=counts.count)
-    return Labels(vocabs, taxonomy, lexicon, majority)
+def describe_labels(catalogue: Catalogue, train_items: list[CatalogueItem], data_args: DataArguments) -> Labels:
+    schema = catalogue.schema
+    min_examples = catalogue.taxonomy_file.min_examples or data_args.min_class_count
+    rare = catalogue.fold_rare(min_examples, train_items)
+    for attribute, values in rare.items():
+        shown = ", ".join(values[:10]) + (f" and {len(values) - 10} more" if len(values) > 10 else "")
+        action = 'folded into "other"' if catalogue.taxonomy_file.rare == "other" else "not learnt"
+        log.warning("%s: %d value%s with fewer than %d training examples, %s: %s", attribute, len(values),
+                    "s" if len(values) != 1 else "", min_examples, action, shown)
+    vocabs = {a: LabelVocab.from_values(a, (v for values in values_of(schema, a, train_items) for v in values),
+                                        min_examples, schema[a].separator) for a in schema.classified}
+    empty = [a for a, v in vocabs.items() if len(v) < 2]
+    if empty:
+        raise DataError(f"{', '.join(empty)}: fewer than two values with {min_examples} training examples each; "
+                        "lower min_examples, or leave the column out")
+    learnt = Taxonomy.from_rows(schema, [i.labels for i in train_items])
+    taxonomy = learnt.restricted({a: vocabs[schema.root(a)].labels for a in schema.derived})
+    unmapped = {a: [label for label in vocabs[schema.root(a)].labels if not taxonomy.covers(a, label)]
+                for a in schema.derived}
+    if any(unmapped.values()):
+        raise DataError(f"labels without a parent in the training data: {unmapped}")
+    lexicon = learn_lexicon(schema, catalogue, train_items)
+    majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels and not schema[a].multi}
+    for attribute in schema.derived:
+        root = schema.root(attribute)
+        counts = Counter(taxonomy.parent(attribute, i.labels[root]) for i in train_items
+                         if i.labels[root] and taxonomy.covers(attribute, i.labels[root]))
+        majority[attribute] = min(counts, key=lambda label: (-counts[label], label))
+    return Labels(schema, vocabs, taxonomy, lexicon, majority, rare)
+
+
+def values_of(schema: CatalogueSchema, attribute: str, items: list[CatalogueItem]) -> list[list[str]]:
+    spec = schema[attribute]
+    return [spec.values(item.labels.get(attribute)) for item in items]
+
+
+def learn_lexicon(schema: CatalogueSchema, catalogue: Catalogue, train_items: list[CatalogueItem]) \
+        -> CaptionLexicon | None:
+    """The words names use for the schema's headline attributes (its roles); None without a caption or roles.
+    Every colour and gender word of the catalogue, not only those frequent enough to be predicted: a caption
+    naming a rare colour must still be recognised as disagreeing with the predicted one."""
+    roles = schema.roles
+    if not schema.caption or not roles:
+        return None
+    words = {role: list(dict.fromkeys(v for values in catalogue.values(roles[role]) for v in values))
+             for role in ("colour", "gender") if role in roles}
+    product = roles.get("product")
+    return CaptionLexicon.learn(((i.labels[product] if product else None, i.name) for i in train_items),
+                                colours=words.get("colour", []), genders=words.get("gender", []), attributes=roles)
+
+
+def announce_schema(catalogue: Catalogue) -> None:
+    """What will be learnt, before training: the schema and how it was found."""
+    lines = [f"catalogue {catalogue.source}: {len(catalogue)} items; schema:", *catalogue.schema.describe()]
+    if catalogue.notes:
+        lines += ["how it was found:", *(f"  {note}" for note in catalogue.notes)]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def logit_adjustment(items: list[CatalogueItem], vocabs: dict[str, LabelVocab],
-                     class_balance: str) -> dict[str, torch.Tensor] | None:
+                     class_balance: str, multi: tuple[str, ...] = ()) -> dict[str, torch.Tensor] | None:
     """log class priors per attribute for a logit-adjusted loss (tau = 1), or None."""
     if class_balance == "none":
         return None
     adjustment = {}
     for attribute, vocab in vocabs.items():
+        if attribute in multi:
+            continue  # independent values: no prior to balance
         counts = torch.ones(len(vocab))  # add-one: no class has a zero prior
         for item in items:
             index = vocab.encode(item.labels[attribute])
@@ -270,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight loading/saving bars; training keeps its own
     try:
         bundle = train(data_args, model_args, args)
-    except (DataError, WeightsUnavailable, UsageError) as error:
+    except (DataError, WeightsUnavailable, UsageError, SchemaError) as error:
         print(f"enrich train: error: {error}", file=sys.stderr)
         return 2
     if bundle is not None:

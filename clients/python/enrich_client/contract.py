@@ -22,6 +22,11 @@ CAPTION_MODES: tuple[str, ...] = tuple(name.removeprefix(CAPTION_MODE_PREFIX).lo
                                        for name, value in enrich_pb2.CaptionMode.items() if value)
 
 
+# The attributes with a typed Metadata field of their own (Fashion Product Images' columns): JSON (column)
+# name -> field name. Every attribute, these included, is also in Metadata.attributes by its column name.
+TYPED_ATTRIBUTES: dict[str, str] = {f.json_name: f.name for f in enrich_pb2.Metadata.DESCRIPTOR.fields
+                                    if f.message_type is not None and f.message_type.name == "Prediction"}
+
 # What an answer holds beyond the labels and caption only when asked: EnrichRequest's include_* flags.
 INCLUDE_FLAGS: tuple[str, ...] = tuple(f.name for f in enrich_pb2.EnrichRequest.DESCRIPTOR.fields
                                        if f.name.startswith("include_"))

@@ -180,7 +180,14 @@ class ItemStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[_Union[ErrorReason, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Metadata(_message.Message):
-    __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image", "sure_level", "palette", "signature")
+    __slots__ = ("gender", "base_colour", "season", "usage", "article_type", "sub_category", "master_category", "product_display_name", "image", "sure_level", "palette", "signature", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Prediction
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
     GENDER_FIELD_NUMBER: _ClassVar[int]
     BASE_COLOUR_FIELD_NUMBER: _ClassVar[int]
     SEASON_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +200,7 @@ class Metadata(_message.Message):
     SURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     PALETTE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     gender: Prediction
     base_colour: Prediction
     season: Prediction
@@ -205,7 +213,8 @@ class Metadata(_message.Message):
     sure_level: TaxonomyLevel
     palette: _containers.RepeatedCompositeFieldContainer[PaletteColour]
     signature: ImageSignature
-    def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., sure_level: _Optional[_Union[TaxonomyLevel, str]] = ..., palette: _Optional[_Iterable[_Union[PaletteColour, _Mapping]]] = ..., signature: _Optional[_Union[ImageSignature, _Mapping]] = ...) -> None: ...
+    attributes: _containers.MessageMap[str, Prediction]
+    def __init__(self, gender: _Optional[_Union[Prediction, _Mapping]] = ..., base_colour: _Optional[_Union[Prediction, _Mapping]] = ..., season: _Optional[_Union[Prediction, _Mapping]] = ..., usage: _Optional[_Union[Prediction, _Mapping]] = ..., article_type: _Optional[_Union[Prediction, _Mapping]] = ..., sub_category: _Optional[_Union[Prediction, _Mapping]] = ..., master_category: _Optional[_Union[Prediction, _Mapping]] = ..., product_display_name: _Optional[_Union[Caption, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., sure_level: _Optional[_Union[TaxonomyLevel, str]] = ..., palette: _Optional[_Iterable[_Union[PaletteColour, _Mapping]]] = ..., signature: _Optional[_Union[ImageSignature, _Mapping]] = ..., attributes: _Optional[_Mapping[str, Prediction]] = ...) -> None: ...
 
 class PaletteColour(_message.Message):
     __slots__ = ("hex", "share", "nearest")
@@ -228,26 +237,32 @@ class ImageSignature(_message.Message):
     def __init__(self, perceptual_hash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., colour_fingerprint: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "confidence", "alternatives", "derived", "unsure")
+    __slots__ = ("label", "confidence", "alternatives", "derived", "unsure", "accepted", "values")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FIELD_NUMBER: _ClassVar[int]
     UNSURE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     alternatives: _containers.RepeatedCompositeFieldContainer[LabelScore]
     derived: bool
     unsure: bool
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., derived: _Optional[bool] = ..., unsure: _Optional[bool] = ...) -> None: ...
+    accepted: bool
+    values: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., derived: _Optional[bool] = ..., unsure: _Optional[bool] = ..., accepted: _Optional[bool] = ..., values: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("label", "confidence")
+    __slots__ = ("label", "confidence", "accepted")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+    accepted: bool
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., accepted: _Optional[bool] = ...) -> None: ...
 
 class Caption(_message.Message):
     __slots__ = ("text", "method", "confidence", "decoded_text")
@@ -300,7 +315,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load", "runtime", "embedding_size")
+    __slots__ = ("model_version", "bundle_format", "backbone", "input_height", "input_width", "attributes", "taxonomy", "limits", "caption_decoder", "test_metrics", "created", "warnings", "backbone_weights", "load", "runtime", "embedding_size", "schema")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +339,7 @@ class ModelInfo(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     bundle_format: str
     backbone: str
@@ -340,7 +356,18 @@ class ModelInfo(_message.Message):
     load: ServerLoad
     runtime: Runtime
     embedding_size: int
-    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ..., embedding_size: _Optional[int] = ...) -> None: ...
+    schema: Schema
+    def __init__(self, model_version: _Optional[str] = ..., bundle_format: _Optional[str] = ..., backbone: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., attributes: _Optional[_Iterable[_Union[AttributeInfo, _Mapping]]] = ..., taxonomy: _Optional[_Iterable[_Union[TaxonomyEntry, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., caption_decoder: _Optional[str] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., backbone_weights: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ..., embedding_size: _Optional[int] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ...) -> None: ...
+
+class Schema(_message.Message):
+    __slots__ = ("id_column", "caption_column", "tree")
+    ID_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    id_column: str
+    caption_column: str
+    tree: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id_column: _Optional[str] = ..., caption_column: _Optional[str] = ..., tree: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Runtime(_message.Message):
     __slots__ = ("backend", "precision", "device", "model_threads", "decode_threads", "max_caption_batch_size", "cache_max_bytes")
@@ -377,20 +404,46 @@ class ServerLoad(_message.Message):
     def __init__(self, in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., predicted: _Optional[int] = ..., skipped: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
 
 class AttributeInfo(_message.Message):
-    __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold", "barely_learnt")
+    __slots__ = ("name", "field", "labels", "derived_from", "abstain_threshold", "barely_learnt", "kind", "role", "accept_threshold", "target_precision", "value_thresholds", "value_accept_thresholds")
+    class ValueThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ValueAcceptThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     ABSTAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BARELY_LEARNT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_ACCEPT_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     field: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     derived_from: str
     abstain_threshold: float
     barely_learnt: bool
-    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ..., abstain_threshold: _Optional[float] = ..., barely_learnt: _Optional[bool] = ...) -> None: ...
+    kind: str
+    role: str
+    accept_threshold: float
+    target_precision: float
+    value_thresholds: _containers.ScalarMap[str, float]
+    value_accept_thresholds: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., field: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., derived_from: _Optional[str] = ..., abstain_threshold: _Optional[float] = ..., barely_learnt: _Optional[bool] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., accept_threshold: _Optional[float] = ..., target_precision: _Optional[float] = ..., value_thresholds: _Optional[_Mapping[str, float]] = ..., value_accept_thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TaxonomyEntry(_message.Message):
     __slots__ = ("article_type", "sub_category", "master_category")
