@@ -39,7 +39,7 @@ def run(step: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
 def held_out_accuracy(rows: list[dict], truth: dict[str, dict[str, str]]) -> str:
     """Accuracy over every held-out answer the server gave, per attribute that matters most (the answers' JSON
     names are the catalogue's columns)."""
-    from enrich_model.schema import HEADLINE_ATTRIBUTES
+    from enrich_model.fashion import HEADLINE_ATTRIBUTES
 
     parts = []
     for attribute in reversed(HEADLINE_ATTRIBUTES):
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npictures: {bundle / 'training_curves.png'}, {bundle / 'confusion_articleType.png'}; the audit's "
           f"report: {audit / 'report.html'}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s; everything is under {workdir}")
+    print(f"serve the bundle it trained: enrich serve --model {bundle} (add --http-port 8080 for HTTP/JSON)")
     return 0
 
 

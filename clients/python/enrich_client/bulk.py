@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -35,20 +36,39 @@ from .contract import to_json
 from .sources import NAME_COLUMN, collect
 from .streaming import BulkRun, code_name
 
-# The Prediction-typed fields of Metadata, in the proto's order: one CSV column pair each, named as in the
-# JSON (the catalogue's own column names: baseColour, articleType, ...).
-ATTRIBUTES = [f for f in enrich_pb2.Metadata.DESCRIPTOR.fields
-              if f.message_type is not None and f.message_type.name == "Prediction"]
-CAPTION = NAME_COLUMN
 KEY = enrich_pb2.EnrichResponse.DESCRIPTOR.fields_by_name["request_id"].json_name  # requestId
-CSV_COLUMNS = [KEY, "status", "reason", "message",
-               *[c for a in ATTRIBUTES for c in (a.json_name, f"{a.json_name}Confidence")],
-               CAPTION, f"{CAPTION}Confidence", "width", "height", "format", "modelVersion"]
+CONFIDENCE = "Confidence"  # the suffix of a value column's confidence column
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """A CSV row per image: one column pair per attribute of the served model's schema (named as the catalogue
+    names it), the caption's pair, the image's size. A multi-valued attribute's cell holds its listed values
+    joined by "|", and its confidence column theirs."""
+
+    attributes: tuple[str, ...]
+    multi: frozenset[str] = frozenset()
+    caption: str = NAME_COLUMN
+
+    @classmethod
+    def of(cls, info: enrich_pb2.ModelInfo | None) -> CsvLayout:
+        """The served model's columns; without a model description, Fashion Product Images' typed ones."""
+        if info is None or not info.attributes:
+            return cls(tuple(contract.TYPED_ATTRIBUTES))
+        return cls(tuple(a.name for a in info.attributes), frozenset(a.name for a in info.attributes
+                                                                     if a.kind == "multi"),
+                   info.schema.caption_column or NAME_COLUMN)
+
+    @property
+    def columns(self) -> list[str]:
+        return [KEY, "status", "reason", "message", *[c for a in self.attributes for c in (a, f"{a}{CONFIDENCE}")],
+                self.caption, f"{self.caption}{CONFIDENCE}", "width", "height", "format", "modelVersion"]
 
 
 
 # --- output ------------------------------------------------------------------------------------------
-def csv_row(response: enrich_pb2.EnrichResponse) -> dict[str, object]:
+def csv_row(response: enrich_pb2.EnrichResponse, layout: CsvLayout | None = None) -> dict[str, object]:
+    layout = layout or CsvLayout.of(None)
     status = response.status
     row: dict[str, object] = {KEY: response.request_id,
                               "status": grpc.StatusCode.OK.name if not status.code else code_name(status.code),
@@ -57,13 +77,21 @@ def csv_row(response: enrich_pb2.EnrichResponse) -> dict[str, object]:
                               "modelVersion": response.model_version}
     if not status.code:
         metadata = response.metadata
-        for attribute in ATTRIBUTES:
-            prediction = getattr(metadata, attribute.name)
-            row[attribute.json_name] = prediction.label
-            row[f"{attribute.json_name}Confidence"] = round(prediction.confidence, 4)
+        for attribute in layout.attributes:
+            prediction = metadata.attributes.get(attribute)
+            if prediction is None and attribute in contract.TYPED_ATTRIBUTES:  # a server before the generic map
+                prediction = getattr(metadata, contract.TYPED_ATTRIBUTES[attribute])
+            if prediction is None:
+                continue
+            if attribute in layout.multi:
+                row[attribute] = "|".join(v.label for v in prediction.values)
+                row[f"{attribute}{CONFIDENCE}"] = "|".join(f"{v.confidence:.4f}" for v in prediction.values)
+            else:
+                row[attribute] = prediction.label
+                row[f"{attribute}{CONFIDENCE}"] = round(prediction.confidence, 4)
         if metadata.HasField("product_display_name"):
-            row[CAPTION] = metadata.product_display_name.text
-            row[f"{CAPTION}Confidence"] = round(metadata.product_display_name.confidence, 4)
+            row[layout.caption] = metadata.product_display_name.text
+            row[f"{layout.caption}{CONFIDENCE}"] = round(metadata.product_display_name.confidence, 4)
         row.update(width=metadata.image.width, height=metadata.image.height, format=metadata.image.format)
     return row
 
@@ -76,8 +104,9 @@ class Output:
     """Appends one row per image, flushed as it is written; on open, reads the keys already done (and which
     of them failed) and cuts a last line that a killed run left half-written, so the file stays valid."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, layout: CsvLayout | None = None) -> None:
         self.path, self.format = path, fmt
+        self.layout = layout or CsvLayout.of(None)
         self.done: set[str] = set()
         self.failed: set[str] = set()  # rows already there whose image failed
         if path.exists():
@@ -90,8 +119,14 @@ class Output:
                 if not ok:
                     self.failed.add(key)
         fresh = not path.exists() or path.stat().st_size == 0
+        if fmt == "csv" and not fresh:
+            with open(path, newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+            if header != self.layout.columns:
+                raise OptionsMismatch(f"{path} has other columns than this model's ({', '.join(header[4:8])}, ...): "
+                                      "it was written for another model; choose another --out")
         self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
-        self.csv = csv.DictWriter(self.file, CSV_COLUMNS) if fmt == "csv" else None
+        self.csv = csv.DictWriter(self.file, self.layout.columns, extrasaction="ignore") if fmt == "csv" else None
         if self.csv and fresh:
             self.csv.writeheader()
         self.lock = threading.Lock()
@@ -123,7 +158,7 @@ class Output:
             before = json.loads(record.read_text(encoding="utf-8"))
             changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
             if changed:
-                words = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+                words = ", ".join(f"{k} {shown(old)} -> {shown(new)}" for k, (old, new) in changed.items())
                 raise OptionsMismatch(f"{self.path} was made with other options ({words}): its rows would mix "
                                       "them. Choose another --out, or add --mixed-options to resume anyway")
         record.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
@@ -131,7 +166,7 @@ class Output:
     def write(self, response: enrich_pb2.EnrichResponse) -> None:
         with self.lock:
             if self.csv:
-                self.csv.writerow(csv_row(response))
+                self.csv.writerow(csv_row(response, self.layout))
             else:
                 self.file.write(json.dumps(to_json(response), ensure_ascii=False) + "\n")
             self.file.flush()
@@ -139,6 +174,13 @@ class Output:
     def close(self) -> None:
         self.file.close()
 
+
+
+def shown(option: object) -> str:
+    """An option's value for people: unset is the server's default."""
+    if option is None or option == []:
+        return "the server's default" if option is None else "none"
+    return ", ".join(map(str, option)) if isinstance(option, list) else str(option)
 
 
 def output_format(path: Path, given: str | None) -> str:
@@ -161,9 +203,14 @@ def run_options(args) -> dict:
 
 def bulk_main(client: EnrichClient, args) -> int:
     out = Path(args.out)
+    layout = None
+    if output_format(out, args.format) == "csv":
+        with contextlib.suppress(EnrichError, TimeoutError):  # never served: Fashion Product Images' columns
+            client.wait_until_serving(args.retry_seconds)
+            layout = CsvLayout.of(client.model_info())
     try:
         sources = collect(args.inputs)
-        output = Output(out, output_format(out, args.format))
+        output = Output(out, output_format(out, args.format), layout)
     except (OSError, ValueError) as error:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
