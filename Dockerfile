@@ -23,6 +23,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY clients/python/enrich clients/python/enrich
 COPY clients/python/enrich_client clients/python/enrich_client
+COPY clients/python/enrich_contract clients/python/enrich_contract
 COPY model model
 COPY datatools datatools
 COPY server server

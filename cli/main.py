@@ -56,26 +56,40 @@ def synth(argv: list[str]) -> int:
 def corrupt(argv: list[str]) -> int:
     from enrich_data.corrupt import TRUTH_FILE, corrupt
 
-    parser = argparse.ArgumentParser(prog="enrich corrupt", description="Copy a styles.csv + images/ catalogue "
-                                     "with known mistakes: replaced baseColour and articleType values, and extra "
-                                     "rows that are near-duplicate uploads. What changed goes to OUT/truth.json.")
+    parser = argparse.ArgumentParser(prog="enrich corrupt", description="Copy a catalogue (a CSV + images/) with "
+                                     "known mistakes: replaced values (by default of its colour and product "
+                                     "attributes: baseColour and articleType) and extra rows that are near-duplicate "
+                                     "uploads. What changed goes to OUT/truth.json.")
     parser.add_argument("catalogue", type=Path)
     parser.add_argument("--out", type=Path, help="where the corrupted copy goes")
     parser.add_argument("--score", type=Path, metavar="AUDIT_DIR", help="instead: score the audit in AUDIT_DIR "
                         "(enrich-client audit CATALOGUE --out AUDIT_DIR) against CATALOGUE's truth.json; prints JSON")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--colour-rate", type=float, default=0.05, help="share of baseColour values replaced")
-    parser.add_argument("--article-rate", type=float, default=0.05, help="share of articleType values replaced")
+    parser.add_argument("--colour-rate", type=float, default=0.05,
+                        help="share of the colour attribute's values replaced (baseColour)")
+    parser.add_argument("--article-rate", type=float, default=0.05,
+                        help="share of the product attribute's values replaced (articleType)")
+    parser.add_argument("--rate", action="append", default=[], metavar="ATTRIBUTE=SHARE",
+                        help="replace this share of ATTRIBUTE's values instead (repeat for several): material=0.05")
     parser.add_argument("--duplicate-rate", type=float, default=0.03, help="extra rows, near-duplicates of others")
     args = parser.parse_args(argv)
     if args.score:
         return score(args.catalogue, args.score)
     if not args.out:
         parser.error("--out (or --score) is required")
-    truth = corrupt(args.catalogue, args.out, args.seed, args.colour_rate, args.article_rate, args.duplicate_rate)
-    print(f"wrote {truth.rows} rows to {args.out / 'styles.csv'}: {len(truth.replaced['baseColour'])} baseColour "
-          f"and {len(truth.replaced['articleType'])} articleType values replaced, {len(truth.duplicates)} "
-          f"near-duplicates added; {args.out / TRUTH_FILE} says which")
+    try:
+        rates = {a: float(share) for a, share in (item.split("=", 1) for item in args.rate)} if args.rate else None
+    except ValueError:
+        parser.error("--rate takes ATTRIBUTE=SHARE, e.g. material=0.05")
+    try:
+        truth = corrupt(args.catalogue, args.out, args.seed, args.colour_rate, args.article_rate, args.duplicate_rate,
+                        rates)
+    except (ValueError, OSError) as error:
+        print(f"enrich corrupt: {error}", file=sys.stderr)
+        return 2
+    replaced = " and ".join(f"{len(ids)} {attribute}" for attribute, ids in truth.replaced.items())
+    print(f"wrote {truth.rows} rows to {args.out}: {replaced} values replaced, "
+          f"{len(truth.duplicates)} near-duplicates added; {args.out / TRUTH_FILE} says which")
     return 0
 
 
@@ -118,7 +132,13 @@ def info(argv: list[str]) -> int:
     print(f"backbone {config.backbone.name} {config.backbone.kwargs or ''}, weights {weights}")
     print(f"input {config.preprocessing['input_size']}, decoder {config.caption.decoder}, "
           f"colour features for {', '.join(config.heads.colour_attributes) or 'none'}")
+    print("schema:", *config.catalogue_schema().describe(), sep="\n")
     print("classes: " + ", ".join(f"{k} {len(v)}" for k, v in config.attributes.items()))
+    if config.heads.accept_thresholds:
+        print(f"accepted without review (precision {config.heads.target_precision:g} on validation) from: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in config.heads.accept_thresholds.items() if v <= 1)
+              + (f"; never: {', '.join(k for k, v in config.heads.accept_thresholds.items() if v > 1)}"
+                 if any(v > 1 for v in config.heads.accept_thresholds.values()) else ""))
     if config.heads.abstain_thresholds:
         print("abstain below: " + ", ".join(f"{k} {v:.2f}" for k, v in config.heads.abstain_thresholds.items()))
     if config.test_metrics:

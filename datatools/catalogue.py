@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enrich_client.sources import csv_rows
+from enrich_contract.tables import csv_rows
 from enrich_model.fashion import FASHION_SCHEMA, STYLES_COLUMNS
 from enrich_model.schema import OTHER, CatalogueSchema, SchemaError
 

@@ -1,10 +1,12 @@
 """A catalogue with known mistakes, to measure an audit against: `enrich corrupt`.
 
-From a styles.csv + images/ catalogue it writes another in which a share of baseColour values is replaced
-(half by the nearest other colour, the kind of slip a person makes; half by any other), a share of
-articleType values is replaced by any other article type, and extra rows are near-duplicate uploads of
-existing products (re-encoded, resized, re-framed by a few per cent, under a new id, with the same values).
-What was changed is written to truth.json beside it.
+From a catalogue folder (a CSV + images/, Fashion Product Images' or any schema) it writes another in which a
+share of the values of chosen single-valued attributes is replaced: the colour attribute's half by the
+nearest other colour (the kind of slip a person makes) and half by any other, every other attribute's by
+any other value (by default the colour and product attributes, baseColour and articleType for Fashion
+Product Images); and extra rows are near-duplicate uploads of existing products (re-encoded, resized,
+re-framed by a few per cent, under a new id, with the same values). What was changed is written to
+truth.json beside it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from enrich_model.fashion import COLOUR_RGB, STYLES_COLUMNS
+from enrich_model.fashion import COLOUR_RGB
 from enrich_model.look import rgb_to_lab
 
-from .catalogue import read_styles_csv
+from .catalogue import catalogue_csv, image_files, read_rows
+from .taxonomy_file import TAXONOMY_FILE, TaxonomyFile, read_taxonomy_file
 
 TRUTH_FILE = "truth.json"
 
@@ -34,6 +37,7 @@ class Truth:
 
     replaced: dict[str, dict[str, str]] = field(default_factory=dict)
     neighbour_colours: list[str] = field(default_factory=list)  # ids whose colour became its nearest neighbour
+    colour_attribute: str = "baseColour"  # the attribute neighbour_colours are of
     duplicates: dict[str, str] = field(default_factory=dict)  # new id -> the id it copies
     rows: int = 0
 
@@ -46,10 +50,10 @@ class Truth:
 
 
 def nearest_colour(colour: str, choices: list[str]) -> str:
-    """The other colour nearest in CIELAB: the confusable neighbour."""
+    """The other colour nearest in CIELAB: the confusable neighbour (any other, for names without a known sRGB)."""
     others = [c for c in choices if c != colour and c in COLOUR_RGB]
-    if colour not in COLOUR_RGB:
-        return others[0]
+    if colour not in COLOUR_RGB or not others:
+        return next(c for c in choices if c != colour)
     lab = rgb_to_lab(np.asarray([COLOUR_RGB[colour], *(COLOUR_RGB[c] for c in others)], np.float64))
     return others[int(np.argmin(((lab[1:] - lab[0]) ** 2).sum(axis=1)))]
 
@@ -72,50 +76,68 @@ def near_duplicate(image: Image.Image, rng: random.Random) -> bytes:
 
 
 def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, article_rate: float = 0.05,
-            duplicate_rate: float = 0.03) -> Truth:
-    rows, _ = read_styles_csv(source / "styles.csv")
-    rows = [row for row in rows if (source / "images" / f"{row['id']}.jpg").is_file()]
+            duplicate_rate: float = 0.03, rates: dict[str, float] | None = None) -> Truth:
+    """`rates`: attribute -> share of its values to replace; by default `colour_rate` for the schema's colour
+    attribute and `article_rate` for its product attribute."""
+    overrides = read_taxonomy_file(source / TAXONOMY_FILE) if (source / TAXONOMY_FILE).is_file() else TaxonomyFile()
+    table = catalogue_csv(source, overrides)
+    schema, rows, _, _ = read_rows(table, None, overrides)
+    with open(table, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    images = image_files(source / "images")
+    key = schema.id_column
+    rows = [row for row in rows if row[key] in images]
     if not rows:
         raise ValueError(f"{source}: no rows with an image to corrupt")
+    roles = schema.roles
+    rates = rates if rates is not None else {roles[r]: rate for r, rate in (("colour", colour_rate),
+                                                                           ("product", article_rate)) if r in roles}
+    unusable = [a for a in rates if a not in schema or schema[a].multi]
+    if unusable:
+        raise ValueError(f"cannot replace values of {', '.join(unusable)}: not a single-valued attribute of "
+                         f"{table.name} ({', '.join(a for a in schema.names if not schema[a].multi)})")
     rng = random.Random(seed)
-    truth = Truth(replaced={"baseColour": {}, "articleType": {}})
-    colours = sorted({r["baseColour"] for r in rows if r["baseColour"]})
-    articles = sorted({r["articleType"] for r in rows if r["articleType"]})
+    truth = Truth(replaced={attribute: {} for attribute in rates}, colour_attribute=roles.get("colour", ""))
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in rows:
-        shutil.copyfile(source / "images" / f"{row['id']}.jpg", out / "images" / f"{row['id']}.jpg")
+        shutil.copyfile(images[row[key]], out / "images" / images[row[key]].name)
     copies = []  # made first, from the clean values: a re-upload repeats the product's values as they were
-    numeric = all(str(r["id"]).isdigit() for r in rows)
-    next_id = max(int(r["id"]) for r in rows) + 1 if numeric else 0
+    numeric = all(str(r[key]).isdigit() for r in rows)
+    next_id = max(int(r[key]) for r in rows) + 1 if numeric else 0
     for original in rng.sample(rows, round(duplicate_rate * len(rows))):
-        with Image.open(source / "images" / f"{original['id']}.jpg") as image:
+        with Image.open(images[original[key]]) as image:
             copy_id = str(next_id) if numeric else f"copy-{next_id}"
             (out / "images" / f"{copy_id}.jpg").write_bytes(near_duplicate(image.convert("RGB"), rng))
-        copies.append(dict(original, id=copy_id))
-        truth.duplicates[copy_id] = original["id"]
+        copies.append(dict(original, **{key: copy_id}))
+        truth.duplicates[copy_id] = original[key]
         next_id += 1
-    labelled = [r for r in rows if r["baseColour"]]
-    for n, row in enumerate(rng.sample(labelled, min(len(labelled), round(colour_rate * len(rows))))):
-        original = row["baseColour"]
-        if n % 2 == 0:
-            row["baseColour"] = nearest_colour(original, colours)
-            truth.neighbour_colours.append(row["id"])
-        else:
-            row["baseColour"] = rng.choice([c for c in colours if c != original])
-        truth.replaced["baseColour"][row["id"]] = original
-    for row in rng.sample(rows, round(article_rate * len(rows))):
-        original = row["articleType"]
-        row["articleType"] = rng.choice([a for a in articles if a != original])
-        truth.replaced["articleType"][row["id"]] = original
+    for attribute, rate in rates.items():
+        replace_values(rows, attribute, rate, key, attribute == roles.get("colour"), rng, truth)
     rows += copies
     rng.shuffle(rows)
-    with open(out / "styles.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(out / table.name, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(STYLES_COLUMNS)
-        writer.writerows([row[c] or "" for c in STYLES_COLUMNS] for row in rows)
+        writer.writerow(header)
+        writer.writerows([row.get(c) or "" for c in header] for row in rows)
     truth.rows = len(rows)
     truth.write(out)
     return truth
+
+
+def replace_values(rows: list[dict], attribute: str, rate: float, key: str, colour: bool, rng: random.Random,
+                   truth: Truth) -> None:
+    """A share `rate` of the rows' `attribute` values replaced by another of its values (a colour: every other one
+    by its nearest neighbour), recorded in `truth`."""
+    values = sorted({r[attribute] for r in rows if r[attribute]})
+    labelled = [r for r in rows if r[attribute]]
+    for n, row in enumerate(rng.sample(labelled, min(len(labelled), round(rate * len(rows))))):
+        original = row[attribute]
+        if colour and n % 2 == 0:
+            row[attribute] = nearest_colour(original, values)
+            truth.neighbour_colours.append(row[key])
+        else:
+            row[attribute] = rng.choice([v for v in values if v != original])
+        truth.replaced[attribute][row[key]] = original
 
 
 # --- scoring an audit against the truth ----------------------------------------------------------------
@@ -124,7 +146,7 @@ def score_audit(truth: Truth, findings: list[dict], duplicate_pairs: list[tuple[
     """The audit's findings and duplicates against what `corrupt` changed: per replaced attribute, precision over
     the top N findings (N = values replaced), recall and the clean values' share at p_wrong >= FLAG_AT, and the
     estimated error rate against the true one; duplicate pairs' precision and recall."""
-    from enrich_client.audit.posterior import FLAG_AT
+    from enrich_contract.posterior import FLAG_AT
 
     out: dict = {"rows": truth.rows}
     for attribute, replaced in truth.replaced.items():
@@ -134,7 +156,7 @@ def score_audit(truth: Truth, findings: list[dict], duplicate_pairs: list[tuple[
         top = rows[: len(wrong)]
         flagged = {f["id"] for f in rows if float(f["p_wrong"]) >= FLAG_AT}
         clean = [f for f in rows if f["id"] not in wrong]
-        neighbours = wrong & set(truth.neighbour_colours) if attribute == "baseColour" else set()
+        neighbours = wrong & set(truth.neighbour_colours) if attribute == truth.colour_attribute else set()
         entry = {
             "replaced": len(wrong),
             "precision_top_n": round(sum(f["id"] in wrong for f in top) / max(1, len(top)), 4),

@@ -89,42 +89,48 @@ def _outline(product_type: str, d: tuple[float, ...]) -> list[tuple[str, list[fl
 
 
 def _texture(pixels: np.ndarray, inside: np.ndarray, material: str, phase: float) -> None:
-    """Each material's own surface, in place on the product's pixels."""
+    """Each material's own surface, in place on the product's pixels, at the image's own resolution (finer marks
+    would not survive downscaling)."""
     height, width, _ = pixels.shape
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    if material == "Wood":  # grain: wavy dark lines
-        grain = np.sin((ys + 3 * np.sin(xs / 9 + phase * 6)) / 2.2) > 0.6
-        pixels[inside & grain] = (pixels[inside & grain] * 0.7).astype(np.uint8)
-    elif material == "Linen":  # a fine weave
-        weave = ((xs.astype(int) + ys.astype(int)) % 4 == 0)
-        pixels[inside & weave] = (pixels[inside & weave] * 0.82).astype(np.uint8)
-    elif material == "Metal":  # a bright highlight band
-        band = np.abs(xs - width * (0.3 + 0.4 * phase)) < width * 0.06
-        pixels[inside & band] = np.minimum(255, pixels[inside & band].astype(int) + 90).astype(np.uint8)
-    elif material == "Glass":  # see-through: the background shows, with an outline tint
+    scale = height / 64  # marks keep their size in pixels of a 64-pixel-high image
+
+    def shade(where: np.ndarray, factor: float) -> None:
+        pixels[inside & where] = np.clip(pixels[inside & where] * factor, 0, 255).astype(np.uint8)
+
+    if material == "Wood":  # grain: wavy dark bands about 8 pixels apart
+        shade(np.sin((ys + 3 * scale * np.sin(xs / (6 * scale) + phase * 6)) / (1.3 * scale)) > 0.5, 0.55)
+    elif material == "Linen":  # a weave: a grid of darker threads, 2 pixels wide
+        period = max(4, round(5 * scale))
+        shade((xs.astype(int) % period < 2) | (ys.astype(int) % period < 2), 0.7)
+    elif material == "Metal":  # brushed: a bright band and a dark one
+        shade(np.abs(xs - width * (0.3 + 0.3 * phase)) < width * 0.07, 1.6)
+        shade(np.abs(xs - width * (0.55 + 0.3 * phase)) < width * 0.04, 0.55)
+    elif material == "Glass":  # see-through: the background shows, with a white glare
         pixels[inside] = ((pixels[inside].astype(int) + 2 * 245) // 3).astype(np.uint8)
-    # Ceramic: a smooth glaze, as drawn
+        pixels[inside & (np.abs((xs - ys) - width * (0.1 + 0.3 * phase)) < 1.5 * scale)] = (255, 255, 255)
+    elif material == "Ceramic":  # a glaze: one round highlight
+        cy, cx = height * (0.35 + 0.1 * phase), width * (0.4 + 0.1 * phase)
+        shade((ys - cy) ** 2 + (xs - cx) ** 2 < (3 * scale) ** 2, 1.5)
 
 
 def _styles(pixels: np.ndarray, inside: np.ndarray, styles: tuple[str, ...], d: tuple[float, ...],
             accent: tuple[int, int, int]) -> None:
     height, width, _ = pixels.shape
     ys, xs = np.mgrid[0:height, 0:width]
-    period = max(6, height // 9)
+    period = max(8, height // 5)
+    frame = max(3, height // 18)
     if "Striped" in styles:
         pixels[inside & (ys % period < period // 3)] = accent
     if "Dotted" in styles:
-        dots = (xs % period - period // 2) ** 2 + (ys % period - period // 2) ** 2 < (period // 4) ** 2
+        dots = (xs % period - period // 2) ** 2 + (ys % period - period // 2) ** 2 < (period // 3.5) ** 2
         pixels[inside & dots] = accent
-    if "Bordered" in styles:
-        rows, cols = np.nonzero(inside)
-        if len(rows):
-            edge = inside & ((ys < rows.min() + 4) | (ys > rows.max() - 4) | (xs < cols.min() + 4)
-                             | (xs > cols.max() - 4))
-            pixels[edge] = accent
+    if "Bordered" in styles:  # a band along the product's own outline, whatever its shape
+        mask = Image.fromarray((inside * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(2 * frame + 1))
+        pixels[inside & (np.asarray(mask) == 0)] = accent
     if "Monogram" in styles:  # a small logo square at this product's own place
         cy, cx = int(height * (0.35 + 0.3 * d[2])), int(width * (0.35 + 0.3 * d[3]))
-        size = max(4, height // 10)
+        size = max(8, height // 5)
         block = np.zeros_like(inside)
         block[cy:cy + size, cx:cx + size] = True
         pixels[block & inside] = accent
@@ -134,12 +140,15 @@ def _styles(pixels: np.ndarray, inside: np.ndarray, styles: tuple[str, ...], d: 
 def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random) -> Image.Image:
     width, height = size
     scale = 3
-    canvas = Image.new("RGB", (width * scale, height * scale), (248, 248, 246))
+    # Each photo's own studio: its backdrop's tone, the product's size and place in the frame.
+    backdrop = tuple(min(255, max(0, c + rng.randint(-6, 6))) for c in (246, 246, 243))
+    canvas = Image.new("RGB", (width * scale, height * scale), backdrop)
     pen = ImageDraw.Draw(canvas)
     fill = tuple(min(255, max(0, c + rng.randint(-10, 10))) for c in COLOUR_FAMILIES[product.colour])
     outline = tuple(int(c * 0.55) for c in fill)
-    box = min(width, height) * scale * (0.85 + 0.1 * product.detail[4])
-    ox, oy = (width * scale - box) / 2, (height * scale - box) / 2
+    box = min(width, height) * scale * (0.72 + 0.24 * product.detail[4])
+    ox = (width * scale - box) / 2 + rng.uniform(-0.08, 0.08) * box
+    oy = (height * scale - box) / 2 + rng.uniform(-0.08, 0.08) * box
 
     def xy(coords: list[float]) -> list[float]:
         return [ox + c * box if i % 2 == 0 else oy + c * box for i, c in enumerate(coords)]
@@ -160,13 +169,12 @@ def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random
             angle = product.detail[5] * 2 * np.pi
             pen.line([cx, cy, cx + np.cos(angle) * box * 0.25, cy + np.sin(angle) * box * 0.25], fill=outline,
                      width=scale * 2)
-    pixels = np.asarray(canvas).copy()
-    inside = ~(pixels > 240).all(axis=2)
+    pixels = np.asarray(canvas.resize((width, height), Image.Resampling.LANCZOS)).copy()
+    inside = (np.abs(pixels.astype(int) - backdrop).sum(axis=2) > 12)
     _texture(pixels, inside, product.material, product.detail[5])
     accent = (245, 245, 240) if sum(fill) < 380 else (30, 30, 36)
     _styles(pixels, inside, product.styles, product.detail, accent)
-    image = Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS)
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.4)))
+    return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.3)))
 
 
 def write_home_catalogue(out: Path, count: int, seed: int = 0, image_size: tuple[int, int] = (64, 64),

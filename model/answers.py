@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from enrich_client.audit.posterior import DEFAULT_ERROR_PRIOR
+from enrich_contract.posterior import DEFAULT_ERROR_PRIOR
 
 DEFAULT_TOP_K = 3  # alternatives per attribute when a request does not say
 MAX_TOP_K = 20  # most alternatives a request may ask for
@@ -106,6 +106,7 @@ class Finding:
     p_predicted: float = 0.0
     p_wrong: float = 0.0
     disagreement_level: TaxonomyLevel | None = None
+    predicted_accepted: bool = False  # the predicted label reaches its accept threshold
 
 
 @dataclass

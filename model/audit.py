@@ -1,7 +1,7 @@
 """Catalogue values against the image: one Finding per value a request supplied (enrich.v1.Finding).
 
 Torch-free: it reads the calibrated distribution of every attribute, which `EnrichPipeline.classify`
-computes anyway, and the p_wrong that `enrich_client.audit.posterior` defines for server and client alike.
+computes anyway, and the p_wrong that `enrich_contract.posterior` defines for server and client alike.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from enrich_client.audit.posterior import any_wrong, p_wrong
+from enrich_contract.posterior import any_wrong, p_wrong
 
 from .answers import TAXONOMY_LEVELS, AttributePrediction, Finding, FindingKind, TaxonomyLevel
 from .consistency import CaptionLexicon
-from .schema import CatalogueSchema, Taxonomy
+from .schema import MULTI_DEFAULT_THRESHOLD, CatalogueSchema, Taxonomy
 
 
 def normalised(value: str) -> str:
@@ -25,9 +25,13 @@ class Auditor:
     """The schema, vocabularies and tree of labels a bundle's findings are made with."""
 
     def __init__(self, schema: CatalogueSchema, labels: Mapping[str, Sequence[str]], taxonomy: Taxonomy,
-                 lexicon: CaptionLexicon | None) -> None:
-        """`labels`: every label attribute's labels, in the order of its distribution."""
+                 lexicon: CaptionLexicon | None,
+                 value_thresholds: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """`labels`: every label attribute's labels, in the order of its distribution; `value_thresholds`: a
+        multi-valued attribute's per-value probability from which the image shows it."""
         self.schema, self.labels, self.taxonomy, self.lexicon = schema, labels, taxonomy, lexicon
+        self.value_thresholds = value_thresholds or {}
+        self.value_accept_thresholds: Mapping[str, Mapping[str, float]] = {}
         self.lookup = {a: {normalised(label): label for label in values} for a, values in labels.items()}
         self.name = schema.caption  # the free-text column, checked through what it mentions
         # The columns a request may send: the attributes, then the name.
@@ -39,8 +43,9 @@ class Auditor:
 
     def findings(self, supplied: Sequence[tuple[str, str]], distributions: Mapping[str, Sequence[float]],
                  attributes: Mapping[str, AttributePrediction], prior: float) -> list[Finding]:
-        """One finding per supplied (column, value), in the order of `auditable`; `distributions` holds the
-        calibrated probability of every label of every label attribute."""
+        """One finding per supplied (column, value), in the order of `auditable` (a multi-valued cell: one per value
+        it holds and per value the image shows that it lacks); `distributions` holds the calibrated probability of
+        every label of every label attribute."""
         values = dict(supplied)
         out = []
         for attribute in self.auditable:
@@ -49,6 +54,8 @@ class Auditor:
             value = values[attribute]
             if attribute == self.name:
                 out.append(self._name(value, distributions, attributes, prior))
+            elif self.schema[attribute].multi:
+                out += self._values(attribute, value, distributions[attribute], prior)
             else:
                 out.append(self._label(attribute, value, distributions[attribute], attributes[attribute], prior))
         return out
@@ -60,7 +67,7 @@ class Auditor:
     def _label(self, attribute: str, value: str, distribution: Sequence[float], predicted: AttributePrediction,
                prior: float) -> Finding:
         finding = Finding(attribute, FindingKind.FILLED, value, predicted=predicted.label,
-                          p_predicted=predicted.confidence)
+                          p_predicted=predicted.confidence, predicted_accepted=predicted.accepted)
         if not value.strip():
             return finding
         label = self.read(attribute, value)
@@ -75,6 +82,31 @@ class Auditor:
         level = self.disagreement_level(attribute, label, predicted.label) if label != predicted.label else None
         finding.disagreement_level = level
         return finding
+
+    def _values(self, attribute: str, cell: str, distribution: Sequence[float], prior: float) -> list[Finding]:
+        """A multi-valued cell against the image: each value it holds, shown or not (p_wrong: that the image lacks
+        it), then each value the image shows that the cell lacks (supplied empty; p_wrong: that it belongs)."""
+        labels, thresholds = self.labels[attribute], self.value_thresholds.get(attribute, {})
+        accepting = self.value_accept_thresholds.get(attribute, {})
+        held = self.schema[attribute].values(cell)
+        out, known = [], set()
+        for value in held:
+            label = self.read(attribute, value)
+            if label is None:
+                out.append(Finding(attribute, FindingKind.UNKNOWN_LABEL, value))
+                continue
+            known.add(label)
+            p = float(distribution[labels.index(label)])
+            shown = p >= thresholds.get(label, MULTI_DEFAULT_THRESHOLD)
+            out.append(Finding(attribute, FindingKind.AGREES if shown else FindingKind.DISAGREES, value, label, p,
+                               label if shown else "", p if shown else 1.0 - p, float(p_wrong(p, 2, prior)),
+                               predicted_accepted=shown and p >= accepting.get(label, 2.0)))
+        for label, p in zip(labels, map(float, distribution), strict=True):
+            if label not in known and p >= thresholds.get(label, MULTI_DEFAULT_THRESHOLD):
+                out.append(Finding(attribute, FindingKind.DISAGREES, "", "", 1.0 - p, label, p,
+                                   float(p_wrong(1.0 - p, 2, prior)),
+                                   predicted_accepted=p >= accepting.get(label, 2.0)))
+        return out
 
     def disagreement_level(self, attribute: str, supplied: str, predicted: str) -> TaxonomyLevel | None:
         """The broadest level of the tree of labels (root, parent, grandparent) at which two labels of
@@ -105,6 +137,7 @@ class Auditor:
         checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]
         checks = [check for check in checks if check.kind in (FindingKind.AGREES, FindingKind.DISAGREES)]
         finding.predicted = self.lexicon.harmonise(value, predicted)
+        finding.predicted_accepted = all(attributes[a].accepted for a in self.headline if a in mentioned)
         finding.p_predicted = float(math.prod(attributes[a].confidence for a in self.headline if a in mentioned))
         if not checks:
             finding.kind = FindingKind.UNCHECKED

@@ -22,8 +22,11 @@ from enrich_model.schema import ROLES
 
 GENDER, COLOUR, ARTICLE = ROLES  # what a caption must agree with, by role; the lexicon maps each to its attribute
 KINDS: tuple[str, ...] = (COLOUR, GENDER, ARTICLE)  # in the order edits are made
+BRAND = "brand"  # a name's phrase that holds a value word but is not one ("Red Tape"): matched, never checked
 # When phrases of different kinds match with the same length the noun wins, then the colour, then the gender.
-_PRIORITY: tuple[str, ...] = (ARTICLE, COLOUR, GENDER)
+_PRIORITY: tuple[str, ...] = (ARTICLE, COLOUR, GENDER, BRAND)
+_MIN_BRAND_NAMES = 3  # names a brand phrase starts before it is learnt
+_BRAND_SHARE = 0.5  # of those, the share whose colour is not the one the phrase names
 _MAX_NOUN_WORDS = 3
 _LAST_WORD_SHARE = 0.3
 _MAX_PASSES = 4
@@ -132,6 +135,7 @@ class CaptionLexicon:
     nouns: dict[str, str]  # product label -> the noun phrase names use for it, e.g. "Tshirts" -> "T-shirt"
     # role -> the schema's attribute with that role: the keys of the labels it is given and of what it answers
     attributes: dict[str, str] = field(default_factory=lambda: dict(FASHION_SCHEMA.roles))
+    brands: list[str] = field(default_factory=list)  # phrases that start names and hold a colour word: "Red Tape"
     _cache: tuple[tuple, _Table, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- building -------------------------------------------------------------------------------------------------
@@ -139,7 +143,8 @@ class CaptionLexicon:
     @classmethod
     def learn(cls, examples: Iterable[tuple[str | None, str | None]], colours: Iterable[str] = BASE_COLOURS,
               genders: Iterable[str] = GENDERS, min_share: float = 0.6,
-              attributes: Mapping[str, str] | None = None) -> CaptionLexicon:
+              attributes: Mapping[str, str] | None = None,
+              coloured: Iterable[tuple[str | None, str | None]] = ()) -> CaptionLexicon:
         """Learn each articleType's noun from (articleType, productDisplayName) pairs of the training data.
 
         Labels like "Tshirts" or "Perfume and Body Mist" are not what names say ("T-shirt", "Perfume"), so the noun
@@ -160,7 +165,27 @@ class CaptionLexicon:
         roles = dict(FASHION_SCHEMA.roles if attributes is None else attributes)
         guard = cls(colours, genders, {}, roles)
         nouns = {article: guard._learn_noun(article, names[article], min_share) for article in sorted(names)}
-        return cls(colours, genders, nouns, roles)
+        return cls(colours, genders, nouns, roles, guard._learn_brands(coloured))
+
+    def _learn_brands(self, coloured: Iterable[tuple[str | None, str | None]]) -> list[str]:
+        """From (colour label, name) pairs: phrases made of a colour and the word after it that start at least
+        _MIN_BRAND_NAMES names, most of whose products are another colour (Red Tape's shoes are brown, black...).
+        Such a name's colour word is part of its brand: not a colour to check or to edit."""
+        table, longest = self._matcher()
+        starts: Counter[Key] = Counter()
+        contradicting: Counter[Key] = Counter()
+        spellings: dict[Key, str] = {}
+        for colour, name in coloured:
+            tokens = (name or "").split()
+            found = _scan(tokens, table, longest, {})
+            if not found or found[0].start != 0 or COLOUR not in found[0].kinds or found[0].end >= len(tokens):
+                continue
+            key = (*found[0].key, _norm(tokens[found[0].end]))
+            starts[key] += 1
+            contradicting[key] += _key(colour or "") != found[0].key
+            spellings.setdefault(key, " ".join(_split_punct(t)[1] for t in tokens[: found[0].end + 1]))
+        return sorted(spellings[k] for k, n in starts.items()
+                      if n >= _MIN_BRAND_NAMES and contradicting[k] / n >= _BRAND_SHARE and k not in table)
 
     def _learn_noun(self, label: str, rows: list[list[str]], min_share: float) -> str:
         for length in range(_MAX_NOUN_WORDS, 0, -1):
@@ -192,7 +217,7 @@ class CaptionLexicon:
     def to_json(self) -> dict:
         """A plain dict for the model bundle, so serving harmonises with the lexicon learnt at training time."""
         return {"colours": list(self.colours), "genders": list(self.genders), "nouns": dict(self.nouns),
-                "attributes": dict(self.attributes)}
+                "attributes": dict(self.attributes), "brands": list(self.brands)}
 
     @classmethod
     def from_json(cls, data: dict) -> CaptionLexicon:
@@ -201,19 +226,21 @@ class CaptionLexicon:
         return cls([str(c) for c in data["colours"]], [str(g) for g in data["genders"]],
                    {str(k): str(v) for k, v in data["nouns"].items()},
                    dict(FASHION_SCHEMA.roles) if attributes is None
-                   else {str(k): str(v) for k, v in attributes.items()})
+                   else {str(k): str(v) for k, v in attributes.items()},
+                   [str(b) for b in data.get("brands", [])])
 
     # -- matching -------------------------------------------------------------------------------------------------
 
     def _matcher(self) -> tuple[_Table, int]:
         """Phrase key -> {kind: label}, rebuilt only when the (mutable) lists change."""
-        signature = (tuple(self.colours), tuple(self.genders), tuple(self.nouns.items()))
+        signature = (tuple(self.colours), tuple(self.genders), tuple(self.nouns.items()), tuple(self.brands))
         if self._cache is None or self._cache[0] != signature:
             table: _Table = {}
             entries = itertools.chain(
                 ((ARTICLE, label, noun) for label, noun in self.nouns.items()),
                 ((COLOUR, c, c) for c in self.colours),
                 ((GENDER, g, g) for g in self.genders),
+                ((BRAND, b, b) for b in self.brands),
             )
             for kind, label, phrase in entries:
                 key = _key(phrase)
@@ -253,7 +280,8 @@ class CaptionLexicon:
         out: dict[str, list[str]] = {kind: [] for kind in self.kinds}
         for mention in self._scan(caption.split(), {}):
             kind = mention.kinds[0]
-            out[kind].append(table[mention.key][kind])
+            if kind in out:  # a brand is no mention of a value
+                out[kind].append(table[mention.key][kind])
         return {self.attributes[kind]: found for kind, found in out.items()}
 
     def _agrees(self, tokens: Sequence[str], targets: Mapping[str, Key]) -> dict[str, bool]:

@@ -46,7 +46,7 @@ from .decode import DecodedImage, DecodeLimits
 from .encoding import Encoded
 from .fashion import COLOUR_RGB
 from .options import BackendError, RuntimeOptions
-from .schema import CatalogueSchema, Taxonomy
+from .schema import MULTI_DEFAULT_THRESHOLD, CatalogueSchema, Taxonomy
 from .search import Captions, generate
 
 
@@ -81,13 +81,19 @@ class EnrichPipeline:
         self.schema = schema = bundle.schema
         self.labels = {a: bundle.vocabs[a].labels for a in schema.classified}
         self.parents = Parents.of(schema, bundle.taxonomy, self.labels)
-        self.auditor = Auditor(schema, self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
         self.temperatures = {a: np.float32(backend.temperatures[a]) for a in schema.classified}
         self.multi = set(schema.multi)
-        self.thresholds = Thresholds.of(bundle.config.heads, self.multi)
+        self.auditor = Auditor(schema, self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
+        self.use_thresholds(bundle.config.heads)
         self.headline = list(schema.roles.values())  # what captions agree with: gender, colour, product
         colours = self.labels.get(schema.roles.get("colour", ""), [])
         self.colour_names = {c: COLOUR_RGB[c] for c in colours if c in COLOUR_RGB}  # what palettes are named by
+
+    def use_thresholds(self, heads) -> None:
+        """Abstain, accept and multi-valued listing thresholds from a HeadsConfig (the bundle's, or new ones)."""
+        self.thresholds = Thresholds.of(heads, self.multi)
+        self.auditor.value_thresholds = self.thresholds.value
+        self.auditor.value_accept_thresholds = self.thresholds.value_accept
 
     @classmethod
     def load(cls, path: Path | str, options: RuntimeOptions | None = None,
@@ -278,9 +284,6 @@ class Thresholds:
 
     def accepted(self, attribute: str, confidence: float) -> bool:
         return confidence >= self.accept.get(attribute, float("inf"))
-
-
-MULTI_DEFAULT_THRESHOLD = 0.5  # a multi-valued value's listing threshold where training chose none
 
 
 def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray],

@@ -18,6 +18,7 @@ KINDS = (SINGLE, MULTI)
 ROLES = ("gender", "colour", "product")
 RARE_ACTIONS = ("drop", "other")  # what happens to a value with fewer examples than the minimum
 OTHER = "other"  # the label rare values fold into, with rare "other"
+MULTI_DEFAULT_THRESHOLD = 0.5  # a multi-valued value's listing probability where training chose none
 
 
 class SchemaError(ValueError):

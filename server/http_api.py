@@ -8,7 +8,7 @@ batched stages, deadlines, access log): `curl -T photo.jpg http://HOST:8080/v1/e
     GET /v1/model         ModelInfo
     GET /healthz          {"status": "SERVING"} with 200, or 503 while loading or draining
 
-Answers use protobuf's JSON mapping (enrich_client.contract), and the proto's google.api.http routes, so
+Answers use protobuf's JSON mapping (enrich_contract.wire), and the proto's google.api.http routes, so
 Envoy's transcoder or grpc-gateway give the same URLs and bodies. Every error, an unknown path included, is a
 google.rpc.Status as JSON with an HTTP status from its gRPC code (and the same ErrorInfo reason as over gRPC
 where the service gave one), plus Retry-After when waiting helps. A call's deadline is its `Grpc-Timeout`
@@ -20,6 +20,7 @@ thread or process, one batcher) and leaves signal handling to the gRPC server.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -33,7 +34,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from enrich.v1 import enrich_pb2
-from enrich_client.contract import INCLUDE_FLAGS, caption_mode, request_from_json, to_json
+from enrich_contract.wire import INCLUDE_FLAGS, caption_mode, request_from_json, to_json
 from enrich_model.options import parse_bool
 
 from .errors import EnrichFailure, image_too_many_bytes, request_invalid, token_invalid
@@ -103,7 +104,12 @@ async def request_message(request: web.Request) -> enrich_pb2.EnrichRequest:
     Raises EnrichFailure (REQUEST_INVALID) in words."""
     if request.content_type == "application/json":
         try:
-            return request_from_json(await request.json())
+            body = await request.json()
+        except json.JSONDecodeError as error:
+            raise request_invalid(f"the JSON body is not valid JSON: {error.msg} at line {error.lineno}, column "
+                                  f"{error.colno}") from None
+        try:
+            return request_from_json(body)
         except ValueError as error:
             raise request_invalid(str(error)) from error
     if request.content_type.startswith("multipart/"):

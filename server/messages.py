@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
-from enrich_client.audit.posterior import valid_prior
-from enrich_client.contract import CAPTION_MODES, TYPED_ATTRIBUTES, caption_mode, caption_mode_name
+from enrich_contract.posterior import valid_prior
+from enrich_contract.wire import CAPTION_MODES, TYPED_ATTRIBUTES, caption_mode, caption_mode_name
 from enrich_model.answers import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -80,7 +80,7 @@ def encode_finding(finding: Finding) -> enrich_pb2.Finding:
         attribute=finding.attribute, kind=enrich_pb2.FindingKind.Value(f"FINDING_KIND_{finding.kind.name}"),
         supplied=finding.supplied, supplied_label=finding.supplied_label, p_supplied=finding.p_supplied,
         predicted=finding.predicted, p_predicted=finding.p_predicted, p_wrong=finding.p_wrong,
-        disagreement_level=taxonomy_level(finding.disagreement_level))
+        disagreement_level=taxonomy_level(finding.disagreement_level), predicted_accepted=finding.predicted_accepted)
 
 
 def encode_scores(scores: list[LabelScore]) -> list[enrich_pb2.LabelScore]:

@@ -17,7 +17,7 @@ import pytest
 
 from enrich.v1 import enrich_pb2
 from enrich_client import EnrichClient, EnrichError, to_json
-from enrich_client.audit.posterior import DEFAULT_ERROR_PRIOR, p_wrong
+from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong
 from enrich_data.corrupt import Truth, corrupt
 
 from .conftest import LoopbackServer

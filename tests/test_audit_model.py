@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from enrich_client.audit.duplicates import Signature, duplicate_pairs, groups
 from enrich_client.audit.findings import estimate_error_rate
-from enrich_client.audit.posterior import DEFAULT_ERROR_PRIOR, p_wrong, uniform_mistake, valid_prior
+from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong, uniform_mistake, valid_prior
 from enrich_data.corrupt import Truth, corrupt, near_duplicate, nearest_colour
 from enrich_model.answers import AttributePrediction, FindingKind, LabelScore, TaxonomyLevel
 from enrich_model.audit import Auditor

@@ -355,3 +355,21 @@ def test_consistency_rate_edge_cases(lex: CaptionLexicon):
     assert consistency_rate(lex, [], []) == {"support": 0}
     with pytest.raises(ValueError):
         consistency_rate(lex, ["Puma Men Navy Blue T-shirt"], [])
+
+
+def test_a_brand_that_holds_a_colour_word_is_a_brand():
+    """"Red Tape" names are brown, black, tan shoes: the lexicon learns the phrase as a brand, so neither the
+    caption's agreement nor the audit reads its "Red" as a colour."""
+    names = [(colour, f"Red Tape Men {colour} Casual Shoes") for colour in ("Brown", "Black", "Tan", "Brown")]
+    names += [("Red", "Puma Men Red T-shirt"), ("Red", "Red Tape Men Red Casual Shoes")]
+    lexicon = CaptionLexicon.learn([("Casual Shoes", n) for _, n in names] + [("Tshirts", names[4][1])],
+                                   colours=["Red", "Brown", "Black", "Tan"], genders=["Men"], coloured=names)
+    assert lexicon.brands == ["Red Tape"]
+    assert CaptionLexicon.from_json(lexicon.to_json()).brands == ["Red Tape"]
+    assert lexicon.mentions("Red Tape Men Brown Casual Shoes")["baseColour"] == ["Brown"]
+    labels = {"gender": "Men", "baseColour": "Black", "articleType": "Casual Shoes"}
+    assert lexicon.harmonise("Red Tape Men Brown Casual Shoes", labels) == "Red Tape Men Black Casual Shoes"
+    # One name alone does not make a brand: a colour that starts names is still a colour.
+    once = CaptionLexicon.learn([("Tshirts", "Red Shirt Co Men Blue T-shirt")], colours=["Red", "Blue"],
+                                genders=["Men"], coloured=[("Blue", "Red Shirt Co Men Blue T-shirt")])
+    assert once.brands == []

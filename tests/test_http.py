@@ -78,6 +78,9 @@ def test_errors_are_json_with_the_grpc_reason(server: LoopbackServer):
     status, _, error = http(server, "/v1/enrich?caption_mode=poem", b"x", "PUT")
     assert status == 400 and error["details"][0]["reason"] == "REQUEST_INVALID"
     assert error["message"] == "caption mode 'poem' is not one of generate, beam_search, template, skip"
+    status, _, error = http(server, "/v1/enrich", b'{"image": }', "POST", {"Content-Type": "application/json"})
+    assert status == 400 and error["details"][0]["reason"] == "REQUEST_INVALID"
+    assert error["message"] == "the JSON body is not valid JSON: Expecting value at line 1, column 11"
     for path, method, code in (("/v2/enrich", "GET", 404), ("/v1/enrich", "GET", 405), ("/healthz", "POST", 405)):
         status, _, error = http(server, path, None, method)  # not plain text: JSON, as every other error
         assert status == code and error["code"] in (5, 12) and path in error["message"], (path, error)

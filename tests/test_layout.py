@@ -114,3 +114,42 @@ def test_no_import_cycles():
     for name in sorted(graph):
         visit(name, [])
     assert cycles == []
+
+
+# Where Fashion Product Images' column names may be written: its own defaults, the synthetic generators that draw
+# it and the demo that shows it. Everywhere else the schema comes from the bundle or the catalogue.
+FASHION_PLACES = {"model/fashion.py", "datatools/synth.py", "datatools/corrupt.py", "trainer/random_bundle.py",
+                  "cli/demo.py"}
+
+
+def test_no_catalogue_column_is_a_constant_of_the_engine():
+    from enrich_model.fashion import FASHION_SCHEMA
+    from enrich_model.schema import ROLES
+
+    names = {*FASHION_SCHEMA.names, FASHION_SCHEMA.caption} - set(ROLES)  # "gender" is a role too
+    found = []
+    for folder in ("server", "model", "trainer", "clients/python/enrich_client", "datatools", "cli"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if str(path.relative_to(ROOT)) in FASHION_PLACES:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def imported_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after `statement`."""
+    code = f"import sys\n{statement}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return set(done.stdout.split())
+
+
+def test_the_server_needs_no_client_sdk_and_the_client_no_grpc_until_used():
+    server = imported_after("import enrich_server.app, enrich_server.messages, enrich_server.http_api, "
+                            "enrich_model.pipeline, enrich_data.catalogue")
+    assert "enrich_client" not in server and "enrich_contract" in server
+    assert "grpc" not in imported_after("import enrich_client")
+    assert not {"grpc", "numpy", "torch"} & imported_after(
+        "import enrich_contract.wire, enrich_contract.posterior, enrich_contract.tables")
+    assert "grpc" in imported_after("from enrich_client import EnrichClient")

@@ -34,7 +34,7 @@ def trained(command: list[str]):
 @pytest.fixture(scope="module")
 def learnt(catalogue: Path, tmp_path_factory: pytest.TempPathFactory):
     data, root = catalogue, tmp_path_factory.mktemp("bundle")
-    return trained(tiny_training_command(data, root / "bundle", image_size=64, head_epochs=25, probe_epochs=1,
+    return trained(tiny_training_command(data, root / "bundle", image_size=64, head_epochs=18, probe_epochs=1,
                                          finetune_lr=3e-3, caption_epochs=12, decoder_layers=2, decoder_width=128,
                                          decoder_heads=4, tokenizer_vocab=800, colour_bins=8))
 

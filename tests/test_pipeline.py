@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from enrich_client import EnrichClient
-from enrich_client.contract import TYPED_ATTRIBUTES
+from enrich_contract.wire import TYPED_ATTRIBUTES
 from enrich_model.backends import available_backends
 from enrich_model.fashion import CLASSIFIED_ATTRIBUTES, FASHION_SCHEMA, legacy_taxonomy
 from enrich_model.pipeline import Parents, Thresholds, attribute_predictions

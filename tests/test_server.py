@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_client import EnrichClient, EnrichError
-from enrich_client.contract import TYPED_ATTRIBUTES as PROTO_FIELD
+from enrich_contract.wire import TYPED_ATTRIBUTES as PROTO_FIELD
 from enrich_model.bundle_config import BundleConfig
 from enrich_model.consistency import CaptionLexicon
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from enrich_client import EnrichClient
-from enrich_client.contract import TYPED_ATTRIBUTES
+from enrich_contract.wire import TYPED_ATTRIBUTES
 from enrich_data.catalogue import load_catalogue
 from enrich_data.synth_home import COLUMNS, CSV_FILE, PRODUCT_TYPES, make_product, write_home_catalogue
 from enrich_data.taxonomy_file import JSON_SCHEMA
@@ -185,3 +185,58 @@ def test_a_custom_bundle_answers_over_http_the_client_cli_and_node(home_bundle: 
         assert set(answers) == set(HOME_ATTRIBUTES)
         assert {k: v["label"] for k, v in answers.items()} == {k: v["label"] for k, v in over_http.items()}
     assert "values" in over_http["style"] or over_http["style"].get("values", []) == []
+
+
+def test_enrich_client_audits_a_custom_catalogue_by_its_own_columns(home_bundle: Path, home_server: LoopbackServer,
+                                                                   tmp_path: Path):
+    """The audit reads the served model's columns (its id, single-valued attributes and caption) from the
+    catalogue's own CSV and image files; a replaced value is found wrong more often than a kept one."""
+    import shutil
+
+    data = Path(json.loads((home_bundle / "enrich.json").read_text())["training"]["data"])
+    with (data / CSV_FILE).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[:40]
+    folder = tmp_path / "catalogue"
+    (folder / "images").mkdir(parents=True)
+    for row in rows:
+        shutil.copy(data / "images" / f"{row['sku']}.png", folder / "images")
+    colours = sorted({r["colour_family"] for r in rows})
+    changed = {r["sku"] for r in rows[:8]}
+    for row in rows[:8]:
+        row["colour_family"] = next(c for c in colours if c != row["colour_family"])
+    write_rows(folder, rows)
+    out = tmp_path / "audit"
+    done = subprocess.run([sys.executable, "-m", "enrich_client.cli", "--target", home_server.target, "audit",
+                           "--quiet", str(folder), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (out / "findings.csv").open(newline="") as handle:
+        findings = list(csv.DictReader(handle))
+    audited = {f["attribute"] for f in findings}
+    assert audited == {"product_type", "department", "material", "colour_family", "style", "title"}
+    style = [f for f in findings if f["attribute"] == "style"]
+    assert {f["kind"] for f in style} <= {"agrees", "disagrees"} and all(0 <= float(f["p_wrong"]) <= 1 for f in style)
+    colour = {f["id"]: float(f["p_wrong"]) for f in findings if f["attribute"] == "colour_family"}
+    assert len(colour) == 40
+    wrong = sorted(colour[i] for i in changed)
+    right = sorted(v for i, v in colour.items() if i not in changed)
+    assert sum(w > r for w in wrong for r in right) / (len(wrong) * len(right)) >= 0.75  # AUC of p_wrong
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["attributes"]) == [*HOME_ATTRIBUTES, "title"]
+
+
+def test_corrupt_replaces_any_attribute_of_any_catalogue(tmp_path: Path):
+    from enrich_data.corrupt import Truth, corrupt
+
+    source = write_home_catalogue(tmp_path / "home", 100, seed=2, image_size=(32, 32), progress=False)
+    truth = corrupt(source, tmp_path / "corrupted", seed=1, duplicate_rate=0.05, rates={"material": 0.1})
+    assert Truth.read(tmp_path / "corrupted") == truth and set(truth.replaced) == {"material"}
+    with (tmp_path / "corrupted" / CSV_FILE).open(newline="") as handle:
+        rows = {row["sku"]: row for row in csv.DictReader(handle)}
+    assert len(rows) == truth.rows == 105 and list(next(iter(rows.values()))) == list(COLUMNS)
+    for sku, original in truth.replaced["material"].items():
+        assert rows[sku]["material"] != original
+    assert all((tmp_path / "corrupted" / "images" / f"{copy}.jpg").is_file() for copy in truth.duplicates)
+    default = corrupt(source, tmp_path / "default", seed=1)  # the colour and product attributes
+    assert set(default.replaced) == {"colour_family", "product_type"}
+    with pytest.raises(ValueError, match="not a single-valued attribute"):
+        corrupt(source, tmp_path / "bad", rates={"style": 0.1})

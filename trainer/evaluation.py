@@ -35,7 +35,7 @@ from enrich_model.metrics import (
     per_class_table,
 )
 from enrich_model.options import RuntimeOptions, add_options, from_arguments
-from enrich_model.pipeline import EnrichPipeline, Thresholds
+from enrich_model.pipeline import EnrichPipeline
 from enrich_model.schema import CatalogueSchema
 
 from .answers import Answers
@@ -172,7 +172,7 @@ def choose_accept_thresholds(pipeline: EnrichPipeline, items: list[CatalogueItem
         correct = np.array([names[p] == items[i].labels[spec.name] for p, i in zip(predicted, rows, strict=True)])
         heads.accept_thresholds[spec.name] = accept_threshold(probabilities[rows].max(axis=1), correct,
                                                               heads.target_precision)
-    pipeline.thresholds = Thresholds.of(heads, pipeline.multi)
+    pipeline.use_thresholds(heads)
 
 
 def validation_distributions(pipeline: EnrichPipeline, items: list[CatalogueItem],

@@ -270,9 +270,10 @@ def learn_lexicon(schema: CatalogueSchema, catalogue: Catalogue, train_items: li
         return None
     words = {role: list(dict.fromkeys(v for values in catalogue.values(roles[role]) for v in values))
              for role in ("colour", "gender") if role in roles}
-    product = roles.get("product")
+    product, colour = roles.get("product"), roles.get("colour")
     return CaptionLexicon.learn(((i.labels[product] if product else None, i.name) for i in train_items),
-                                colours=words.get("colour", []), genders=words.get("gender", []), attributes=roles)
+                                colours=words.get("colour", []), genders=words.get("gender", []), attributes=roles,
+                                coloured=[(i.labels[colour], i.name) for i in train_items] if colour else ())
 
 
 def announce_schema(catalogue: Catalogue) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from enrich.v1 import enrich_pb2
-from enrich_client.contract import caption_mode
+from enrich_contract.wire import caption_mode
 from enrich_model.answers import CaptionMode, ItemOptions
 from enrich_model.backends import Precision, available_backends, fast_precisions
 from enrich_model.bundle import load_bundle

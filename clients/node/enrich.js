@@ -6,7 +6,7 @@
 //   node enrich.js --help
 //   ENRICH_TARGET=host:50051 ENRICH_TOKEN=... node enrich.js --caption-mode skip photos/
 //
-// The same conventions as the Python client (enrich_client/contract.py): the server is --target, else
+// The same conventions as the Python client (enrich_contract/wire.py): the server is --target, else
 // ENRICH_TARGET, else localhost:50051 (ENRICH_TOKEN: a bearer token; ENRICH_CA: TLS with that CA); a
 // caption mode is one of generate, beam_search, template, skip (the proto's names, any case, with or
 // without CAPTION_MODE_); output is protobuf's JSON mapping, as the HTTP API, grpcurl -emit-defaults and

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
+from enrich_contract import wire as contract
 
-from . import contract
 from .client import (
     DEFAULT_TARGET,
     MAX_MESSAGE_MB,

@@ -29,10 +29,10 @@ from pathlib import Path
 import grpc
 
 from enrich.v1 import enrich_pb2
+from enrich_contract import wire as contract
+from enrich_contract.wire import to_json
 
-from . import contract
 from .client import EnrichClient, EnrichError
-from .contract import to_json
 from .sources import NAME_COLUMN, collect
 from .streaming import BulkRun, code_name
 

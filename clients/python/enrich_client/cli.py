@@ -22,10 +22,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import contract
+from enrich_contract import wire as contract
+from enrich_contract.wire import to_json
+
 from .bulk import bulk_main, included
 from .client import IMAGE_SUFFIXES, MAX_MESSAGE_MB, EnrichClient, EnrichError, image_files
-from .contract import to_json
 
 COMMANDS = ("enrich", "bulk", "audit", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",

@@ -13,8 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
-
-from . import contract
+from enrich_contract import wire as contract
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".tif",
                             ".tiff", ".bmp"})

@@ -17,9 +17,9 @@ from typing import Protocol
 import grpc
 
 from enrich.v1 import enrich_pb2
+from enrich_contract.wire import to_json
 
 from .client import EnrichClient, EnrichError
-from .contract import to_json
 from .sources import Source
 
 # A stream fails as a whole only when the server goes away or drains (a full server slows streams down

@@ -137,7 +137,7 @@ class Audit(_message.Message):
     def __init__(self, findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., error_prior: _Optional[float] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("attribute", "kind", "supplied", "supplied_label", "p_supplied", "predicted", "p_predicted", "p_wrong", "disagreement_level")
+    __slots__ = ("attribute", "kind", "supplied", "supplied_label", "p_supplied", "predicted", "p_predicted", "p_wrong", "disagreement_level", "predicted_accepted")
     ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SUPPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class Finding(_message.Message):
     P_PREDICTED_FIELD_NUMBER: _ClassVar[int]
     P_WRONG_FIELD_NUMBER: _ClassVar[int]
     DISAGREEMENT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     attribute: str
     kind: FindingKind
     supplied: str
@@ -156,7 +157,8 @@ class Finding(_message.Message):
     p_predicted: float
     p_wrong: float
     disagreement_level: TaxonomyLevel
-    def __init__(self, attribute: _Optional[str] = ..., kind: _Optional[_Union[FindingKind, str]] = ..., supplied: _Optional[str] = ..., supplied_label: _Optional[str] = ..., p_supplied: _Optional[float] = ..., predicted: _Optional[str] = ..., p_predicted: _Optional[float] = ..., p_wrong: _Optional[float] = ..., disagreement_level: _Optional[_Union[TaxonomyLevel, str]] = ...) -> None: ...
+    predicted_accepted: bool
+    def __init__(self, attribute: _Optional[str] = ..., kind: _Optional[_Union[FindingKind, str]] = ..., supplied: _Optional[str] = ..., supplied_label: _Optional[str] = ..., p_supplied: _Optional[float] = ..., predicted: _Optional[str] = ..., p_predicted: _Optional[float] = ..., p_wrong: _Optional[float] = ..., disagreement_level: _Optional[_Union[TaxonomyLevel, str]] = ..., predicted_accepted: _Optional[bool] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message", "reason", "metadata", "retry_delay")

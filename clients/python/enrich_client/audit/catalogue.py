@@ -1,7 +1,9 @@
 """What an audit reads: a catalogue's rows, each an image and the values the catalogue holds for it.
 
-Two layouts: a folder with styles.csv and images/{id}.jpg (Fashion Product Images), or a CSV/JSONL manifest
-with a `path` or `url` per row, an optional `id`, and any of the audited columns.
+Two layouts: a folder with a catalogue CSV (styles.csv, or its only CSV) and images/{id}.jpg (any image
+suffix), or a CSV/JSONL manifest with a `path` or `url` per row, an optional `id`, and any of the audited
+columns. Which columns are audited is the served model's schema (`audited_columns`); Fashion Product Images'
+by default.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from enrich.v1 import enrich_pb2
 
+from ..client import IMAGE_SUFFIXES
 from ..sources import NAME_COLUMN, Source, csv_rows, manifest_location, manifest_rows
 
 # The columns an audit checks: Metadata's attributes by their JSON (the catalogue's) names, the name last.
@@ -22,16 +25,27 @@ class CatalogueError(ValueError):
     """The catalogue cannot be audited; the message says why."""
 
 
-def read_catalogue(path: Path) -> list[Source]:
-    """One Source per row, keyed by the catalogue's id, carrying its values of the audited columns (empty
+def audited_columns(info: dict | None) -> tuple[str, ...]:
+    """The columns the served model audits (ModelInfo as JSON): its attributes, then its caption column; Fashion
+    Product Images' without a description."""
+    if not info or not info.get("attributes"):
+        return AUDIT_COLUMNS
+    caption = info.get("schema", {}).get("captionColumn", "")
+    return (*(a["name"] for a in info["attributes"]), *((caption,) if caption else ()))
+
+
+def check_catalogue(path: Path) -> None:
+    """Refuses a path that is no catalogue at all, before anything is sent."""
+    if not (path.is_dir() or (path.suffix.lower() in (".csv", ".jsonl") and path.is_file())):
+        raise CatalogueError(f"{path}: not a folder with a catalogue CSV, nor a .csv or .jsonl manifest")
+
+
+def read_catalogue(path: Path, columns: tuple[str, ...] = AUDIT_COLUMNS, id_column: str = "id") -> list[Source]:
+    """One Source per row, keyed by the catalogue's id, carrying its values of the audited `columns` (empty
     where the catalogue has nothing). Raises CatalogueError, also for an id that two rows share (answers are
     matched to rows by id)."""
-    if path.is_dir():
-        sources = _styles_folder(path)
-    elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-        sources = _manifest(path)
-    else:
-        raise CatalogueError(f"{path}: not a folder with styles.csv, nor a .csv or .jsonl manifest")
+    check_catalogue(path)
+    sources = _folder(path, columns, id_column) if path.is_dir() else _manifest(path, columns)
     seen: dict[str, int] = {}
     for source in sources:
         seen[source.key] = seen.get(source.key, 0) + 1
@@ -42,34 +56,44 @@ def read_catalogue(path: Path) -> list[Source]:
     return sources
 
 
-def _values(row: dict) -> tuple[tuple[str, str], ...]:
-    return tuple((column, str(row.get(column) or "").strip()) for column in AUDIT_COLUMNS if column in row)
+def _values(row: dict, columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((column, str(row.get(column) or "").strip()) for column in columns if column in row)
 
 
-def _styles_folder(root: Path) -> list[Source]:
-    styles = root / "styles.csv"
-    if not styles.is_file():
-        raise CatalogueError(f"{root}: no styles.csv (a catalogue folder holds styles.csv and images/ID.jpg)")
-    header, rows = csv_rows(styles, spill_column=NAME_COLUMN)
-    if "id" not in header:
-        raise CatalogueError(f"{styles}: no id column")
-    if not set(AUDIT_COLUMNS) & set(header):
-        raise CatalogueError(f"{styles}: none of the audited columns ({', '.join(AUDIT_COLUMNS)})")
+def _folder_csv(root: Path) -> Path:
+    found = [root / "styles.csv"] if (root / "styles.csv").is_file() else sorted(root.glob("*.csv"))
+    if len(found) != 1:
+        raise CatalogueError(f"{root}: {'no' if not found else 'more than one'} catalogue CSV (a catalogue folder "
+                             "holds styles.csv, or one CSV, and images/ID.jpg)")
+    return found[0]
+
+
+def _folder(root: Path, columns: tuple[str, ...], id_column: str) -> list[Source]:
+    table = _folder_csv(root)
+    header, rows = csv_rows(table, spill_column=NAME_COLUMN)
+    if id_column not in header:
+        raise CatalogueError(f"{table}: no {id_column} column (the served model's id column)")
+    if not set(columns) & set(header):
+        raise CatalogueError(f"{table}: none of the audited columns ({', '.join(columns)})")
+    images = {f.stem: f for f in (root / "images").iterdir() if f.suffix.lower() in IMAGE_SUFFIXES} \
+        if (root / "images").is_dir() else {}
     sources = []
     for _, fields in rows:
         if len(fields) != len(header):
             continue
         row = dict(zip(header, fields, strict=True))
-        key = row["id"].strip()
-        sources.append(Source.of(str(root / "images" / f"{key}.jpg"), key=key, catalogue=_values(row)))
+        key = row[id_column].strip()
+        image = images.get(key, root / "images" / f"{key}.jpg")
+        sources.append(Source.of(str(image), key=key, catalogue=_values(row, columns)))
     return sources
 
 
-def _manifest(path: Path) -> list[Source]:
+def _manifest(path: Path, columns: tuple[str, ...]) -> list[Source]:
     sources = []
     for number, row in manifest_rows(path):
-        if not set(AUDIT_COLUMNS) & set(row):
-            raise CatalogueError(f"{path}:{number}: none of the audited columns ({', '.join(AUDIT_COLUMNS)})")
+        if not set(columns) & set(row):
+            raise CatalogueError(f"{path}:{number}: none of the audited columns ({', '.join(columns)})")
         location = manifest_location(path, number, row)
-        sources.append(Source.of(location, key=str(row.get("id") or "").strip() or None, catalogue=_values(row)))
+        sources.append(Source.of(location, key=str(row.get("id") or "").strip() or None,
+                                 catalogue=_values(row, columns)))
     return sources

@@ -21,14 +21,15 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from enrich_contract.posterior import valid_prior
+from enrich_contract.wire import INCLUDE_FLAGS, caption_mode, caption_mode_name, to_json
+
 from ..bulk import Output, run_with_progress
 from ..client import EnrichClient, EnrichError
-from ..contract import INCLUDE_FLAGS, caption_mode, caption_mode_name, to_json
 from ..streaming import BulkRun
-from .catalogue import CatalogueError, read_catalogue
+from .catalogue import CatalogueError, audited_columns, check_catalogue, read_catalogue
 from .duplicates import Pair, Signature, duplicate_pairs, groups
 from .findings import FindingRow, attribute_summary, catalogue_findings
-from .posterior import valid_prior
 from .report import MAX_GROUPS, MAX_MEMBERS, shown_findings, write_report, write_thumbnails
 
 ANSWERS = "answers.jsonl"
@@ -41,7 +42,7 @@ INCLUDED = INCLUDE_FLAGS  # duplicates need the embedding and the signature, the
 def audit_main(client: EnrichClient, args) -> int:
     folder = Path(args.out)
     try:
-        sources = read_catalogue(Path(args.catalogue))
+        check_catalogue(Path(args.catalogue))
         valid_prior(args.error_prior or 0.0)
     except (OSError, ValueError, CatalogueError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
@@ -52,6 +53,11 @@ def audit_main(client: EnrichClient, args) -> int:
     except (EnrichError, TimeoutError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 1
+    try:  # the columns the served model audits, by its schema
+        sources = read_catalogue(Path(args.catalogue), audited_columns(to_json(info)), info.schema.id_column or "id")
+    except (OSError, ValueError, CatalogueError) as error:
+        print(f"enrich-client audit: {error}", file=sys.stderr)
+        return 2
     try:
         folder.mkdir(parents=True, exist_ok=True)
         output = Output(folder / ANSWERS, "jsonl")
@@ -101,7 +107,8 @@ def latest_answers(path: Path) -> list[dict]:
 def write_audit(folder: Path, sources: list, info: dict, title: str) -> dict:
     """findings.csv, duplicates.csv, summary.json and report.html from the answers in the folder."""
     answers = latest_answers(folder / ANSWERS)
-    labels = {attribute["name"]: attribute["labels"] for attribute in info["attributes"]}
+    # The error rate is estimated per single-valued attribute (a multi-valued one's findings keep the server's p_wrong)
+    labels = {a["name"]: a["labels"] for a in info["attributes"] if a.get("kind", "single") != "multi"}
     rows, rates = catalogue_findings(answers, labels)
     pairs = duplicate_pairs([Signature.of(answer) for answer in answers])
     duplicate_groups = groups(pairs)

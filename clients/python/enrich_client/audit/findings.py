@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalogue import AUDIT_COLUMNS
-from .posterior import DEFAULT_ERROR_PRIOR, FLAG_AT, p_wrong_given, uniform_mistake
+from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, FLAG_AT, p_wrong_given, uniform_mistake
+
+from .catalogue import audited_columns
 
 KIND_PREFIX, LEVEL_PREFIX = "FINDING_KIND_", "TAXONOMY_LEVEL_"
 CHECKED = ("agrees", "disagrees")  # the kinds whose p_wrong depends on the prior
@@ -29,16 +30,19 @@ class FindingRow:
     p_wrong: float  # under the catalogue's estimated error rate (names: under the request's prior)
     supplied_label: str = ""
     level: str = ""  # where articleType/subCategory disagree: article_type, sub_category or master_category
+    accepted: bool = False  # `predicted` reaches its accept threshold: a disagreement to fix without review
 
     @classmethod
     def of(cls, key: str, finding: dict) -> FindingRow:
         """From a Finding as JSON (protobuf's mapping, every field present)."""
         return cls(key, finding["attribute"], finding["kind"].removeprefix(KIND_PREFIX).lower(), finding["supplied"],
                    finding["predicted"], finding["pSupplied"], finding["pPredicted"], finding["pWrong"],
-                   finding["suppliedLabel"], _level(finding["disagreementLevel"]))
+                   finding["suppliedLabel"], _level(finding["disagreementLevel"]),
+                   bool(finding.get("predictedAccepted", False)))
 
     def csv(self) -> dict:
-        return dict(vars(self)) | {k: f"{getattr(self, k):.6g}" for k in ("p_supplied", "p_predicted", "p_wrong")}
+        return dict(vars(self)) | {k: f"{getattr(self, k):.6g}" for k in ("p_supplied", "p_predicted", "p_wrong")} \
+            | {"accepted": int(self.accepted)}
 
 
 def _level(name: str) -> str:
@@ -119,6 +123,12 @@ def _expectation_maximisation(p: np.ndarray, uniform: np.ndarray, confusable: np
     return rate, share
 
 
+def prediction(answer: dict, attribute: str) -> dict:
+    """An answer's prediction of `attribute` (JSON): by column name, or a typed field (servers before the map)."""
+    metadata = answer["metadata"]
+    return metadata.get("attributes", {}).get(attribute) or metadata[attribute]
+
+
 def catalogue_findings(answers: list[dict],
                        labels: dict[str, list[str]]) -> tuple[list[FindingRow], dict[str, ErrorRate]]:
     """Every finding of every OK answer, with p_wrong re-estimated per attribute (`labels`: each attribute's
@@ -129,7 +139,7 @@ def catalogue_findings(answers: list[dict],
     for attribute in dict.fromkeys(row.attribute for _, row in found):
         if attribute not in labels:
             continue  # the name: its p_wrong combines its mentions' under the request's prior
-        checked = [(answer["metadata"][attribute]["alternatives"], row) for answer, row in found
+        checked = [(prediction(answer, attribute)["alternatives"], row) for answer, row in found
                    if row.attribute == attribute and row.kind in CHECKED]
         confusions = Confusions(labels[attribute], [ranked for ranked, _ in checked])
         p = np.asarray([row.p_supplied for _, row in checked])
@@ -153,13 +163,15 @@ def attribute_summary(rows: list[FindingRow], rates: dict[str, ErrorRate], info:
     barely = {a["name"] for a in (info or {}).get("attributes", []) if a.get("barelyLearnt")}
     kinds = ("agrees", "disagrees", "filled", "unknown_label", "unchecked")
     summary: dict[str, dict] = {}
-    for attribute in AUDIT_COLUMNS:
+    for attribute in audited_columns(info):
         mine = [row for row in rows if row.attribute == attribute]
         if not mine:
             continue
         entry = {"audited": len(mine)} | {kind: sum(r.kind == kind for r in mine) for kind in kinds}
         summary[attribute] = entry
         entry["flagged"] = sum(r.kind in CHECKED and r.p_wrong >= FLAG_AT for r in mine)
+        # flagged, and the model's label accepted at its target precision: to fix without review
+        entry["fixable"] = sum(r.kind == "disagrees" and r.p_wrong >= FLAG_AT and r.accepted for r in mine)
         accuracy, majority = metrics.get(f"{attribute}.accuracy"), metrics.get(f"{attribute}.majority_accuracy")
         if accuracy is not None and majority is not None:
             entry |= {"model_test_accuracy": round(accuracy, 4), "majority_accuracy": round(majority, 4)}

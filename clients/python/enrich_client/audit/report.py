@@ -13,8 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from enrich_contract.posterior import FLAG_AT
+
 from .findings import FindingRow
-from .posterior import FLAG_AT
 
 THUMB_SIDE = 128
 MAX_SHOWN = 600  # findings drawn on the page (the worst first); findings.csv has them all

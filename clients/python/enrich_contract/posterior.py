@@ -35,7 +35,10 @@ def p_wrong_given(p_supplied, mistake, prior):
     """The posterior probability that the supplied label is wrong, given w (`mistake`)."""
     wrong = prior * mistake
     right = (1.0 - prior) * p_supplied
-    return wrong / (wrong + right)
+    # Both 0 (a label with no probability at all, not even as this mistake): wrong. Written without numpy, for
+    # floats and arrays alike.
+    nothing = (wrong + right) == 0
+    return (wrong + nothing) / (wrong + right + nothing)
 
 
 def any_wrong(p_wrongs) -> float:
