@@ -149,10 +149,12 @@ def load_folder_catalogue(root: Path, schema: CatalogueSchema | None = None,
     root = Path(root)
     taxonomy = taxonomy or (root / TAXONOMY_FILE if (root / TAXONOMY_FILE).is_file() else None)
     try:
-        overrides = read_taxonomy_file(taxonomy) if taxonomy and schema is None else TaxonomyFile()
+        overrides = read_taxonomy_file(taxonomy) if taxonomy else TaxonomyFile()
     except TaxonomyFileError as error:
         raise DataError(str(error)) from None
-    path = catalogue_csv(root, overrides)
+    path = catalogue_csv(root, overrides)  # the file's "csv" counts with a bundle's schema too
+    if schema is not None:
+        overrides = TaxonomyFile(path=overrides.path)
     schema, rows, skipped, notes = read_rows(path, schema, overrides)
     images = image_files(root / "images")
     items = []
@@ -182,7 +184,7 @@ def catalogue_from_hf_dataset(dataset, source: str, schema: CatalogueSchema | No
     missing = ({schema.id_column, "image", *schema.names, *([schema.caption] if schema.caption else [])}
                - set(dataset.column_names))
     if missing:
-        raise DataError(f"{source}: dataset lacks columns {sorted(missing)}")
+        raise DataError(f"{source}: the dataset lacks the columns {', '.join(sorted(missing))}")
     raw = dataset.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"}, not PIL
     labels_only = dataset.remove_columns("image")  # reading labels must not touch every image
     items = []

@@ -21,6 +21,7 @@ FUNCTION_AGREEMENT = 0.99  # share of rows where a parent follows its child's mo
 MAX_SHARE_DISTINCT = 0.5  # more distinct values than this share of the rows: near-unique, left out
 MIN_CAPTION_WORDS = 3.0  # mean words of a free-text column
 MIN_ROWS_PER_VALUE = 4  # a parent is looked for only under a child with at least this many rows per value
+NEAR_CONSTANT = 0.95  # a column whose one value fills this share of rows is no parent (it follows from anything)
 ID_NAMES = re.compile(r"^(id|sku|.*[_ ]id|.*Id)$", re.IGNORECASE)
 ROLE_NAMES = {"gender": re.compile(r"gender|sex", re.IGNORECASE), "colour": re.compile(r"colou?r", re.IGNORECASE)}
 
@@ -60,6 +61,18 @@ def _separator(values: Sequence[str], rows: int) -> str | None:
         if len(parts) <= MAX_SHARE_DISTINCT * rows and len(parts) < len(set(values)):
             return separator
     return None
+
+
+def follows(rows: Rows, child: str, parent: str, child_values: int) -> bool:
+    """Whether `parent` is found to be a function of `child`: on the rows that have both, 99 % follow their child
+    value's most common parent, each child value has MIN_ROWS_PER_VALUE rows on average (else any column would
+    follow from it), and the parent is not near-constant (else it follows from anything)."""
+    pairs = [(c, p) for row in rows if (c := (row.get(child) or "").strip()) and (p := (row.get(parent) or "").strip())]
+    if not pairs or child_values > len(pairs) / MIN_ROWS_PER_VALUE:
+        return False
+    if Counter(p for _, p in pairs).most_common(1)[0][1] > NEAR_CONSTANT * len(pairs):
+        return False
+    return two_parents(rows, child, parent)[0] >= FUNCTION_AGREEMENT
 
 
 def two_parents(rows: Rows, child: str, parent: str) -> tuple[float, list[str]]:
@@ -132,8 +145,9 @@ def _kind(column: str, values: list[str], rows: int, declared, notes: list[str])
     if (declared is not None and declared.kind == MULTI) or (declared and declared.separator):
         separator = declared.separator or _separator(values, rows) or ""
         if not separator or not any(separator in v for v in values):
-            raise SchemaError(f"attribute {column} is declared multi-valued, but its separator "
-                              f"{separator or '(none given)'!r} splits none of its cells")
+            given = f"'{separator}'" if separator else "(none given)"
+            raise SchemaError(f"attribute {column} is declared multi-valued, but its separator {given} splits none "
+                              "of its cells")
         notes.append(f"{column}: multi-valued, separated by {separator!r} (the taxonomy file says so)")
         return MULTI, separator
     if declared is not None:
@@ -184,11 +198,9 @@ def _parents(kinds: Mapping[str, tuple[str, str]], rows: Rows, overrides: Taxono
     for parent in sorted(single, key=lambda c: distinct[c]):
         if parent in parents:
             continue
-        # A child seen on too few rows per value says nothing about functions: any column would follow from it.
-        most = len(rows) / MIN_ROWS_PER_VALUE
-        candidates = [c for c in single if c != parent and distinct[parent] < distinct[c] <= most
+        candidates = [c for c in single if c != parent and distinct[parent] < distinct[c]
                       and c not in children_taken and parents.get(c) != parent
-                      and two_parents(rows, c, parent)[0] >= FUNCTION_AGREEMENT]
+                      and follows(rows, c, parent, distinct[c])]
         if candidates:
             child = min(candidates, key=lambda c: distinct[c])  # the closest: a parent's own children
             parents[parent] = child

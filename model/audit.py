@@ -116,8 +116,10 @@ class Auditor:
         if len(chain) < 2:
             return None
         levels = list(TAXONOMY_LEVELS)[: len(chain)]
-        ours, theirs = (self.taxonomy.lift(self.schema, attribute, label) for label in (supplied, predicted))
         position = chain.index(attribute)
+        if position >= len(levels):  # deeper than the three levels the contract names
+            return None
+        ours, theirs = (self.taxonomy.lift(self.schema, attribute, label) for label in (supplied, predicted))
         for level, name in reversed(list(zip(levels[position:], chain[position:], strict=False))):
             if ours.get(name) != theirs.get(name):
                 return level

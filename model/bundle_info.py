@@ -63,6 +63,7 @@ def describe(path: Path, config: BundleConfig) -> dict:
     unmapped = {a: [label for label in vocabs[schema.root(a)].labels if not taxonomy.covers(a, label)]
                 for a in schema.derived}
     if any(unmapped.values()):
-        raise BundleError(f"{path}: the taxonomy has no parent for {unmapped}")
+        missing = "; ".join(f"{a}: {', '.join(labels)}" for a, labels in unmapped.items() if labels)
+        raise BundleError(f"{path}: the taxonomy has no parent for ({missing}); the bundle is incomplete")
     return dict(schema=schema, preprocessing=Preprocessing.from_json(config.preprocessing), vocabs=vocabs,
                 taxonomy=taxonomy, config=config, path=path)

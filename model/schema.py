@@ -154,6 +154,9 @@ class CatalogueSchema:
                                   f"{', '.join(ROLES)}")
             if attribute.role and roles[attribute.role] > 1:
                 raise SchemaError(f"role {attribute.role} is given to more than one attribute")
+            if attribute.role and attribute.derived:
+                raise SchemaError(f"attribute {attribute.name}: a derived attribute cannot have the role "
+                                  f"{attribute.role} (give it to the attribute it follows from)")
             if attribute.role and attribute.multi:
                 raise SchemaError(f"attribute {attribute.name}: a multi-valued attribute cannot have the role "
                                   f"{attribute.role} (a caption names one)")
@@ -251,7 +254,9 @@ class Taxonomy:
 
     @classmethod
     def from_rows(cls, schema: CatalogueSchema, rows: Iterable[Mapping[str, str | None]]) -> Taxonomy:
+        rows = list(rows)
         chains = {root: schema.chain(root)[1:] for root in schema.classified if schema.chain(root)[1:]}
+        alone: dict[tuple[str, str], Counter[str]] = {}
         counts: dict[str, dict[str, Counter[tuple[str, ...]]]] = {root: defaultdict(Counter) for root in chains}
         for row in rows:
             for root, derived in chains.items():
@@ -264,6 +269,15 @@ class Taxonomy:
                 best = min(seen, key=lambda chain: (-seen[chain], chain))
                 for name, value in zip(derived, best, strict=True):
                     parents[name][label] = value
+        # Root labels never seen with their whole chain: each level's most common value on its own.
+        for row in rows:
+            for root, derived in chains.items():
+                label = row.get(root)
+                for name in derived:
+                    if label and row.get(name) and label not in parents[name]:
+                        alone.setdefault((name, label), Counter())[row[name]] += 1
+        for (name, label), seen in alone.items():
+            parents[name].setdefault(label, min(seen, key=lambda value: (-seen[value], value)))
         return cls(parents)
 
     def parent(self, attribute: str, root_label: str) -> str:

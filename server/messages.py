@@ -183,6 +183,9 @@ def taxonomy_entries(bundle: Bundle) -> list[enrich_pb2.TaxonomyEntry]:
             for label in bundle.vocabs[tree[0]].labels]
 
 
+NEVER_ACCEPTED = 1.01  # the accept threshold of an attribute without one: no confidence reaches it
+
+
 def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:
     infos = []
     heads = bundle.config.heads
@@ -197,7 +200,7 @@ def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:
         infos.append(enrich_pb2.AttributeInfo(
             name=attribute, field=TYPED_ATTRIBUTES.get(attribute, ""), labels=labels, derived_from=spec.derived_from,
             abstain_threshold=bundle.abstain_thresholds.get(root, 0.0), barely_learnt=barely, kind=spec.kind,
-            role=spec.role, accept_threshold=heads.accept_thresholds.get(attribute, 0.0),
+            role=spec.role, accept_threshold=heads.accept_thresholds.get(attribute, NEVER_ACCEPTED),
             target_precision=heads.target_precision, value_thresholds=heads.value_thresholds.get(attribute, {}),
             value_accept_thresholds=heads.value_accept_thresholds.get(attribute, {})))
     return infos

@@ -240,3 +240,25 @@ def test_corrupt_replaces_any_attribute_of_any_catalogue(tmp_path: Path):
     assert set(default.replaced) == {"colour_family", "product_type"}
     with pytest.raises(ValueError, match="not a single-valued attribute"):
         corrupt(source, tmp_path / "bad", rates={"style": 0.1})
+
+
+def test_inference_needs_evidence_before_it_makes_a_column_a_parent():
+    """A near-constant column follows from anything, and a sparse column's few values say nothing: neither makes
+    a tree (the colour keeps its role)."""
+    from enrich_data.schema_inference import infer_schema
+
+    rows = [{"sku": f"s{n}", "product_type": f"t{n % 8}", "colour": f"c{n % 6}",
+             "collection": f"k{n % 10}" if n < 40 else "", "flag": "yes" if n == 0 else "no"} for n in range(1000)]
+    schema = infer_schema(list(rows[0]), rows).schema
+    assert not schema.derived and schema.roles["colour"] == "colour"
+
+
+def test_an_accept_threshold_never_cuts_inside_a_tie():
+    import numpy as np
+
+    from enrich_trainer.evaluation import accept_threshold
+
+    confidences = np.array([1.0] * 20 + [0.5] * 5)
+    correct = np.array([True] * 18 + [False] * 2 + [True] * 5)
+    assert accept_threshold(confidences, correct, 0.95) > 1  # all twenty at 1.0 are 90 % right: none accepted
+    assert accept_threshold(confidences, correct, 0.9) == 0.5

@@ -131,10 +131,13 @@ def accept_threshold(confidences: np.ndarray, correct: np.ndarray, target: float
     """The lowest confidence from which the accepted predictions reach `target` precision, over at least
     `min_accepted` of them; above 1 when none do (nothing is accepted)."""
     order = np.argsort(-confidences, kind="stable")
+    ranked = confidences[order]
     running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    reaching = np.nonzero(running >= target)[0]
+    # A threshold accepts every answer at its confidence: cut only where the next one is lower.
+    ends = np.append(ranked[1:] < ranked[:-1], True)
+    reaching = np.nonzero((running >= target) & ends)[0]
     reaching = reaching[reaching + 1 >= min(min_accepted, len(order))]
-    return float(confidences[order][reaching[-1]]) if len(reaching) else 1.01
+    return float(ranked[reaching[-1]]) if len(reaching) else 1.01
 
 
 def best_f1_threshold(probabilities: np.ndarray, truth: np.ndarray) -> float:
@@ -142,9 +145,11 @@ def best_f1_threshold(probabilities: np.ndarray, truth: np.ndarray) -> float:
     if not truth.any():
         return 0.5
     order = np.argsort(-probabilities, kind="stable")
+    ranked = probabilities[order]
     tp = np.cumsum(truth[order])
     f1 = 2 * tp / (np.arange(1, len(order) + 1) + truth.sum())
-    return float(probabilities[order][int(np.argmax(f1))])
+    f1[:-1][ranked[1:] >= ranked[:-1]] = -1.0  # a cut inside a run of equal probabilities is not a threshold
+    return float(ranked[int(np.argmax(f1))])
 
 
 def choose_accept_thresholds(pipeline: EnrichPipeline, items: list[CatalogueItem], args) -> None:

@@ -93,7 +93,8 @@ def card_fields(config: BundleConfig) -> dict[str, object]:
         "headline": ", ".join(schema.roles.values()) or "labels", "stratum": stratum,
         "confusions": "".join(f", `{confusion_picture(a)}`" for a in table_attributes(schema)),
         "target_precision": config.heads.target_precision,
-        "accept": {a: round(t, 3) for a, t in config.heads.accept_thresholds.items()} or "none",
+        "accept": ", ".join(f"{a} {t:.2f}" if t <= 1 else f"{a} never"
+                            for a, t in config.heads.accept_thresholds.items()) or "none",
         "model_version": config.model_version, "backbone": config.backbone.name,
         "backbone_kwargs": config.backbone.kwargs or "",
         "weights": "random initialisation (no pretrained weights)" if config.backbone.started_random

@@ -227,6 +227,7 @@ def split_catalogue(catalogue: Catalogue, data_args: DataArguments, args: TrainA
 def describe_labels(catalogue: Catalogue, train_items: list[CatalogueItem], data_args: DataArguments) -> Labels:
     schema = catalogue.schema
     min_examples = catalogue.taxonomy_file.min_examples or data_args.min_class_count
+    lexicon = learn_lexicon(schema, catalogue, train_items)  # every value a name may say, rare ones included
     rare = catalogue.fold_rare(min_examples, train_items)
     for attribute, values in rare.items():
         shown = ", ".join(values[:10]) + (f" and {len(values) - 10} more" if len(values) > 10 else "")
@@ -244,8 +245,9 @@ def describe_labels(catalogue: Catalogue, train_items: list[CatalogueItem], data
     unmapped = {a: [label for label in vocabs[schema.root(a)].labels if not taxonomy.covers(a, label)]
                 for a in schema.derived}
     if any(unmapped.values()):
-        raise DataError(f"labels without a parent in the training data: {unmapped}")
-    lexicon = learn_lexicon(schema, catalogue, train_items)
+        missing = "; ".join(f"{a}: {', '.join(labels)}" for a, labels in unmapped.items() if labels)
+        raise DataError(f"labels whose parent the training data never gives ({missing}); fill those cells, or "
+                        "leave the parent column out")
     majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels and not schema[a].multi}
     for attribute in schema.derived:
         root = schema.root(attribute)

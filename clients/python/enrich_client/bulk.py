@@ -204,10 +204,14 @@ def run_options(args) -> dict:
 def bulk_main(client: EnrichClient, args) -> int:
     out = Path(args.out)
     layout = None
-    if output_format(out, args.format) == "csv":
-        with contextlib.suppress(EnrichError, TimeoutError):  # never served: Fashion Product Images' columns
+    if output_format(out, args.format) == "csv":  # its columns are the served model's attributes
+        try:
             client.wait_until_serving(args.retry_seconds)
             layout = CsvLayout.of(client.model_info())
+        except (EnrichError, TimeoutError) as error:
+            print(f"enrich-client bulk: the CSV's columns are the served model's, and no server answered: {error}",
+                  file=sys.stderr)
+            return 1
     try:
         sources = collect(args.inputs)
         output = Output(out, output_format(out, args.format), layout)

@@ -30,7 +30,7 @@ def audited_columns(info: dict | None) -> tuple[str, ...]:
     Product Images' without a description."""
     if not info or not info.get("attributes"):
         return AUDIT_COLUMNS
-    caption = info.get("schema", {}).get("captionColumn", "")
+    caption = info["schema"].get("captionColumn", "") if "schema" in info else NAME_COLUMN  # older servers
     return (*(a["name"] for a in info["attributes"]), *((caption,) if caption else ()))
 
 
