@@ -39,10 +39,10 @@ def run(step: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
 def held_out_accuracy(rows: list[dict], truth: dict[str, dict[str, str]]) -> str:
     """Accuracy over every held-out answer the server gave, per attribute that matters most (the answers' JSON
     names are the catalogue's columns)."""
-    from enrich_model.fashion import HEADLINE_ATTRIBUTES
+    from enrich_model.fashion import FASHION_SCHEMA
 
     parts = []
-    for attribute in reversed(HEADLINE_ATTRIBUTES):
+    for attribute in reversed(FASHION_SCHEMA.headline):
         pairs = [(truth.get(Path(r["requestId"]).stem, {}).get(attribute), r["metadata"][attribute]["label"])
                  for r in rows if r["status"]["code"] == 0]
         pairs = [(t, p) for t, p in pairs if t]

@@ -15,15 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enrich_contract.tables import csv_rows
+from enrich_contract.tables import catalogue_table, csv_rows, fit_row, images_by_id
 from enrich_model.fashion import FASHION_SCHEMA, STYLES_COLUMNS
 from enrich_model.schema import OTHER, CatalogueSchema, SchemaError
 
 from .hub import hub_reachable
 from .schema_inference import infer_schema
 from .taxonomy_file import TAXONOMY_FILE, TaxonomyFile, TaxonomyFileError, read_taxonomy_file
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".avif", ".gif", ".tif", ".tiff", ".bmp")
 
 
 class DataError(ValueError):
@@ -52,19 +50,18 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.items)
 
-    def values(self, attribute: str) -> list[list[str]]:
-        """Each item's values of `attribute` (one for a single-valued attribute, none when missing)."""
+    def values(self, attribute: str, items: list[CatalogueItem] | None = None) -> list[list[str]]:
+        """Each item's values of `attribute` (one for a single-valued attribute, none when missing), of `items`
+        (default: all)."""
         spec = self.schema[attribute]
-        return [spec.values(item.labels.get(attribute)) for item in self.items]
+        return [spec.values(item.labels.get(attribute)) for item in (self.items if items is None else items)]
 
     def fold_rare(self, min_examples: int, counted: list[CatalogueItem] | None = None) -> dict[str, list[str]]:
         """Values with fewer than `min_examples` items in `counted` (default: all) per classified attribute: with
         the taxonomy file's rare "other", rewritten to "other" on every item; returned either way, to report."""
-        counted = self.items if counted is None else counted
         rare: dict[str, list[str]] = {}
         for attribute in self.schema.classified:
-            spec = self.schema[attribute]
-            counts = Counter(v for item in counted for v in spec.values(item.labels.get(attribute)))
+            counts = Counter(v for values in self.values(attribute, counted) for v in values)
             found = sorted(v for v, n in counts.items() if n < min_examples)
             if found:
                 rare[attribute] = found
@@ -80,23 +77,18 @@ class Catalogue:
 
 def catalogue_csv(root: Path, overrides: TaxonomyFile) -> Path:
     """The folder's catalogue file: the taxonomy file's "csv", styles.csv, or its only CSV."""
-    if overrides.csv:
-        return (overrides.path.parent if overrides.path else root) / overrides.csv
-    if (root / "styles.csv").is_file():
-        return root / "styles.csv"
-    found = sorted(root.glob("*.csv"))
-    if len(found) != 1:
-        what = "no CSV" if not found else f"several CSVs ({', '.join(f.name for f in found)})"
-        raise DataError(f"{root}: {what}; name the catalogue file with \"csv\" in {TAXONOMY_FILE}")
-    return found[0]
+    named = (overrides.path.parent if overrides.path else root) / overrides.csv if overrides.csv else None
+    try:
+        return catalogue_table(root, named)
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def read_rows(path: Path, schema: CatalogueSchema | None, overrides: TaxonomyFile) \
         -> tuple[CatalogueSchema, list[dict[str, str | None]], Counter, list[str]]:
     """The CSV's rows as dicts, with its schema: `schema` when given (a bundle's), Fashion Product Images' for
     its header without a taxonomy file, else inferred. Rows with more fields than the header had unquoted commas
-    in the caption when it is the last column (22 rows in the real styles.csv): joined back into it."""
-    skipped: Counter = Counter()
+    in the caption when it is the last column: joined back into it (`fit_row`)."""
     header, lines = csv_rows(path)
     if not header:
         raise DataError(f"{path}: empty file, no header")
@@ -107,14 +99,7 @@ def read_rows(path: Path, schema: CatalogueSchema | None, overrides: TaxonomyFil
         notes = ["the Fashion Product Images layout (styles.csv's columns): its schema, unchanged"]
     caption = schema.caption if schema is not None else (overrides.caption or "")
     rejoin = (bool(caption) and header[-1] == caption) or (schema is None and overrides.caption is None)
-    rows: list[dict[str, str | None]] = []
-    for _, fields in lines:
-        if len(fields) > len(header) and rejoin:
-            fields = [*fields[: len(header) - 1], ",".join(fields[len(header) - 1:])]
-        if len(fields) != len(header):
-            skipped["malformed row"] += 1
-            continue
-        rows.append({h: (v.strip() or None) for h, v in zip(header, fields, strict=True)})
+    rows, skipped = _rows(header, lines, rejoin)
     if schema is None:
         try:
             inferred = infer_schema(header, rows, overrides)
@@ -122,24 +107,31 @@ def read_rows(path: Path, schema: CatalogueSchema | None, overrides: TaxonomyFil
             raise DataError(f"{path}: {error}") from None
         schema, notes = inferred.schema, inferred.notes
         if schema.caption != header[-1] and rejoin:  # commas joined into a column that is not free text
-            return (*read_rows(path, schema, overrides)[:3], notes)
+            rows, skipped = _rows(header, lines, False)
     missing = [c for c in schema.columns if c not in header]
     if missing:
         raise DataError(f"{path}: missing column {', '.join(missing)}; the schema reads {', '.join(schema.columns)}")
     return schema, rows, skipped, notes
 
 
+def _rows(header: list[str], lines: list[tuple[int, list[str]]],
+          rejoin: bool) -> tuple[list[dict[str, str | None]], Counter]:
+    """The lines as dicts by column (fitted to the header with `rejoin`), and the count of those that do not fit."""
+    rows: list[dict[str, str | None]] = []
+    skipped: Counter = Counter()
+    for _, fields in lines:
+        fields = fit_row(fields, len(header)) if rejoin else fields
+        if len(fields) != len(header):
+            skipped["malformed row"] += 1
+            continue
+        rows.append({h: (v.strip() or None) for h, v in zip(header, fields, strict=True)})
+    return rows, skipped
+
+
 def read_styles_csv(path: Path) -> tuple[list[dict[str, str | None]], Counter]:
     """A Fashion Product Images styles.csv's rows and what was skipped."""
     _, rows, skipped, _ = read_rows(path, FASHION_SCHEMA, TaxonomyFile())
     return rows, skipped
-
-
-def image_files(folder: Path) -> dict[str, Path]:
-    """images/ by file stem (the id), any image suffix."""
-    if not folder.is_dir():
-        return {}
-    return {f.stem: f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def load_folder_catalogue(root: Path, schema: CatalogueSchema | None = None,
@@ -153,10 +145,8 @@ def load_folder_catalogue(root: Path, schema: CatalogueSchema | None = None,
     except TaxonomyFileError as error:
         raise DataError(str(error)) from None
     path = catalogue_csv(root, overrides)  # the file's "csv" counts with a bundle's schema too
-    if schema is not None:
-        overrides = TaxonomyFile(path=overrides.path)
-    schema, rows, skipped, notes = read_rows(path, schema, overrides)
-    images = image_files(root / "images")
+    schema, rows, skipped, notes = read_rows(path, schema, overrides if schema is None else TaxonomyFile())
+    images = images_by_id(root / "images")
     items = []
     for row in rows:
         item_id = str(row[schema.id_column] or "")

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from enrich_contract.tables import images_by_id
 from enrich_model.fashion import COLOUR_RGB
 from enrich_model.look import rgb_to_lab
 
-from .catalogue import catalogue_csv, image_files, read_rows
+from .catalogue import catalogue_csv, read_rows
 from .taxonomy_file import TAXONOMY_FILE, TaxonomyFile, read_taxonomy_file
 
 TRUTH_FILE = "truth.json"
@@ -84,7 +85,7 @@ def corrupt(source: Path, out: Path, seed: int = 0, colour_rate: float = 0.05, a
     schema, rows, _, _ = read_rows(table, None, overrides)
     with open(table, newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle))
-    images = image_files(source / "images")
+    images = images_by_id(source / "images")
     key = schema.id_column
     rows = [row for row in rows if row[key] in images]
     if not rows:

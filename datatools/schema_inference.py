@@ -63,29 +63,41 @@ def _separator(values: Sequence[str], rows: int) -> str | None:
     return None
 
 
-def follows(rows: Rows, child: str, parent: str, child_values: int) -> bool:
-    """Whether `parent` is found to be a function of `child`: on the rows that have both, 99 % follow their child
-    value's most common parent, each child value has MIN_ROWS_PER_VALUE rows on average (else any column would
-    follow from it), and the parent is not near-constant (else it follows from anything)."""
-    pairs = [(c, p) for row in rows if (c := (row.get(child) or "").strip()) and (p := (row.get(parent) or "").strip())]
-    if not pairs or child_values > len(pairs) / MIN_ROWS_PER_VALUE:
-        return False
-    if Counter(p for _, p in pairs).most_common(1)[0][1] > NEAR_CONSTANT * len(pairs):
-        return False
-    return two_parents(rows, child, parent)[0] >= FUNCTION_AGREEMENT
-
-
-def two_parents(rows: Rows, child: str, parent: str) -> tuple[float, list[str]]:
-    """How far `parent` is a function of `child`: the share of rows whose parent is their child value's most
-    common one, and the child values seen with two or more parents."""
+def parents_by_child(rows: Rows, child: str, parent: str) -> dict[str, Counter[str]]:
+    """child value -> how often each parent value stands beside it, on the rows that have both."""
     seen: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
         c, p = (row.get(child) or "").strip(), (row.get(parent) or "").strip()
         if c and p:
             seen[c][p] += 1
+    return seen
+
+
+def agreement(seen: Mapping[str, Counter[str]]) -> float:
+    """The share of rows whose parent is their child value's most common one."""
     total = sum(sum(counter.values()) for counter in seen.values())
-    agreeing = sum(counter.most_common(1)[0][1] for counter in seen.values())
-    return (agreeing / total if total else 0.0), sorted(c for c, counter in seen.items() if len(counter) > 1)
+    return sum(counter.most_common(1)[0][1] for counter in seen.values()) / total if total else 0.0
+
+
+def follows(rows: Rows, child: str, parent: str, child_values: int) -> bool:
+    """Whether `parent` is found to be a function of `child`: on the rows that have both, 99 % follow their child
+    value's most common parent, each child value has MIN_ROWS_PER_VALUE rows on average (else any column would
+    follow from it), and the parent is not near-constant (else it follows from anything)."""
+    seen = parents_by_child(rows, child, parent)
+    parent_counts = sum(seen.values(), Counter())
+    total = parent_counts.total()
+    if not total or child_values > total / MIN_ROWS_PER_VALUE:
+        return False
+    if parent_counts.most_common(1)[0][1] > NEAR_CONSTANT * total:
+        return False
+    return agreement(seen) >= FUNCTION_AGREEMENT
+
+
+def two_parents(rows: Rows, child: str, parent: str) -> tuple[float, list[str]]:
+    """How far `parent` is a function of `child`: `agreement`, and the child values seen with two or more
+    parents."""
+    seen = parents_by_child(rows, child, parent)
+    return agreement(seen), sorted(c for c, counter in seen.items() if len(counter) > 1)
 
 
 def infer_schema(header: Sequence[str], rows: Rows, overrides: TaxonomyFile | None = None) -> Inferred:
@@ -112,7 +124,7 @@ def infer_schema(header: Sequence[str], rows: Rows, overrides: TaxonomyFile | No
         kind = _kind(column, values[column], len(rows), declared, notes)
         if kind:
             kinds[column] = kind
-    parents = _parents(kinds, rows, overrides, notes)
+    parents = _parents(kinds, rows, {c: len(set(values[c])) for c in kinds}, overrides, notes)
     roles = _roles(kinds, parents, overrides)
     attributes = tuple(Attribute(c, kind, separator, parents.get(c, ""), roles.get(c, ""))
                        for c, (kind, separator) in kinds.items())
@@ -173,12 +185,11 @@ def _kind(column: str, values: list[str], rows: int, declared, notes: list[str])
     return None
 
 
-def _parents(kinds: Mapping[str, tuple[str, str]], rows: Rows, overrides: TaxonomyFile,
+def _parents(kinds: Mapping[str, tuple[str, str]], rows: Rows, distinct: Mapping[str, int], overrides: TaxonomyFile,
              notes: list[str]) -> dict[str, str]:
     """attribute -> the attribute it follows from: declared ones checked, the rest found; each attribute has at
-    most one that follows from it (a chain)."""
+    most one that follows from it (a chain). `distinct`: each attribute's number of values."""
     single = [c for c, (kind, _) in kinds.items() if kind == SINGLE]
-    distinct = {c: len(set(cells(rows, c))) for c in single}
     parents: dict[str, str] = {}
     for column, declared in overrides.attributes.items():
         if declared.derived_from:

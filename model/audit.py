@@ -13,7 +13,8 @@ from enrich_contract.posterior import any_wrong, p_wrong
 
 from .answers import TAXONOMY_LEVELS, AttributePrediction, Finding, FindingKind, TaxonomyLevel
 from .consistency import CaptionLexicon
-from .schema import MULTI_DEFAULT_THRESHOLD, CatalogueSchema, Taxonomy
+from .schema import CatalogueSchema, Taxonomy
+from .thresholds import Thresholds
 
 
 def normalised(value: str) -> str:
@@ -25,18 +26,15 @@ class Auditor:
     """The schema, vocabularies and tree of labels a bundle's findings are made with."""
 
     def __init__(self, schema: CatalogueSchema, labels: Mapping[str, Sequence[str]], taxonomy: Taxonomy,
-                 lexicon: CaptionLexicon | None,
-                 value_thresholds: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        """`labels`: every label attribute's labels, in the order of its distribution; `value_thresholds`: a
-        multi-valued attribute's per-value probability from which the image shows it."""
+                 lexicon: CaptionLexicon | None, thresholds: Thresholds | None = None) -> None:
+        """`labels`: every label attribute's labels, in the order of its distribution; `thresholds`: the
+        pipeline's, which say whether an image shows a multi-valued attribute's value."""
         self.schema, self.labels, self.taxonomy, self.lexicon = schema, labels, taxonomy, lexicon
-        self.value_thresholds = value_thresholds or {}
-        self.value_accept_thresholds: Mapping[str, Mapping[str, float]] = {}
+        self.thresholds = thresholds or Thresholds()
         self.lookup = {a: {normalised(label): label for label in values} for a, values in labels.items()}
         self.name = schema.caption  # the free-text column, checked through what it mentions
         # The columns a request may send: the attributes, then the name.
         self.auditable: tuple[str, ...] = (*schema.names, *((self.name,) if self.name else ()))
-        self.headline = list(schema.roles.values())
 
     def unknown_columns(self, columns: Sequence[str]) -> list[str]:
         return [column for column in columns if column not in self.auditable]
@@ -86,8 +84,7 @@ class Auditor:
     def _values(self, attribute: str, cell: str, distribution: Sequence[float], prior: float) -> list[Finding]:
         """A multi-valued cell against the image: each value it holds, shown or not (p_wrong: that the image lacks
         it), then each value the image shows that the cell lacks (supplied empty; p_wrong: that it belongs)."""
-        labels, thresholds = self.labels[attribute], self.value_thresholds.get(attribute, {})
-        accepting = self.value_accept_thresholds.get(attribute, {})
+        labels, thresholds = self.labels[attribute], self.thresholds
         held = self.schema[attribute].values(cell)
         out, known = [], set()
         for value in held:
@@ -97,15 +94,15 @@ class Auditor:
                 continue
             known.add(label)
             p = float(distribution[labels.index(label)])
-            shown = p >= thresholds.get(label, MULTI_DEFAULT_THRESHOLD)
+            shown = thresholds.listed(attribute, label, p)
             out.append(Finding(attribute, FindingKind.AGREES if shown else FindingKind.DISAGREES, value, label, p,
                                label if shown else "", p if shown else 1.0 - p, float(p_wrong(p, 2, prior)),
-                               predicted_accepted=shown and p >= accepting.get(label, 2.0)))
+                               predicted_accepted=shown and thresholds.value_accepted(attribute, label, p)))
         for label, p in zip(labels, map(float, distribution), strict=True):
-            if label not in known and p >= thresholds.get(label, MULTI_DEFAULT_THRESHOLD):
+            if label not in known and thresholds.listed(attribute, label, p):
                 out.append(Finding(attribute, FindingKind.DISAGREES, "", "", 1.0 - p, label, p,
                                    float(p_wrong(1.0 - p, 2, prior)),
-                                   predicted_accepted=p >= accepting.get(label, 2.0)))
+                                   predicted_accepted=thresholds.value_accepted(attribute, label, p)))
         return out
 
     def disagreement_level(self, attribute: str, supplied: str, predicted: str) -> TaxonomyLevel | None:
@@ -129,7 +126,7 @@ class Auditor:
               attributes: Mapping[str, AttributePrediction], prior: float) -> Finding:
         """A name is checked through what it mentions: its gender word, colour and product noun."""
         finding = Finding(self.name, FindingKind.FILLED, value)
-        predicted = {a: attributes[a].label for a in self.headline}
+        predicted = {a: attributes[a].label for a in self.schema.headline}
         if not value.strip():
             return finding
         if self.lexicon is None:
@@ -139,8 +136,8 @@ class Auditor:
         checks = [self._label(a, label, distributions[a], attributes[a], prior) for a, label in mentioned.items()]
         checks = [check for check in checks if check.kind in (FindingKind.AGREES, FindingKind.DISAGREES)]
         finding.predicted = self.lexicon.harmonise(value, predicted)
-        finding.predicted_accepted = all(attributes[a].accepted for a in self.headline if a in mentioned)
-        finding.p_predicted = float(math.prod(attributes[a].confidence for a in self.headline if a in mentioned))
+        finding.predicted_accepted = all(attributes[a].accepted for a in self.schema.headline if a in mentioned)
+        finding.p_predicted = float(math.prod(attributes[a].confidence for a in self.schema.headline if a in mentioned))
         if not checks:
             finding.kind = FindingKind.UNCHECKED
             return finding

@@ -10,36 +10,18 @@ from collections.abc import Mapping
 
 from .schema import Attribute, CatalogueSchema, Taxonomy
 
-# styles.csv's columns.
-CLASSIFIED_ATTRIBUTES: tuple[str, ...] = ("gender", "baseColour", "season", "usage", "articleType")
-DERIVED_ATTRIBUTES: tuple[str, ...] = ("subCategory", "masterCategory")
 CAPTION_ATTRIBUTE = "productDisplayName"
-# What a product page shows first: the caption is made to agree with these, and a model that has not learnt
-# them is not usable.
-HEADLINE_ATTRIBUTES: tuple[str, ...] = ("gender", "baseColour", "articleType")
-ALL_LABEL_ATTRIBUTES: tuple[str, ...] = CLASSIFIED_ATTRIBUTES + DERIVED_ATTRIBUTES
+# styles.csv's columns, in the file's order (year is not predicted).
 STYLES_COLUMNS: tuple[str, ...] = (
     "id", "gender", "masterCategory", "subCategory", "articleType",
-    "baseColour", "season", "year", "usage", "productDisplayName",
+    "baseColour", "season", "year", "usage", CAPTION_ATTRIBUTE,
 )
-PROTO_FIELD = {
-    "gender": "gender",
-    "baseColour": "base_colour",
-    "season": "season",
-    "usage": "usage",
-    "articleType": "article_type",
-    "subCategory": "sub_category",
-    "masterCategory": "master_category",
-    "productDisplayName": "product_display_name",
-}
-
+# The attributes, their tree and roles: what a product page shows first (gender, baseColour, articleType) is what
+# captions are made to agree with.
 # The closed vocabularies of the Fashion Product Images catalogue (styles.csv).
 GENDERS = ("Men", "Women", "Boys", "Girls", "Unisex")
 SEASONS = ("Summer", "Fall", "Winter", "Spring")
 USAGES = ("Casual", "Sports", "Ethnic", "Formal", "Smart Casual", "Party", "Travel", "Home")
-MASTER_CATEGORIES = (
-    "Apparel", "Accessories", "Footwear", "Personal Care", "Free Items", "Sporting Goods", "Home",
-)
 BASE_COLOURS = (
     "Black", "White", "Blue", "Brown", "Grey", "Red", "Green", "Pink", "Navy Blue", "Purple", "Silver",
     "Yellow", "Beige", "Gold", "Maroon", "Orange", "Olive", "Multi", "Cream", "Steel", "Charcoal",

@@ -14,7 +14,6 @@ import numpy as np
 from .fashion import CAPTION_ATTRIBUTE
 
 CALIBRATION_BINS = 15
-LEGACY_CAPTION = CAPTION_ATTRIBUTE  # where metrics written before schemas were data keep the caption's scores
 
 
 def reliability_curve(confidences: Sequence[float], correct: Sequence[bool],
@@ -158,7 +157,8 @@ def format_metrics(metrics: dict) -> str:
     scores). Coverage: the share accepted without review, at the bundle's target precision."""
     lines = [f"{'attribute':<16}{'accuracy':>9}{'macro-F1':>9}{'majority':>9}{'top-3':>7}{'ECE':>7}{'ECE raw':>8}"
              f"{'coverage':>9}{'n':>6}"]
-    caption_column = metrics.get("caption_column", LEGACY_CAPTION)
+    # Metrics written before schemas were data keep the caption's scores under Fashion Product Images' column.
+    caption_column = metrics.get("caption_column", CAPTION_ATTRIBUTE)
     for attribute, m in metrics.items():
         if not isinstance(m, dict) or not m.get("support") or attribute == caption_column:
             continue

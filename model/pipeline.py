@@ -46,8 +46,9 @@ from .decode import DecodedImage, DecodeLimits
 from .encoding import Encoded
 from .fashion import COLOUR_RGB
 from .options import BackendError, RuntimeOptions
-from .schema import MULTI_DEFAULT_THRESHOLD, CatalogueSchema, Taxonomy
+from .schema import CatalogueSchema, Taxonomy
 from .search import Captions, generate
+from .thresholds import Thresholds
 
 
 @dataclass
@@ -85,15 +86,12 @@ class EnrichPipeline:
         self.multi = set(schema.multi)
         self.auditor = Auditor(schema, self.labels | self.parents.labels, bundle.taxonomy, bundle.lexicon)
         self.use_thresholds(bundle.config.heads)
-        self.headline = list(schema.roles.values())  # what captions agree with: gender, colour, product
         colours = self.labels.get(schema.roles.get("colour", ""), [])
         self.colour_names = {c: COLOUR_RGB[c] for c in colours if c in COLOUR_RGB}  # what palettes are named by
 
     def use_thresholds(self, heads) -> None:
         """Abstain, accept and multi-valued listing thresholds from a HeadsConfig (the bundle's, or new ones)."""
-        self.thresholds = Thresholds.of(heads, self.multi)
-        self.auditor.value_thresholds = self.thresholds.value
-        self.auditor.value_accept_thresholds = self.thresholds.value_accept
+        self.thresholds = self.auditor.thresholds = Thresholds.of(heads, self.multi)
 
     @classmethod
     def load(cls, path: Path | str, options: RuntimeOptions | None = None,
@@ -165,7 +163,7 @@ class EnrichPipeline:
         classified = []
         for row, option in enumerate(options):
             attributes = self._attributes(calibrated, raw, row, option.top_k)
-            labels = {a: attributes[a].label for a in self.headline}
+            labels = {a: attributes[a].label for a in self.schema.headline}
             item = Classified(attributes)
             if option.catalogue:
                 distributions = self.parents.distributions({a: p[row] for a, p in calibrated.items()})
@@ -233,7 +231,7 @@ class EnrichPipeline:
         words = {role: attributes[a].label for role, a in self.schema.roles.items()}
         if lexicon and "product" in words:
             words["product"] = lexicon.nouns.get(words["product"]) or words["product"]
-        confidence = float(np.prod([attributes[a].confidence for a in self.headline]))
+        confidence = float(np.prod([attributes[a].confidence for a in self.schema.headline]))
         return CaptionPrediction(" ".join(words.values()), CaptionMode.TEMPLATE, confidence)
 
 
@@ -266,26 +264,6 @@ class Parents:
         return probabilities | {a: self.mass(a, probabilities[self.root[a]]) for a in self.labels}
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """What a confidence means, per attribute: below `abstain` unsure, from `accept` accepted without review; a
-    multi-valued attribute's values listed from `value` and accepted from `value_accept` (per value)."""
-
-    abstain: dict[str, float]
-    accept: dict[str, float]
-    value: dict[str, dict[str, float]]
-    value_accept: dict[str, dict[str, float]]
-
-    @classmethod
-    def of(cls, heads, multi: set[str]) -> Thresholds:
-        return cls(dict(heads.abstain_thresholds), dict(heads.accept_thresholds),
-                   {a: dict(heads.value_thresholds.get(a, {})) for a in multi},
-                   {a: dict(heads.value_accept_thresholds.get(a, {})) for a in multi})
-
-    def accepted(self, attribute: str, confidence: float) -> bool:
-        return confidence >= self.accept.get(attribute, float("inf"))
-
-
 def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.ndarray],
                           vocabs: dict[str, list[str]], parents: Parents, thresholds: Thresholds,
                           top_k: int) -> dict[str, AttributePrediction]:
@@ -299,8 +277,7 @@ def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.n
         prediction = ranked(calibrated[attribute], raw[attribute], labels, top_k)
         prediction.unsure = prediction.confidence < thresholds.abstain.get(attribute, 0.0)
         if attribute in thresholds.value:
-            prediction.values = listed_values(calibrated[attribute], labels, thresholds.value[attribute],
-                                              thresholds.value_accept[attribute])
+            prediction.values = listed_values(attribute, calibrated[attribute], labels, thresholds)
         else:
             prediction.accepted = thresholds.accepted(attribute, prediction.confidence)
         out[attribute] = prediction
@@ -317,12 +294,12 @@ def attribute_predictions(calibrated: dict[str, np.ndarray], raw: dict[str, np.n
     return out
 
 
-def listed_values(probabilities: np.ndarray, labels: list[str], listing: dict[str, float],
-                  accepting: dict[str, float]) -> list[LabelScore]:
+def listed_values(attribute: str, probabilities: np.ndarray, labels: list[str],
+                  thresholds: Thresholds) -> list[LabelScore]:
     """A multi-valued attribute's values at or above their listing thresholds, most probable first."""
-    order = np.argsort(-probabilities, kind="stable").tolist()
-    return [LabelScore(labels[i], float(probabilities[i]), float(probabilities[i]) >= accepting.get(labels[i], 2.0))
-            for i in order if probabilities[i] >= listing.get(labels[i], MULTI_DEFAULT_THRESHOLD)]
+    ranked_values = ((labels[i], float(probabilities[i])) for i in np.argsort(-probabilities, kind="stable"))
+    return [LabelScore(value, p, thresholds.value_accepted(attribute, value, p))
+            for value, p in ranked_values if thresholds.listed(attribute, value, p)]
 
 
 def ranked(probabilities: np.ndarray, uncalibrated: np.ndarray, labels: list[str],

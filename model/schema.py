@@ -18,7 +18,6 @@ KINDS = (SINGLE, MULTI)
 ROLES = ("gender", "colour", "product")
 RARE_ACTIONS = ("drop", "other")  # what happens to a value with fewer examples than the minimum
 OTHER = "other"  # the label rare values fold into, with rare "other"
-MULTI_DEFAULT_THRESHOLD = 0.5  # a multi-valued value's listing probability where training chose none
 
 
 class SchemaError(ValueError):
@@ -90,6 +89,16 @@ class CatalogueSchema:
     @property
     def multi(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.attributes if a.multi)
+
+    @property
+    def single(self) -> tuple[str, ...]:
+        """The classified attributes with one label per item."""
+        return tuple(a.name for a in self.attributes if not a.derived and not a.multi)
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The attributes with a role, in ROLES' order: what captions agree with and names are audited against."""
+        return tuple(self.roles.values())
 
     @property
     def roles(self) -> dict[str, str]:
@@ -254,15 +263,17 @@ class Taxonomy:
 
     @classmethod
     def from_rows(cls, schema: CatalogueSchema, rows: Iterable[Mapping[str, str | None]]) -> Taxonomy:
-        rows = list(rows)
         chains = {root: schema.chain(root)[1:] for root in schema.classified if schema.chain(root)[1:]}
-        alone: dict[tuple[str, str], Counter[str]] = {}
         counts: dict[str, dict[str, Counter[tuple[str, ...]]]] = {root: defaultdict(Counter) for root in chains}
+        alone: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)  # (derived, root label) -> its values
         for row in rows:
             for root, derived in chains.items():
                 values = (row.get(root), *(row.get(d) for d in derived))
                 if all(values):
                     counts[root][values[0]][values[1:]] += 1
+                for name, value in zip(derived, values[1:], strict=True):
+                    if values[0] and value:
+                        alone[(name, values[0])][value] += 1
         parents: dict[str, dict[str, str]] = {d: {} for derived in chains.values() for d in derived}
         for root, derived in chains.items():
             for label, seen in sorted(counts[root].items()):
@@ -270,12 +281,6 @@ class Taxonomy:
                 for name, value in zip(derived, best, strict=True):
                     parents[name][label] = value
         # Root labels never seen with their whole chain: each level's most common value on its own.
-        for row in rows:
-            for root, derived in chains.items():
-                label = row.get(root)
-                for name in derived:
-                    if label and row.get(name) and label not in parents[name]:
-                        alone.setdefault((name, label), Counter())[row[name]] += 1
         for (name, label), seen in alone.items():
             parents[name].setdefault(label, min(seen, key=lambda value: (-seen[value], value)))
         return cls(parents)
@@ -293,7 +298,8 @@ class Taxonomy:
 
     def restricted(self, root_labels: Mapping[str, Iterable[str]]) -> Taxonomy:
         """Only the root labels the model predicts ({derived attribute: its root's labels})."""
-        return Taxonomy({a: {label: p for label, p in parents.items() if label in set(root_labels[a])}
+        kept = {a: set(labels) for a, labels in root_labels.items()}
+        return Taxonomy({a: {label: p for label, p in parents.items() if label in kept[a]}
                          for a, parents in self.parents.items()})
 
     def lift(self, schema: CatalogueSchema, attribute: str, label: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from enrich_model.answers import (
 from enrich_model.audit import Auditor
 from enrich_model.decode import DecodedImage, DecodeLimits
 from enrich_model.metrics import is_clearly_learnt
+from enrich_model.thresholds import NEVER_ACCEPTED
 
 from .errors import request_invalid
 
@@ -181,9 +182,6 @@ def taxonomy_entries(bundle: Bundle) -> list[enrich_pb2.TaxonomyEntry]:
                                      **{n: bundle.taxonomy.parent(a, label) for n, a in zip(names[1:], tree[1:],
                                                                                            strict=False)})
             for label in bundle.vocabs[tree[0]].labels]
-
-
-NEVER_ACCEPTED = 1.01  # the accept threshold of an attribute without one: no confidence reaches it
 
 
 def attribute_infos(bundle: Bundle) -> list[enrich_pb2.AttributeInfo]:

@@ -75,7 +75,7 @@ def bundle_dir(trained) -> Path:
     return trained[0]
 
 
-RANDOM_CAPTION_TOKENS = 24  # past 16: OpenVINO once returned wrong attention from there on
+RANDOM_CAPTION_TOKENS = 24  # past 16 tokens, where a compiled kernel reused for another key length goes wrong
 
 
 @pytest.fixture(scope="session")

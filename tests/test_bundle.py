@@ -12,7 +12,7 @@ from enrich_data.catalogue import load_catalogue
 from enrich_model.answers import CaptionMode, ItemOptions
 from enrich_model.bundle import BundleError, load_bundle, save_weights
 from enrich_model.bundle_config import BundleConfig
-from enrich_model.fashion import CLASSIFIED_ATTRIBUTES, FASHION_SCHEMA
+from enrich_model.fashion import FASHION_SCHEMA
 from enrich_model.pipeline import EnrichPipeline
 
 
@@ -47,7 +47,7 @@ def test_round_trip_gives_identical_outputs(trained, catalogue_dir: Path, tmp_pa
 
 def test_bundle_is_self_describing(bundle_dir: Path):
     config = BundleConfig.read(bundle_dir)
-    assert set(CLASSIFIED_ATTRIBUTES) <= set(config.attributes)
+    assert set(FASHION_SCHEMA.classified) <= set(config.attributes)
     assert config.backbone.name == "tiny_vit_5m_224"
     assert config.preprocessing["input_size"] == [32, 32]
     assert config.training["split"]["train"] > config.training["split"]["test"] > 0

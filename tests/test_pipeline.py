@@ -14,8 +14,9 @@ import torch
 from enrich_client import EnrichClient
 from enrich_contract.wire import TYPED_ATTRIBUTES
 from enrich_model.backends import available_backends
-from enrich_model.fashion import CLASSIFIED_ATTRIBUTES, FASHION_SCHEMA, legacy_taxonomy
-from enrich_model.pipeline import Parents, Thresholds, attribute_predictions
+from enrich_model.fashion import FASHION_SCHEMA, legacy_taxonomy
+from enrich_model.pipeline import Parents, attribute_predictions
+from enrich_model.thresholds import Thresholds
 
 from .conftest import LoopbackServer
 
@@ -23,14 +24,14 @@ TREE = {"Tshirts": ("Topwear", "Apparel"), "Shirts": ("Topwear", "Apparel"), "Je
         "Trousers": ("Bottomwear", "Apparel"), "Watches": ("Watches", "Accessories")}
 TAXONOMY = legacy_taxonomy(TREE)
 ARTICLES = list(TREE)
-VOCABS = {a: ["x", "y"] for a in CLASSIFIED_ATTRIBUTES} | {"articleType": ARTICLES}
+VOCABS = {a: ["x", "y"] for a in FASHION_SCHEMA.classified} | {"articleType": ARTICLES}
 
 
 def predict(article_probabilities: list[float], top_k: int, thresholds: dict[str, float] | None = None):
     flat = torch.tensor([0.6, 0.4])
-    calibrated = {a: flat for a in CLASSIFIED_ATTRIBUTES} | {"articleType": torch.tensor(article_probabilities)}
+    calibrated = {a: flat for a in FASHION_SCHEMA.classified} | {"articleType": torch.tensor(article_probabilities)}
     return attribute_predictions(calibrated, calibrated, VOCABS, Parents.of(FASHION_SCHEMA, TAXONOMY, VOCABS),
-                                 Thresholds(thresholds or {}, {}, {}, {}), top_k)
+                                 Thresholds(abstain=thresholds or {}), top_k)
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3, 5])

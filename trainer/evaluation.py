@@ -37,6 +37,7 @@ from enrich_model.metrics import (
 from enrich_model.options import RuntimeOptions, add_options, from_arguments
 from enrich_model.pipeline import EnrichPipeline
 from enrich_model.schema import CatalogueSchema
+from enrich_model.thresholds import NEVER_ACCEPTED
 
 from .answers import Answers
 from .report import table_attributes, write_report
@@ -100,8 +101,7 @@ def score(bundle: Bundle, items: list[CatalogueItem], answers: Answers) -> dict:
         metrics["caption_column"] = schema.caption
         caption = caption_metrics([item.name for item in items], answers.captions)
         if bundle.lexicon and caption.get("support"):
-            headline = list(schema.roles.values())
-            predicted = [{a: answers.labels[a][i] for a in headline} for i in range(len(items))]
+            predicted = [{a: answers.labels[a][i] for a in schema.headline} for i in range(len(items))]
             served = consistency_rate(bundle.lexicon, answers.captions, predicted)
             decoder = consistency_rate(bundle.lexicon, answers.decoded_captions, predicted)
             caption["consistency"] = {**served, "decoder_all": decoder.get("all", 0.0)}
@@ -115,14 +115,13 @@ def quality_warnings(metrics: dict, backbone_weights_random: bool, schema: Catal
     warnings = []
     if backbone_weights_random:
         warnings.append("the backbone started from random weights (no pretrained weights were used)")
-    headline = set(schema.roles.values())
     for attribute in schema.names:
         m = metrics.get(attribute, {})
         if m.get("support") and "majority_accuracy" in m and not is_clearly_learnt(m):
             warnings.append(
                 f"{attribute} is not clearly above the majority baseline: accuracy {m['accuracy']:.3f} against "
                 f"{m['majority_accuracy']:.3f} for always answering {m['majority_label']!r}"
-                + (" -- this model has not learnt it; do not use it" if attribute in headline else ""))
+                + (" -- this model has not learnt it; do not use it" if attribute in schema.headline else ""))
     return warnings
 
 
@@ -137,7 +136,7 @@ def accept_threshold(confidences: np.ndarray, correct: np.ndarray, target: float
     ends = np.append(ranked[1:] < ranked[:-1], True)
     reaching = np.nonzero((running >= target) & ends)[0]
     reaching = reaching[reaching + 1 >= min(min_accepted, len(order))]
-    return float(ranked[reaching[-1]]) if len(reaching) else 1.01
+    return float(ranked[reaching[-1]]) if len(reaching) else NEVER_ACCEPTED
 
 
 def best_f1_threshold(probabilities: np.ndarray, truth: np.ndarray) -> float:
@@ -163,14 +162,16 @@ def choose_accept_thresholds(pipeline: EnrichPipeline, items: list[CatalogueItem
     for spec in schema:
         probabilities, names = distributions[spec.name], labels[spec.name]
         if spec.multi:
-            truth = np.array([[v in spec.values(item.labels.get(spec.name)) for v in names] for item in items], bool)
+            held = [set(spec.values(item.labels.get(spec.name))) for item in items]
+            truth = np.array([[v in values for v in names] for values in held], bool)
             heads.value_thresholds[spec.name] = {v: best_f1_threshold(probabilities[:, j], truth[:, j])
                                                  for j, v in enumerate(names)}
             heads.value_accept_thresholds[spec.name] = {
                 v: accept_threshold(probabilities[:, j], truth[:, j], heads.target_precision)
                 for j, v in enumerate(names)}
             continue
-        rows = [i for i, item in enumerate(items) if item.labels.get(spec.name) in set(names)]
+        known = set(names)
+        rows = [i for i, item in enumerate(items) if item.labels.get(spec.name) in known]
         if not rows:
             continue
         predicted = probabilities[rows].argmax(axis=1)

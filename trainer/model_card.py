@@ -90,7 +90,7 @@ def card_fields(config: BundleConfig) -> dict[str, object]:
     return {
         "predicts": ", ".join(parts),
         "caption": f", and a {schema.caption} caption that agrees with those labels" if schema.caption else "",
-        "headline": ", ".join(schema.roles.values()) or "labels", "stratum": stratum,
+        "headline": ", ".join(schema.headline) or "labels", "stratum": stratum,
         "confusions": "".join(f", `{confusion_picture(a)}`" for a in table_attributes(schema)),
         "target_precision": config.heads.target_precision,
         "accept": ", ".join(f"{a} {t:.2f}" if t <= 1 else f"{a} never"

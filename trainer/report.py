@@ -34,9 +34,8 @@ PICTURES = {"curves": "training_curves.png", "reliability": "reliability.png"}
 def table_attributes(schema: CatalogueSchema) -> list[str]:
     """The attributes with per-class precision/recall and a confusion matrix in the report: the product and
     colour ones (Fashion Product Images: articleType, baseColour), else the first two single-valued."""
-    single = [a for a in schema.classified if not schema[a].multi]
     chosen = [schema.roles[r] for r in ("product", "colour") if r in schema.roles]
-    return chosen or single[:2]
+    return chosen or list(schema.single[:2])
 
 
 def confusion_picture(attribute: str) -> str:
@@ -56,8 +55,7 @@ def write_report(out: Path, bundle: Bundle, items: list[CatalogueItem], answers:
                        bundle.vocabs[attribute].labels, f"{attribute} ({len(items)} images)",
                        out / confusion_picture(attribute))
     curves = {}
-    single = [a for a in schema.classified if not schema[a].multi]
-    for attribute in list(schema.roles.values()) or single[:3]:
+    for attribute in schema.headline or schema.single[:3]:
         rows = [n for n, item in enumerate(items) if item.labels[attribute]]
         correct = [items[n].labels[attribute] == answers.labels[attribute][n] for n in rows]
         curves[attribute] = {

@@ -43,8 +43,7 @@ def stratified_split(
 
 def stratum_attribute(schema: CatalogueSchema) -> str | None:
     """What the split stratifies by: the product attribute (else the tree's root, else the first single one)."""
-    single = [a for a in schema.classified if not schema[a].multi]
-    return schema.roles.get("product") or (schema.tree[0] if schema.tree else single[0] if single else None)
+    return schema.roles.get("product") or (schema.tree or schema.single or (None,))[0]
 
 
 def stratum(schema: CatalogueSchema) -> Callable:

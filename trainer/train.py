@@ -138,8 +138,7 @@ def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments,
     heads, colour = build_heads(heads_config, encoder.config.hidden_size,
                                 {a: len(v) for a, v in labels.vocabs.items()}, preprocessing)
     classifier = AttributeClassifier(heads, encoder, colour, args.label_smoothing,
-                                     logit_adjustment(splits.train, labels.vocabs, args.class_balance,
-                                                      labels.schema.multi))
+                                     logit_adjustment(splits.train, labels.vocabs, args.class_balance))
     history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args, work)
     refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
         if args.refit_heads else {}
@@ -234,7 +233,7 @@ def describe_labels(catalogue: Catalogue, train_items: list[CatalogueItem], data
         action = 'folded into "other"' if catalogue.taxonomy_file.rare == "other" else "not learnt"
         log.warning("%s: %d value%s with fewer than %d training examples, %s: %s", attribute, len(values),
                     "s" if len(values) != 1 else "", min_examples, action, shown)
-    vocabs = {a: LabelVocab.from_values(a, (v for values in values_of(schema, a, train_items) for v in values),
+    vocabs = {a: LabelVocab.from_values(a, (v for values in catalogue.values(a, train_items) for v in values),
                                         min_examples, schema[a].separator) for a in schema.classified}
     empty = [a for a, v in vocabs.items() if len(v) < 2]
     if empty:
@@ -248,18 +247,13 @@ def describe_labels(catalogue: Catalogue, train_items: list[CatalogueItem], data
         missing = "; ".join(f"{a}: {', '.join(labels)}" for a, labels in unmapped.items() if labels)
         raise DataError(f"labels whose parent the training data never gives ({missing}); fill those cells, or "
                         "leave the parent column out")
-    majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels and not schema[a].multi}
+    majority = {a: v.labels[0] for a, v in vocabs.items() if v.labels and not v.multi}
     for attribute in schema.derived:
         root = schema.root(attribute)
         counts = Counter(taxonomy.parent(attribute, i.labels[root]) for i in train_items
                          if i.labels[root] and taxonomy.covers(attribute, i.labels[root]))
         majority[attribute] = min(counts, key=lambda label: (-counts[label], label))
     return Labels(schema, vocabs, taxonomy, lexicon, majority, rare)
-
-
-def values_of(schema: CatalogueSchema, attribute: str, items: list[CatalogueItem]) -> list[list[str]]:
-    spec = schema[attribute]
-    return [spec.values(item.labels.get(attribute)) for item in items]
 
 
 def learn_lexicon(schema: CatalogueSchema, catalogue: Catalogue, train_items: list[CatalogueItem]) \
@@ -287,13 +281,13 @@ def announce_schema(catalogue: Catalogue) -> None:
 
 
 def logit_adjustment(items: list[CatalogueItem], vocabs: dict[str, LabelVocab],
-                     class_balance: str, multi: tuple[str, ...] = ()) -> dict[str, torch.Tensor] | None:
+                     class_balance: str) -> dict[str, torch.Tensor] | None:
     """log class priors per attribute for a logit-adjusted loss (tau = 1), or None."""
     if class_balance == "none":
         return None
     adjustment = {}
     for attribute, vocab in vocabs.items():
-        if attribute in multi:
+        if vocab.multi:
             continue  # independent values: no prior to balance
         counts = torch.ones(len(vocab))  # add-one: no class has a zero prior
         for item in items:

@@ -14,9 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from enrich.v1 import enrich_pb2, enrich_pb2_grpc
 from enrich_contract import wire as contract
+from enrich_contract.tables import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".tif",
-                            ".tiff", ".bmp"})
 DEFAULT_TARGET = "localhost:50051"
 MAX_MESSAGE_MB = 129.0  # what a server with default settings reads: twice its 64 MiB image limit, plus 1 MiB
 

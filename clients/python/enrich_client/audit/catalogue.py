@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enrich.v1 import enrich_pb2
+from enrich_contract.tables import catalogue_table, images_by_id
+from enrich_contract.wire import TYPED_ATTRIBUTES
 
-from ..client import IMAGE_SUFFIXES
 from ..sources import NAME_COLUMN, Source, csv_rows, manifest_location, manifest_rows
 
-# The columns an audit checks: Metadata's attributes by their JSON (the catalogue's) names, the name last.
-AUDIT_COLUMNS: tuple[str, ...] = tuple(f.json_name for f in enrich_pb2.Metadata.DESCRIPTOR.fields
-                                       if f.message_type is not None and f.message_type.name in ("Prediction",
-                                                                                                 "Caption"))
+# The columns an audit checks without the served model's description: Metadata's typed attributes by their JSON
+# (the catalogue's) names, the name last.
+AUDIT_COLUMNS: tuple[str, ...] = (*TYPED_ATTRIBUTES, NAME_COLUMN)
 
 
 class CatalogueError(ValueError):
@@ -60,23 +59,17 @@ def _values(row: dict, columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((column, str(row.get(column) or "").strip()) for column in columns if column in row)
 
 
-def _folder_csv(root: Path) -> Path:
-    found = [root / "styles.csv"] if (root / "styles.csv").is_file() else sorted(root.glob("*.csv"))
-    if len(found) != 1:
-        raise CatalogueError(f"{root}: {'no' if not found else 'more than one'} catalogue CSV (a catalogue folder "
-                             "holds styles.csv, or one CSV, and images/ID.jpg)")
-    return found[0]
-
-
 def _folder(root: Path, columns: tuple[str, ...], id_column: str) -> list[Source]:
-    table = _folder_csv(root)
+    try:
+        table = catalogue_table(root)
+    except ValueError as error:
+        raise CatalogueError(str(error)) from None
     header, rows = csv_rows(table, spill_column=NAME_COLUMN)
     if id_column not in header:
         raise CatalogueError(f"{table}: no {id_column} column (the served model's id column)")
     if not set(columns) & set(header):
         raise CatalogueError(f"{table}: none of the audited columns ({', '.join(columns)})")
-    images = {f.stem: f for f in (root / "images").iterdir() if f.suffix.lower() in IMAGE_SUFFIXES} \
-        if (root / "images").is_dir() else {}
+    images = images_by_id(root / "images")
     sources = []
     for _, fields in rows:
         if len(fields) != len(header):
