@@ -2,9 +2,10 @@
 
 The pixels carry the labels the way product photos do: the silhouette tells the articleType, the fill
 the baseColour, the size and cut hint at gender, prints show up in the name. The other attributes are
-drawn from distributions conditioned on those, as in the real catalogue, and the file keeps the real
-file's quirks (unquoted commas in names, missing labels, ids without an image) so that the loader is
-exercised on them. Nothing downstream knows the data is synthetic.
+drawn from distributions conditioned on those, as in the real catalogue. Each product also has details of its
+own (a logo or motif, its outline's small deviations), so that two products of one type and colour differ as two
+real ones do. The file keeps the real file's quirks (unquoted commas in names, missing labels, ids without an
+image) so that the loader is exercised on them. Nothing downstream knows the data is synthetic.
 """
 
 from __future__ import annotations
@@ -225,13 +226,32 @@ def _shape(article: str) -> Shape:
     raise KeyError(article)
 
 
+@dataclass(frozen=True)
+class Detail:
+    """What makes one product its own beyond its labels, as two real products of one type and colour differ: each
+    corner of its silhouette a little moved and, on most, a graphic (a logo or print motif) in a tone of its own
+    colour. Proportions stay the template's: an article type's cut and a gender's fit are told by them."""
+
+    corners: tuple[float, ...]  # offsets in the unit square, one per coordinate of the silhouette (cycled)
+    graphic: tuple[str, float, float, float] | None  # (ellipse | rect | diamond, centre x, centre y, size)
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Detail:
+        # Below collars, waistbands and pockets, which tell the type.
+        graphic = (rng.choice(("ellipse", "rect", "diamond")), rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.62),
+                   rng.uniform(0.08, 0.15)) if rng.random() < 0.75 else None
+        return cls(tuple(rng.uniform(-0.006, 0.006) for _ in range(7)), graphic)
+
+
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 12) -> tuple[int, int, int]:
     r, g, b = (min(255, max(0, c + rng.randint(-amount, amount))) for c in rgb)
     return r, g, b
 
 
-def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Random) -> Image.Image:
-    """Render one product shot: a silhouette on a near-white studio background."""
+def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Random,
+         detail: Detail | None = None) -> Image.Image:
+    """Render one product shot: a silhouette on a near-white studio background; `detail`: the product's own
+    details (None: the article type's template as it is)."""
     width, height = size
     scale = 4  # draw large, downsample: anti-aliased edges like a real photo
     canvas = Image.new("RGB", (width * scale, height * scale), _jitter((250, 250, 250), rng, 5))
@@ -244,6 +264,8 @@ def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Rando
     oy = (height * scale - box) / 2 + rng.uniform(-0.05, 0.05) * box
 
     def xy(coords: list[float]) -> list[float]:
+        if detail is not None:
+            coords = [c + detail.corners[i % len(detail.corners)] for i, c in enumerate(coords)]
         return [ox + c * box * narrow if i % 2 == 0 else oy + c * box for i, c in enumerate(coords)]
 
     fill = _jitter(COLOUR_RGB.get(row.colour, MULTI_UNDERCOAT), rng)  # Multi: printed over below
@@ -265,8 +287,29 @@ def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Rando
             pen.line(xy(coords), fill=(245, 245, 245), width=scale * 3)
     if row.colour == "Multi" or pattern:
         canvas = _print_over(canvas, row, pattern, rng)
+    if detail is not None and detail.graphic is not None:
+        canvas = _graphic(canvas, detail.graphic, xy, fill)
     image = canvas.resize((width, height), Image.Resampling.LANCZOS)
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.6)))
+
+
+def _graphic(canvas: Image.Image, graphic: tuple[str, float, float, float], xy, fill: tuple[int, int, int]
+             ) -> Image.Image:
+    """A logo or motif on the product only (where the canvas is not background), in the fill's own tone moved
+    towards its contrast: the product's colour stays its colour."""
+    kind, cx, cy, size = graphic
+    layer = Image.new("L", canvas.size, 0)
+    pen = ImageDraw.Draw(layer)
+    if kind == "diamond":
+        pen.polygon(xy([cx, cy - size, cx + size, cy, cx, cy + size, cx - size, cy]), fill=255)
+    else:
+        getattr(pen, "ellipse" if kind == "ellipse" else "rectangle")(xy([cx - size, cy - size, cx + size, cy + size]),
+                                                                       fill=255)
+    pixels = np.asarray(canvas).copy()
+    marked = (np.asarray(layer) > 0) & ~(pixels > 240).all(axis=2)
+    contrast = 255.0 if sum(fill) < 384 else 0.0
+    pixels[marked] = (0.55 * pixels[marked] + 0.45 * contrast).astype(np.uint8)
+    return Image.fromarray(pixels)
 
 
 def _print_over(canvas: Image.Image, row: Row, pattern: str | None, rng: random.Random) -> Image.Image:
@@ -309,13 +352,14 @@ def write_catalogue(
     rows and labels are those the same seed gives without it."""
     rng = random.Random(seed)
     variants = random.Random(seed + 1_000_003)  # its own stream: the rows stay those of the clean catalogue
+    details = random.Random(seed + 2_000_003)  # and so do the rows of an older release's catalogue
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     lines = [",".join(STYLES_COLUMNS)]
     for n in tqdm(range(count), desc="synth", unit="img", disable=not progress):
         item_id = 10000 + n
         row, pattern = make_row(rng, item_id)
-        image = draw(row, pattern, image_size, rng)
+        image = draw(row, pattern, image_size, rng, Detail.draw(details))
         if photo_like:
             image = photolike.photo_like(image, variants)
         if rng.random() >= missing_image_rate:
