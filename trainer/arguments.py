@@ -66,9 +66,10 @@ class TrainArguments:
                                                               "validation macro-F1 over all labels (0 = never)"})
     head_lr: float = field(default=3e-3, metadata={"help": "learning rate of the heads in the probe stage"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the top of the network"})
-    layer_decay: float = field(
-        default=0.8, metadata={"help": "lr multiplier per backbone block going down (timm's fine grouping: stem, "
-                                       "each block, each downsample)"})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "lr multiplier per backbone block going down (timm's fine grouping: stem, "
+                                        "each block, each downsample); default 0.8 from pretrained weights, 1.0 "
+                                        "from random ones (no lower layers worth protecting)"})
     warmup_ratio: float = 0.05
     weight_decay: float = 0.05
     head_batch_size: int = 64

@@ -15,7 +15,9 @@ from enrich_model.model import AttributeHeads, TinyVitEncoder
 def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], label_smoothing: float = 0.0,
                    logit_adjustment: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Sum of per-attribute cross-entropies; -100 marks a missing label and is skipped. A multi-valued attribute's
-    target is (N, values) of 0/1: each value's binary cross-entropy, rows of -100 skipped.
+    target is (N, values) of 0/1: the sum of its values' binary cross-entropies (each value a decision of its own,
+    weighed as a single-valued attribute is; their mean would starve the backbone of what marks them), rows of
+    -100 skipped.
 
     `logit_adjustment` (tau * log prior per class, Menon et al. 2021) is added to the logits for the loss
     only: the head then learns balanced scores, so rare classes are not drowned by frequent ones.
@@ -25,8 +27,8 @@ def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tens
         if target.dim() == 2:
             known = target[:, 0] != -100
             if known.any():
-                total = total + nn.functional.binary_cross_entropy_with_logits(logits[name][known].float(),
-                                                                               target[known].float())
+                total = total + nn.functional.binary_cross_entropy_with_logits(
+                    logits[name][known].float(), target[known].float(), reduction="sum") / known.sum()
             continue
         if (target != -100).any():
             scores = logits[name]

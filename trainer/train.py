@@ -130,6 +130,8 @@ def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments,
     if args.backbone_mode == "frozen" and weights == RANDOM_WEIGHTS:
         raise UsageError("--backbone_mode frozen with random weights learns nothing: the features of a random "
                          "backbone do not separate products. Use --backbone_mode finetune, or pretrained weights")
+    if args.layer_decay is None:  # recorded as resolved, with the run's other arguments
+        args.layer_decay = 1.0 if weights == RANDOM_WEIGHTS else 0.8
     preprocessing = preprocessing_for(encoder)
     colour = [labels.schema.roles["colour"]] if "colour" in labels.schema.roles else []  # heads reading colours
     heads_config = HeadsConfig(dropout=model_args.head_dropout, colour_bins=model_args.colour_bins if colour else 0,
