@@ -122,6 +122,7 @@ class ImageLook:
 
     palette: list[PaletteColour] = field(default_factory=list)
     perceptual_hash: str = ""  # 16 hex digits
+    product_hash: str = ""  # 16 hex digits: the pHash of the product's bounding box (look.product_hash)
     colour_fingerprint: tuple[float, ...] = ()  # CIELAB of the product's dominant colour, then of the background
 
 

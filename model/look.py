@@ -22,7 +22,8 @@ HASH_SIDE, HASH_BITS = 32, 8  # pHash: DCT of the 32x32 grey image, its 8x8 lowe
 
 def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]], with_palette: bool = True,
          with_signature: bool = True) -> ImageLook:
-    """The palette and the signature (perceptual hash and colour fingerprint), each only when asked for."""
+    """The palette and the signature (perceptual hashes of the photo and of the product, colour fingerprint), each
+    only when asked for."""
     found = ImageLook()
     if not (with_palette or with_signature):
         return found
@@ -35,6 +36,7 @@ def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]], w
         found.palette = colours
     if with_signature:
         found.perceptual_hash = perceptual_hash(image)
+        found.product_hash = product_hash(rgb, background)
         found.colour_fingerprint = colour_fingerprint(dominant, background)
     return found
 
@@ -54,6 +56,21 @@ def perceptual_hash(image: Image.Image) -> str:
     low = (_DCT @ grey @ _DCT.T)[:HASH_BITS, :HASH_BITS]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def product_hash(rgb: np.ndarray, background: np.ndarray) -> str:
+    """The pHash of the product alone: its bounding box (the pixels away from the background's colour), padded to
+    a square with the background. Re-framing the photo (cropping or padding its margins) leaves it where the
+    photo's own hash moves many bits; another product's proportions, print or logo move it."""
+    foreground = np.linalg.norm(rgb - background, axis=2) > BACKGROUND_DISTANCE
+    rows, columns = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    crop = rgb if len(rows) < 2 or len(columns) < 2 else rgb[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    side = max(crop.shape[:2])
+    square = np.empty((side, side, 3), np.float32)
+    square[:] = background
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    return perceptual_hash(Image.fromarray(np.clip(square, 0, 255).astype(np.uint8)))
 
 
 # --- palette -----------------------------------------------------------------------------------------------

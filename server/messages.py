@@ -103,7 +103,8 @@ def encode_metadata(prediction: ItemPrediction, decoded: DecodedImage, size_byte
         palette=[enrich_pb2.PaletteColour(hex=c.hex, share=c.share, nearest=c.nearest) for c in look.palette],
         signature=enrich_pb2.ImageSignature(perceptual_hash=look.perceptual_hash,
                                             embedding=[] if prediction.embedding is None else prediction.embedding,
-                                            colour_fingerprint=look.colour_fingerprint))
+                                            colour_fingerprint=look.colour_fingerprint,
+                                            product_hash=look.product_hash))
     for attribute, value in prediction.attributes.items():
         encoded = encode_prediction(value)
         metadata.attributes[attribute].CopyFrom(encoded)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from enrich_client.audit.duplicates import Signature, duplicate_pairs, groups
+from enrich_client.audit.duplicates import MAX_PRODUCT_HASH_BITS, Signature, duplicate_pairs, groups
 from enrich_client.audit.findings import estimate_error_rate
 from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong, uniform_mistake, valid_prior
 from enrich_data.corrupt import Truth, corrupt, near_duplicate, nearest_colour
@@ -203,21 +203,49 @@ def test_a_copy_keeps_the_colour_fingerprint_and_another_photo_does_not():
     assert np.linalg.norm(fingerprint(original) - fingerprint(other), axis=1)[0] > 2.0
 
 
-def signature(key: str, embedding: list[float], fingerprint: list[float], size=(60, 80), hash_="ff00ff00ff00ff00"):
+def test_the_product_hash_keeps_a_re_framed_copy_and_tells_another_product_of_the_kind():
+    from enrich_data.synth import Detail, draw, make_row
+
+    def hashes(image: Image.Image) -> tuple[int, int]:
+        found = look(image.convert("RGB"), COLOUR_RGB, with_palette=False)
+        return int(found.product_hash, 16), int(found.perceptual_hash, 16)
+
+    rows, details = random.Random(4), random.Random(9)
+    kept, told, photo_kept = 0, 0, 0
+    for n in range(40):
+        row, pattern = make_row(rows, n)
+        original = draw(row, pattern, (120, 160), random.Random(n), Detail.draw(details))
+        another = draw(row, pattern, (120, 160), random.Random(n), Detail.draw(details))  # same labels and shot
+        copy = Image.open(io.BytesIO(near_duplicate(original, random.Random(n))))
+        (product, photo), (copy_product, copy_photo) = hashes(original), hashes(copy)
+        kept += (product ^ copy_product).bit_count() <= MAX_PRODUCT_HASH_BITS
+        told += (product ^ hashes(another)[0]).bit_count() > MAX_PRODUCT_HASH_BITS
+        photo_kept += (photo ^ copy_photo).bit_count() <= MAX_PRODUCT_HASH_BITS
+    assert kept >= 34 and told >= 28, (kept, told)  # most: a plain product without a graphic is its twin
+    assert photo_kept < kept, (photo_kept, kept)  # re-framing moves the photo's own hash more
+
+
+def signature(key: str, embedding: list[float], fingerprint: list[float], size=(60, 80), hash_="ff00ff00ff00ff00",
+              product_hash="0f0f0f0f0f0f0f0f"):
     vector = np.asarray(embedding, np.float32)
-    return Signature(key, *size, 1000, hash_, vector / np.linalg.norm(vector), np.asarray(fingerprint, float))
+    return Signature(key, *size, 1000, hash_, vector / np.linalg.norm(vector), np.asarray(fingerprint, float),
+                     product_hash)
 
 
-def test_duplicates_need_a_near_embedding_and_the_same_colours_and_keep_the_largest_copy():
+def test_duplicates_need_a_near_embedding_the_same_colours_and_product_and_keep_the_largest_copy():
     photo = [50.0, 40.0, 20.0, 97.0, 0.0, 1.0]
     signatures = [signature("a", [1, 0.02, 0], photo), signature("b", [1, 0, 0.01], [50.5, 40.2, 20.1, 97.1, 0, 1],
-                                                                (120, 160)),
+                                                                (120, 160), product_hash="0f0f0f0f0f0f0f0e"),
                   signature("c", [1, 0.01, 0.01], [55.0, 40.0, 20.0, 97.0, 0.0, 1.0]),  # look-alike, other colour
                   signature("d", [0, 1, 0], photo),  # same colours, another product
-                  signature("e", [0.99, 0.05, 0], [50.2, 40.1, 20.0, 97.2, 0.1, 1.0], hash_="ff00ff00ff00ff01")]
+                  signature("e", [0.99, 0.05, 0], [50.2, 40.1, 20.0, 97.2, 0.1, 1.0], hash_="ff00ff00ff00ff01"),
+                  # same colours, another print or logo on the same product type
+                  signature("f", [1, 0.02, 0.001], photo, product_hash="f0f0f0f0f0f0f00f")]
     pairs = duplicate_pairs(signatures)
     assert {frozenset((p.a.key, p.b.key)) for p in pairs} == {frozenset("ab"), frozenset("ae"), frozenset("be")}
     assert [[s.key for s in group] for group in groups(pairs)] == [["b", "a", "e"]]  # the 120x160 copy first
+    older = [signature(s.key, list(s.embedding), list(s.fingerprint), product_hash="") for s in signatures]
+    assert frozenset("af") in {frozenset((p.a.key, p.b.key)) for p in duplicate_pairs(older)}  # colours alone
 
 
 def test_corrupt_replaces_what_it_says_and_adds_decodable_near_duplicates(tmp_path: Path):

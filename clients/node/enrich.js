@@ -43,7 +43,7 @@ const USAGE = `usage: node enrich.js [--target HOST:PORT] [--caption-mode MODE] 
   --caption-mode  ${CAPTION_MODES.join(", ")} (default: the server's, generate)
   --top-k    alternatives per attribute (default: the server's, 3)
   --include-palette, --include-signature, --include-embedding
-             the answers carry the product's palette, the image's signature (perceptual hash, colour
+             the answers carry the product's palette, the image's signature (perceptual hashes, colour
              fingerprint), its embedding (computed only when asked)
 
 ENRICH_TOKEN sends a bearer token; ENRICH_CA connects with TLS, trusting that CA.`;

@@ -158,7 +158,7 @@ class EnrichClient:
         beam_search, template or skip (the proto's names, any case, CAPTION_MODE_ prefix optional); another
         value raises ValueError naming those. `catalogue`: the catalogue's values by column (baseColour, ...) to
         audit against the image, with `error_prior` (unset: the server's default). `include_*`: the embedding,
-        the palette, the signature (perceptual hash, colour fingerprint) in the answer (off: not computed)."""
+        the palette, the signature (perceptual hashes, colour fingerprint) in the answer (off: not computed)."""
         request = enrich_pb2.EnrichRequest(request_id=request_id, image=image, top_k=top_k or 0,
                                            caption_mode=contract.caption_mode(caption_mode),
                                            include_embedding=include_embedding, include_palette=include_palette,

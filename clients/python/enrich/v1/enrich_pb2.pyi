@@ -229,14 +229,16 @@ class PaletteColour(_message.Message):
     def __init__(self, hex: _Optional[str] = ..., share: _Optional[float] = ..., nearest: _Optional[str] = ...) -> None: ...
 
 class ImageSignature(_message.Message):
-    __slots__ = ("perceptual_hash", "embedding", "colour_fingerprint")
+    __slots__ = ("perceptual_hash", "embedding", "colour_fingerprint", "product_hash")
     PERCEPTUAL_HASH_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     COLOUR_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_HASH_FIELD_NUMBER: _ClassVar[int]
     perceptual_hash: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
     colour_fingerprint: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, perceptual_hash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., colour_fingerprint: _Optional[_Iterable[float]] = ...) -> None: ...
+    product_hash: str
+    def __init__(self, perceptual_hash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., colour_fingerprint: _Optional[_Iterable[float]] = ..., product_hash: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("label", "confidence", "alternatives", "derived", "unsure", "accepted", "values")

@@ -1,7 +1,8 @@
 """Exact and near-duplicate images from their answers' signatures: the encoder's embedding finds each image's
-nearest neighbours (faiss), and the colour fingerprint confirms them: copies of one photo keep the product's
-dominant colour and the background's, which two photos of look-alike products rarely share. The perceptual
-hash tells exact copies; it misses re-framed ones (a few per cent of framing moves many bits).
+nearest neighbours (faiss), and two checks from the pixels confirm them: the colour fingerprint (copies of one
+photo keep the product's dominant colour and the background's) and the product hash (the pHash of the product's
+own bounding box: copies keep its proportions, print and logo, which two look-alike products do not share). The
+photo's perceptual hash tells exact copies; it misses re-framed ones (a few per cent of framing moves many bits).
 
 faiss was the fastest of the nearest-neighbour libraries measured side by side (README, "Audit a
 catalogue"): exact search below EXACT_UP_TO rows, HNSW above.
@@ -16,8 +17,9 @@ import numpy as np
 NEIGHBOURS = 50  # look-alike products crowd a photo's nearest neighbours: its copies need room among them
 EXACT_UP_TO = 50_000
 MIN_COSINE = 0.85  # below this, two images are not of the same product
-MAX_PRODUCT_DELTA_E = 2.0  # CIELAB distance of the products' dominant colours that a copy stays within
+MAX_PRODUCT_DELTA_E = 3.0  # CIELAB distance of the products' dominant colours that a copy stays within
 MAX_BACKGROUND_DELTA_E = 1.0  # and of the backgrounds' (flat, so measured more exactly)
+MAX_PRODUCT_HASH_BITS = 12  # of 64: product hashes of a photo's copies differ in fewer
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Signature:
     perceptual_hash: str
     embedding: np.ndarray | None  # L2-normalised
     fingerprint: np.ndarray | None  # CIELAB of the product's dominant colour, then of the background
+    product_hash: str = ""  # empty from a server that does not send it: then the colours decide alone
 
     @classmethod
     def of(cls, answer: dict) -> Signature:
@@ -37,7 +40,7 @@ class Signature:
         embedding, fingerprint = signature.get("embedding") or None, signature.get("colourFingerprint") or None
         return cls(answer["requestId"], int(image["width"]), int(image["height"]), int(image["sizeBytes"]),
                    signature.get("perceptualHash", ""), np.asarray(embedding, np.float32) if embedding else None,
-                   np.asarray(fingerprint, np.float64) if fingerprint else None)
+                   np.asarray(fingerprint, np.float64) if fingerprint else None, signature.get("productHash", ""))
 
 
 @dataclass
@@ -58,6 +61,11 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count() if a and b else 64
 
 
+def _bit_count(words: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64."""
+    return np.unpackbits(words.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
 def neighbours(embeddings: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
     """(cosines, indices) of each row's k nearest other rows."""
     import faiss  # the audit extra
@@ -73,8 +81,8 @@ def neighbours(embeddings: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray,
 
 
 def duplicate_pairs(signatures: list[Signature]) -> list[Pair]:
-    """Pairs that are the same picture: neighbours by embedding whose colour fingerprints agree, most similar
-    first."""
+    """Pairs that are the same picture: neighbours by embedding whose colour fingerprints and product hashes agree,
+    most similar first."""
     usable = [s for s in signatures if s.embedding is not None and s.fingerprint is not None]
     if len(usable) < 2:
         return []
@@ -89,6 +97,10 @@ def duplicate_pairs(signatures: list[Signature]) -> list[Pair]:
     fingerprints = np.stack([s.fingerprint for s in usable]).reshape(-1, 2, 3)
     product, background = np.linalg.norm(fingerprints[first] - fingerprints[second], axis=2).T
     same = (product <= MAX_PRODUCT_DELTA_E) & (background <= MAX_BACKGROUND_DELTA_E)
+    hashes = [s.product_hash for s in usable]
+    if all(hashes):
+        bits = np.asarray([int(h, 16) for h in hashes], np.uint64)
+        same &= _bit_count(bits[first] ^ bits[second]) <= MAX_PRODUCT_HASH_BITS
     pairs = [Pair(usable[i], usable[j], float(cosine),
                   hamming(usable[i].perceptual_hash, usable[j].perceptual_hash))
              for i, j, cosine in zip(first[same], second[same], cosines[same], strict=True)]
