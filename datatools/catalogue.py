@@ -66,13 +66,20 @@ class Catalogue:
             if found:
                 rare[attribute] = found
         if self.taxonomy_file.rare == OTHER:
-            for item in self.items:
-                for attribute, values in rare.items():
-                    spec, gone = self.schema[attribute], set(values)
-                    kept = [OTHER if v in gone else v for v in spec.values(item.labels.get(attribute))]
-                    if kept:
-                        item.labels[attribute] = (spec.separator or "|").join(dict.fromkeys(kept))
+            self.fold_into_other(rare)
         return rare
+
+    def fold_into_other(self, rare: dict[str, list[str]]) -> None:
+        """Rewrite each attribute's `rare` values to "other" on every item (as training did, for a bundle
+        trained with the taxonomy file's rare "other")."""
+        for item in self.items:
+            for attribute, values in rare.items():
+                if attribute not in self.schema:
+                    continue
+                spec, gone = self.schema[attribute], set(values)
+                kept = [OTHER if v in gone else v for v in spec.values(item.labels.get(attribute))]
+                if kept:
+                    item.labels[attribute] = (spec.separator or "|").join(dict.fromkeys(kept))
 
 
 def catalogue_csv(root: Path, overrides: TaxonomyFile) -> Path:

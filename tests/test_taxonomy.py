@@ -84,6 +84,9 @@ def test_a_taxonomy_file_overrides_what_inference_cannot_know(tmp_path: Path):
     assert schema["style"].separator == ";" and "colour" not in schema.roles
     rare = catalogue.fold_rare(40)
     assert rare["product_type"] and {i.labels["product_type"] for i in catalogue.items} >= {"other"}
+    again = load_catalogue(folder, schema=schema)  # as `enrich evaluate` reads it, then folds by the bundle's record
+    again.fold_into_other(rare)
+    assert [i.labels for i in again.items] == [i.labels for i in catalogue.items]
 
 
 @pytest.mark.parametrize(("change", "rows_change", "expected"), [

@@ -36,7 +36,7 @@ from enrich_model.metrics import (
 )
 from enrich_model.options import RuntimeOptions, add_options, from_arguments
 from enrich_model.pipeline import EnrichPipeline
-from enrich_model.schema import CatalogueSchema
+from enrich_model.schema import OTHER, CatalogueSchema
 from enrich_model.thresholds import NEVER_ACCEPTED
 
 from .answers import Answers
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset_split = bundle.config.training.get("arguments", {}).get("split", "train") \
             if args.split == "test" else "train"
         catalogue = load_catalogue(args.data, dataset_split, schema=bundle.schema)
+        if bundle.config.training.get("rare_values") == OTHER:  # score the labels as the heads learnt them
+            catalogue.fold_into_other(bundle.config.training.get("rare", {}))
     except (BundleError, BackendError, DataError, OSError) as error:
         print(f"enrich evaluate: {error}", file=sys.stderr)
         return 2
