@@ -264,3 +264,21 @@ def test_a_rerun_with_other_options_is_refused_unless_told(server: LoopbackServe
     mixed = again(photos / "shoot1", photos / "shoot2", photos / "shoot0" / "000.jpg",
                   options=("--caption-mode", "skip", "--mixed-options"))
     assert mixed.returncode == 0 and summary(mixed.stderr)["enriched"] == 1, mixed.stderr
+
+
+def test_an_attribute_named_like_a_status_or_image_column_gets_a_value_column_of_its_own():
+    from enrich.v1 import enrich_pb2
+    from enrich_client.bulk import CsvLayout, csv_row
+
+    info = enrich_pb2.ModelInfo(attributes=[enrich_pb2.AttributeInfo(name="format", kind="single"),
+                                            enrich_pb2.AttributeInfo(name="tags", kind="multi")])
+    layout = CsvLayout.of(info)
+    assert len(layout.columns) == len(set(layout.columns)) and "formatValue" in layout.columns
+    response = enrich_pb2.EnrichResponse(request_id="b1")
+    response.metadata.image.format = "jpeg"
+    response.metadata.attributes["format"].label = "Hardcover"
+    response.metadata.attributes["format"].confidence = 0.9
+    response.metadata.attributes["tags"].values.add(label="gift", confidence=0.8)
+    row = csv_row(response, layout)
+    assert (row["format"], row["formatValue"], row["formatValueConfidence"]) == ("jpeg", "Hardcover", 0.9)
+    assert row["tags"] == "gift" and set(row) <= set(layout.columns)

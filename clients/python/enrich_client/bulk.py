@@ -38,6 +38,8 @@ from .streaming import BulkRun, code_name
 
 KEY = enrich_pb2.EnrichResponse.DESCRIPTOR.fields_by_name["request_id"].json_name  # requestId
 CONFIDENCE = "Confidence"  # the suffix of a value column's confidence column
+STATUS_COLUMNS = ("status", "reason", "message")
+IMAGE_COLUMNS = ("width", "height", "format", "modelVersion")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,15 @@ class CsvLayout:
 
     @property
     def columns(self) -> list[str]:
-        return [KEY, "status", "reason", "message", *[c for a in self.attributes for c in (a, f"{a}{CONFIDENCE}")],
-                self.caption, f"{self.caption}{CONFIDENCE}", "width", "height", "format", "modelVersion"]
+        values = [*self.attributes, self.caption]
+        return [KEY, *STATUS_COLUMNS, *[c for a in values for c in (self.column(a), self.column(a) + CONFIDENCE)],
+                *IMAGE_COLUMNS]
+
+    @staticmethod
+    def column(name: str) -> str:
+        """An attribute's (or the caption's) value column: its own name, unless one of the row's other columns
+        has it (an attribute called `format` or `status`), then with "Value" after it."""
+        return f"{name}Value" if name in (KEY, *STATUS_COLUMNS, *IMAGE_COLUMNS) else name
 
 
 
@@ -83,15 +92,17 @@ def csv_row(response: enrich_pb2.EnrichResponse, layout: CsvLayout | None = None
                 prediction = getattr(metadata, contract.TYPED_ATTRIBUTES[attribute])
             if prediction is None:
                 continue
+            column = layout.column(attribute)
             if attribute in layout.multi:
-                row[attribute] = "|".join(v.label for v in prediction.values)
-                row[f"{attribute}{CONFIDENCE}"] = "|".join(f"{v.confidence:.4f}" for v in prediction.values)
+                row[column] = "|".join(v.label for v in prediction.values)
+                row[column + CONFIDENCE] = "|".join(f"{v.confidence:.4f}" for v in prediction.values)
             else:
-                row[attribute] = prediction.label
-                row[f"{attribute}{CONFIDENCE}"] = round(prediction.confidence, 4)
+                row[column] = prediction.label
+                row[column + CONFIDENCE] = round(prediction.confidence, 4)
         if metadata.HasField("product_display_name"):
-            row[layout.caption] = metadata.product_display_name.text
-            row[f"{layout.caption}{CONFIDENCE}"] = round(metadata.product_display_name.confidence, 4)
+            caption = layout.column(layout.caption)
+            row[caption] = metadata.product_display_name.text
+            row[caption + CONFIDENCE] = round(metadata.product_display_name.confidence, 4)
         row.update(width=metadata.image.width, height=metadata.image.height, format=metadata.image.format)
     return row
 
