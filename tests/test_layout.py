@@ -133,7 +133,9 @@ def test_no_catalogue_column_is_a_constant_of_the_engine():
             if str(path.relative_to(ROOT)) in FASHION_PLACES:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and node.value in names:
+                # a name, or a key built on one ("eval_acc_articleType"); prose in docstrings may cite them
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                        node.value in names or (" " not in node.value and any(n in node.value for n in names))):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert found == []
 

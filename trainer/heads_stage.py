@@ -32,8 +32,9 @@ BEST_BY = "eval_macro_f1"
 
 def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem], val_items: list[CatalogueItem],
                 vocabs: dict[str, LabelVocab], preprocessing: Preprocessing, args: TrainArguments,
-                work: Path) -> list[dict]:
-    """Train in place; returns the Trainer log history of every phase, epochs numbered across phases."""
+                work: Path, shown: tuple[str, ...] = ()) -> list[dict]:
+    """Train in place; returns the Trainer log history of every phase, epochs numbered across phases. `shown`: the
+    attributes whose validation accuracy each epoch's line prints."""
     label_names = [f"label_{a}" for a in vocabs]
     encoder = classifier.encoder
     if args.backbone_mode == "frozen":
@@ -44,7 +45,7 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
         try:
             return _run(classifier, FeatureDataset(features["train"], train_items, vocabs),
                         FeatureDataset(features["validation"], val_items, vocabs), args, work / "probe",
-                        args.head_epochs, args.head_lr, label_names, "heads")
+                        args.head_epochs, args.head_lr, label_names, "heads", shown=shown)
         finally:
             classifier.encoder = encoder.to(next(classifier.heads.parameters()).device)
     augment = Augment(preprocessing.mean, preprocessing.std) if args.augment else None
@@ -54,12 +55,12 @@ def train_heads(classifier: AttributeClassifier, train_items: list[CatalogueItem
     if args.probe_epochs:
         encoder.requires_grad_(False)
         history += _run(classifier, train_set, val_set, args, work / "probe", args.probe_epochs, args.head_lr,
-                        label_names, "probe", early_stopping=False, callbacks=[FrozenEncoder(encoder)])
+                        label_names, "probe", early_stopping=False, callbacks=[FrozenEncoder(encoder)], shown=shown)
         encoder.requires_grad_(True)
     optimizer = layer_decay_optimizer(classifier, args)
     offset = args.probe_epochs
     for entry in _run(classifier, train_set, val_set, args, work / "finetune", args.head_epochs, args.finetune_lr,
-                      label_names, "finetune", optimizer=optimizer):
+                      label_names, "finetune", optimizer=optimizer, shown=shown):
         history.append({**entry, "epoch": entry.get("epoch", 0) + offset})
     return history
 
@@ -92,7 +93,8 @@ class FrozenEncoder(TrainerCallback):
 
 def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArguments, out: Path, epochs: int, lr: float,
          label_names: list[str], stage: str, optimizer: torch.optim.Optimizer | None = None,
-         early_stopping: bool = True, callbacks: list[TrainerCallback] | None = None) -> list[dict]:
+         early_stopping: bool = True, callbacks: list[TrainerCallback] | None = None,
+         shown: tuple[str, ...] = ()) -> list[dict]:
     callbacks = list(callbacks or [])
     if early_stopping and args.early_stopping:
         callbacks.append(EarlyStoppingCallback(args.early_stopping))
@@ -103,7 +105,7 @@ def _run(classifier: AttributeClassifier, train_set, val_set, args: TrainArgumen
         train_dataset=train_set, eval_dataset=val_set, callbacks=callbacks,
         compute_metrics=lambda prediction: heads_metrics(prediction, [n.removeprefix("label_") for n in label_names]),
         optimizers=(optimizer, None),
-    ), stage, args.progress)
+    ), stage, args.progress, shown)
     trainer.train()
     return trainer.state.log_history
 

@@ -19,10 +19,10 @@ class StepProgress(ProgressCallback):
 
 
 class EpochSummary(TrainerCallback):
-    """One readable line per epoch: losses and the validation accuracies that matter most."""
+    """One readable line per epoch: losses, the validation accuracies of the `shown` attributes, macro-F1."""
 
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
+    def __init__(self, stage: str, shown: tuple[str, ...] = ()) -> None:
+        self.stage, self.shown = stage, shown
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
         train_losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -30,18 +30,17 @@ class EpochSummary(TrainerCallback):
         if train_losses:
             parts.append(f"train loss {train_losses[-1]:.3f}")
         parts.append(f"validation loss {metrics['eval_loss']:.3f}")
-        parts += [f"{key.removeprefix('eval_acc_')} {value:.3f}" for key, value in metrics.items()
-                  if key in ("eval_acc_articleType", "eval_acc_baseColour", "eval_acc_gender")]
+        parts += [f"{name} {metrics[f'eval_acc_{name}']:.3f}" for name in self.shown if f"eval_acc_{name}" in metrics]
         if "eval_macro_f1" in metrics:
             parts.append(f"macro-F1 {metrics['eval_macro_f1']:.3f}")
         tqdm.write(", ".join(parts), file=sys.stderr)
 
 
-def quiet_progress(trainer: Trainer, stage: str, progress: bool) -> Trainer:
+def quiet_progress(trainer: Trainer, stage: str, progress: bool, shown: tuple[str, ...] = ()) -> Trainer:
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     if progress:
         trainer.add_callback(StepProgress)
-    trainer.add_callback(EpochSummary(stage))
+    trainer.add_callback(EpochSummary(stage, shown))
     return trainer
 

@@ -141,7 +141,8 @@ def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments,
                                 {a: len(v) for a, v in labels.vocabs.items()}, preprocessing)
     classifier = AttributeClassifier(heads, encoder, colour, args.label_smoothing,
                                      logit_adjustment(splits.train, labels.vocabs, args.class_balance))
-    history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args, work)
+    history = train_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args, work,
+                          shown=labels.schema.headline)
     refit = refit_heads(classifier, splits.train, splits.validation, labels.vocabs, preprocessing, args) \
         if args.refit_heads else {}
     validation = calibration_set(splits.validation, preprocessing, labels.vocabs, args.augment)
