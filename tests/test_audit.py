@@ -66,6 +66,7 @@ def test_an_audit_answers_one_finding_per_value_as_the_contract_defines_it(clien
     assert findings["season"].kind == enrich_pb2.FINDING_KIND_UNKNOWN_LABEL
     signature = answer.metadata.signature
     assert len(signature.embedding) == info.embedding_size > 0 and len(signature.perceptual_hash) == 16
+    assert len(signature.product_hash) == 16
     assert sum(v * v for v in signature.embedding) == pytest.approx(1.0, abs=1e-4)
     assert len(signature.colour_fingerprint) == 6 and 1 <= len(answer.metadata.palette) <= 5
     assert answer.metadata.sure_level != enrich_pb2.TAXONOMY_LEVEL_UNSPECIFIED or \
@@ -73,7 +74,7 @@ def test_an_audit_answers_one_finding_per_value_as_the_contract_defines_it(clien
     plain = client.enrich(image, "plain")
     assert not plain.HasField("audit") and not plain.metadata.signature.embedding
     assert not plain.metadata.palette and not plain.metadata.signature.perceptual_hash  # computed when asked only
-    assert not plain.metadata.signature.colour_fingerprint
+    assert not plain.metadata.signature.colour_fingerprint and not plain.metadata.signature.product_hash
 
 
 @pytest.mark.parametrize(("values", "prior", "words"), [

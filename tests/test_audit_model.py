@@ -177,8 +177,10 @@ def test_the_look_computes_what_a_request_asks_for_and_nothing_for_one_that_asks
     assert seen(False, False) == (set(), looks.ImageLook())
     parts, found = seen(True, False)
     assert parts == {"palette", "product_pixels"} and found.palette and not found.perceptual_hash
+    assert not found.product_hash
     parts, found = seen(False, True)
     assert "perceptual_hash" in parts and not found.palette and len(found.colour_fingerprint) == 6
+    assert len(found.product_hash) == 16
 
 
 def test_the_perceptual_hash_is_imagehash_phash():
@@ -246,6 +248,13 @@ def test_duplicates_need_a_near_embedding_the_same_colours_and_product_and_keep_
     assert [[s.key for s in group] for group in groups(pairs)] == [["b", "a", "e"]]  # the 120x160 copy first
     older = [signature(s.key, list(s.embedding), list(s.fingerprint), product_hash="") for s in signatures]
     assert frozenset("af") in {frozenset((p.a.key, p.b.key)) for p in duplicate_pairs(older)}  # colours alone
+    # One answer without a product hash (an older server's, resumed) keeps the hash check for the other pairs, and
+    # its own pairs need the colours within the stricter limit.
+    near = [50.0, 40.0, 22.5, 97.0, 0.0, 1.0]  # 2.5 ΔE from the photo: within 3, not within 2
+    mixed = [*signatures, signature("g", [1, 0.02, 0.002], near, product_hash=""),
+             signature("h", [1, 0.02, 0.003], near)]
+    found = {frozenset((p.a.key, p.b.key)) for p in duplicate_pairs(mixed)}
+    assert frozenset("af") not in found and frozenset("ah") in found and frozenset("ag") not in found
 
 
 def test_corrupt_replaces_what_it_says_and_adds_decodable_near_duplicates(tmp_path: Path):

@@ -17,9 +17,10 @@ import numpy as np
 NEIGHBOURS = 50  # look-alike products crowd a photo's nearest neighbours: its copies need room among them
 EXACT_UP_TO = 50_000
 MIN_COSINE = 0.85  # below this, two images are not of the same product
+MAX_PRODUCT_HASH_BITS = 12  # of 64: product hashes of a photo's copies mostly differ in fewer
 MAX_PRODUCT_DELTA_E = 3.0  # CIELAB distance of the products' dominant colours that a copy stays within
+COLOURS_ONLY_PRODUCT_DELTA_E = 2.0  # the same, for a pair without product hashes (answers of older servers)
 MAX_BACKGROUND_DELTA_E = 1.0  # and of the backgrounds' (flat, so measured more exactly)
-MAX_PRODUCT_HASH_BITS = 12  # of 64: product hashes of a photo's copies differ in fewer
 
 
 @dataclass
@@ -96,11 +97,12 @@ def duplicate_pairs(signatures: list[Signature]) -> list[Pair]:
     first, second, cosines = first[unique], second[unique], cosines[unique]
     fingerprints = np.stack([s.fingerprint for s in usable]).reshape(-1, 2, 3)
     product, background = np.linalg.norm(fingerprints[first] - fingerprints[second], axis=2).T
-    same = (product <= MAX_PRODUCT_DELTA_E) & (background <= MAX_BACKGROUND_DELTA_E)
-    hashes = [s.product_hash for s in usable]
-    if all(hashes):
-        bits = np.asarray([int(h, 16) for h in hashes], np.uint64)
-        same &= _bit_count(bits[first] ^ bits[second]) <= MAX_PRODUCT_HASH_BITS
+    hashed = np.asarray([bool(s.product_hash) for s in usable])
+    hashes = np.asarray([int(s.product_hash or "0", 16) for s in usable], np.uint64)
+    both = hashed[first] & hashed[second]
+    same = (background <= MAX_BACKGROUND_DELTA_E) & np.where(
+        both, (product <= MAX_PRODUCT_DELTA_E) & (_bit_count(hashes[first] ^ hashes[second]) <= MAX_PRODUCT_HASH_BITS),
+        product <= COLOURS_ONLY_PRODUCT_DELTA_E)
     pairs = [Pair(usable[i], usable[j], float(cosine),
                   hamming(usable[i].perceptual_hash, usable[j].perceptual_hash))
              for i, j, cosine in zip(first[same], second[same], cosines[same], strict=True)]
