@@ -2,17 +2,19 @@
 
 The pixels carry the labels the way product photos do: the silhouette tells the articleType, the fill
 the baseColour, the size and cut hint at gender, prints show up in the name. The other attributes are
-drawn from distributions conditioned on those, as in the real catalogue. Each product also has details of its
-own (a logo or motif, its outline's small deviations), so that two products of one type and colour differ as two
-real ones do. The file keeps the real file's quirks (unquoted commas in names, missing labels, ids without an
-image) so that the loader is exercised on them. Nothing downstream knows the data is synthetic.
+drawn from distributions conditioned on those, as in the real catalogue. Most products also carry a logo or
+motif of their own, so that two products of one type and colour differ as two real ones do. The file keeps the
+real file's quirks (unquoted commas in names, missing labels, ids without an image) so that the loader is
+exercised on them. Nothing downstream knows the data is synthetic.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -226,20 +228,30 @@ def _shape(article: str) -> Shape:
     raise KeyError(article)
 
 
+class Graphic(NamedTuple):
+    """A logo or motif: its shape (ellipse, rect or diamond), centre and half-size, in the unit square."""
+
+    kind: str
+    x: float
+    y: float
+    size: float
+
+
 @dataclass(frozen=True)
 class Detail:
-    """What makes one product its own beyond its labels, as two real products of one type and colour differ: each
-    corner of its silhouette a little moved and, on most, a graphic (a logo or print motif) in a tone of its own
-    colour. Proportions stay the template's: an article type's cut and a gender's fit are told by them."""
+    """What makes one product its own beyond its labels, as two real products of one type and colour differ: on
+    most, a graphic (a logo or print motif) in a tone of its own colour, and each corner of its silhouette moved by
+    up to 0.6 % of the frame. Proportions stay the template's: an article type's cut and a gender's fit are told by
+    them."""
 
     corners: tuple[float, ...]  # offsets in the unit square, one per coordinate of the silhouette (cycled)
-    graphic: tuple[str, float, float, float] | None  # (ellipse | rect | diamond, centre x, centre y, size)
+    graphic: Graphic | None
 
     @classmethod
     def draw(cls, rng: random.Random) -> Detail:
         # Below collars, waistbands and pockets, which tell the type.
-        graphic = (rng.choice(("ellipse", "rect", "diamond")), rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.62),
-                   rng.uniform(0.08, 0.15)) if rng.random() < 0.75 else None
+        graphic = Graphic(rng.choice(("ellipse", "rect", "diamond")), rng.uniform(0.4, 0.6),
+                          rng.uniform(0.4, 0.62), rng.uniform(0.08, 0.15)) if rng.random() < 0.75 else None
         return cls(tuple(rng.uniform(-0.006, 0.006) for _ in range(7)), graphic)
 
 
@@ -293,7 +305,7 @@ def draw(row: Row, pattern: str | None, size: tuple[int, int], rng: random.Rando
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.6)))
 
 
-def _graphic(canvas: Image.Image, graphic: tuple[str, float, float, float], xy, fill: tuple[int, int, int]
+def _graphic(canvas: Image.Image, graphic: Graphic, xy: Callable[[list[float]], list[float]], fill: tuple[int, int, int]
              ) -> Image.Image:
     """A logo or motif on the product only (where the canvas is not background), in the fill's own tone moved
     towards its contrast: the product's colour stays its colour."""

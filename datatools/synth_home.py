@@ -129,15 +129,13 @@ def _texture(pixels: np.ndarray, inside: np.ndarray, material: str, phase: float
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     scale = height / 64  # marks keep their size in pixels of a 64-pixel-high image
     extent = _Extent.of(inside)
-    level = sum(fill) / 3
-    light = level > 128
-    shine, shine_strength = (255.0, 1.0) if level <= 200 else (0.0, 0.5)
+    light = is_light(fill)
+    shine, shine_strength = (255.0, 1.0) if sum(fill) <= 600 else (0.0, 0.5)
 
-    def blend(where: np.ndarray, strength: np.ndarray | float, toward: np.ndarray | float) -> None:
+    def blend(where: np.ndarray, strength: np.ndarray | float, toward: float) -> None:
         chosen = inside & where
         amount = strength[chosen][:, None] if isinstance(strength, np.ndarray) else strength
-        target = toward[chosen][:, None] if isinstance(toward, np.ndarray) else toward
-        pixels[chosen] = ((1 - amount) * pixels[chosen] + amount * target).clip(0, 255).astype(np.uint8)
+        pixels[chosen] = ((1 - amount) * pixels[chosen] + amount * toward).clip(0, 255).astype(np.uint8)
 
     if material == "Wood":  # grain: wavy vertical lines about 6 pixels apart
         grain = np.sin((xs + 2.5 * scale * np.sin(ys / (5 * scale) + phase * 6)) * 2 * np.pi / (6 * scale))
@@ -182,8 +180,16 @@ def _styles(pixels: np.ndarray, inside: np.ndarray, styles: tuple[str, ...], d: 
         size = max(7, min(height // 5, min(extent.height, extent.width) // 2))
         cy, cx = extent.nearest_inside(inside, 0.3 + 0.4 * d[2], 0.3 + 0.4 * d[3])
         top, left = max(0, cy - size // 2), max(0, cx - size // 2)
-        pixels[top:top + size, left:left + size] = accent
-        pixels[top + size // 3:top + size - size // 3, left + size // 3:left + size - size // 3] = (255, 255, 255)
+        block, centre = np.zeros_like(inside), np.zeros_like(inside)
+        block[top:top + size, left:left + size] = True
+        centre[top + size // 3:top + size - size // 3, left + size // 3:left + size - size // 3] = True
+        pixels[inside & block] = accent
+        pixels[inside & centre] = (255, 255, 255)
+
+
+def is_light(fill: tuple[int, int, int]) -> bool:
+    """Whether marks on this fill are drawn dark (else light): the one rule for accents and textures."""
+    return sum(fill) > 384
 
 
 def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random) -> Image.Image:
@@ -204,19 +210,20 @@ def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random
                  for i, c in enumerate(coords)]
         return [ox + c * box if i % 2 == 0 else oy + c * box for i, c in enumerate(moved)]
 
-    def corners(coords: list[float]) -> list[float]:  # a box whose moved corners stay in order
+    def ordered_box(coords: list[float]) -> list[float]:
+        """Moved corners can cross on a thin part: Pillow needs them in order, and at least a pixel apart."""
         x0, y0, x1, y1 = xy(coords)
         return [min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1]
 
     for kind, coords in _outline(product.product_type, product.detail):
         if kind == "rect":
-            pen.rectangle(corners(coords), fill=fill, outline=outline, width=scale)
+            pen.rectangle(ordered_box(coords), fill=fill, outline=outline, width=scale)
         elif kind == "ellipse":
-            pen.ellipse(corners(coords), fill=fill, outline=outline, width=scale)
+            pen.ellipse(ordered_box(coords), fill=fill, outline=outline, width=scale)
         elif kind == "chord":
-            pen.chord(corners(coords), 0, 180, fill=fill, outline=outline, width=scale)
+            pen.chord(ordered_box(coords), 0, 180, fill=fill, outline=outline, width=scale)
         elif kind == "ring":
-            pen.ellipse(corners(coords), outline=fill, width=int(box * 0.04))
+            pen.ellipse(ordered_box(coords), outline=fill, width=int(box * 0.04))
         elif kind == "poly":
             pen.polygon(xy(coords), fill=fill, outline=outline, width=scale)
         elif kind == "hands":
@@ -226,7 +233,7 @@ def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random
                      width=scale * 2)
     pixels = np.asarray(canvas.resize((width, height), Image.Resampling.LANCZOS)).copy()
     inside = (np.abs(pixels.astype(int) - backdrop).sum(axis=2) > 12)
-    accent = (245, 245, 240) if sum(fill) < 380 else (30, 30, 36)
+    accent = (30, 30, 36) if is_light(fill) else (245, 245, 240)
     _styles(pixels, inside, product.styles, product.detail, accent)
     _texture(pixels, inside, product.material, product.detail[5], fill)  # over the marks: styles hide no material
     return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.3)))

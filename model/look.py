@@ -1,5 +1,6 @@
 """What the decode stage reads from the pixels themselves, without the model: the product's colour palette
-and a perceptual hash, for audits and duplicate finding. Torch-free; runs in the server's decode threads."""
+and perceptual hashes of the photo and of the product alone, for audits and duplicate finding. Torch-free;
+runs in the server's decode threads."""
 
 from __future__ import annotations
 
