@@ -89,6 +89,16 @@ def test_missing_labels_are_masked_per_attribute():
     assert not torch.allclose(adjusted, attribute_loss(logits, {"articleType": article}))
 
 
+def test_a_multi_valued_attribute_weighs_each_value_as_one_decision():
+    """Its loss is the sum of its values' binary cross-entropies per row (a mean would weigh four values as one
+    quarter of a single-valued attribute each); rows marked missing are left out."""
+    logits = {"style": torch.randn(3, 4)}
+    target = torch.tensor([[1, 0, 0, 1], [-100, -100, -100, -100], [0, 0, 1, 0]])
+    per_value = torch.nn.functional.binary_cross_entropy_with_logits(logits["style"][[0, 2]], target[[0, 2]].float(),
+                                                                     reduction="none")
+    assert torch.allclose(attribute_loss(logits, {"style": target}), per_value.sum(dim=1).mean())
+
+
 def test_heads_train_on_a_batch_of_one():
     """The last batch of an epoch may hold one image; BatchNorm cannot measure a spread there."""
     heads = AttributeHeads(8, {"articleType": 3, "baseColour": 4}, colour_features=5,

@@ -143,6 +143,11 @@ def home_image(home_bundle: Path) -> Path:
     return sorted((data / "images").glob("*.png"))[0]
 
 
+def test_random_weights_train_without_layer_decay(home_bundle: Path):
+    training = json.loads((home_bundle / "enrich.json").read_text())["training"]
+    assert training["arguments"]["pretrained"] == "none" and training["arguments"]["layer_decay"] == 1.0
+
+
 def test_a_custom_bundle_answers_by_column_name_over_grpc(home_bundle: Path, home_server: LoopbackServer):
     config = json.loads((home_bundle / "enrich.json").read_text())
     assert config["schema"]["id_column"] == "sku" and set(config["attributes"]) == set(HOME_ATTRIBUTES) - {"department"}

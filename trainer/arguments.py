@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from enrich_model.bundle_config import MAX_NEW_TOKENS
 
+PRETRAINED_LAYER_DECAY = 0.8  # --layer_decay's default when the backbone starts from pretrained weights
+
 
 class UsageError(ValueError):
     """A wrong argument or combination of arguments; the message says which and what to do instead."""
@@ -68,8 +70,9 @@ class TrainArguments:
     finetune_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the top of the network"})
     layer_decay: float | None = field(
         default=None, metadata={"help": "lr multiplier per backbone block going down (timm's fine grouping: stem, "
-                                        "each block, each downsample); default 0.8 from pretrained weights, 1.0 "
-                                        "from random ones (no lower layers worth protecting)"})
+                                        f"each block, each downsample); default {PRETRAINED_LAYER_DECAY} from "
+                                        "pretrained weights, 1.0 from random ones (no lower layers worth "
+                                        "protecting)"})
     warmup_ratio: float = 0.05
     weight_decay: float = 0.05
     head_batch_size: int = 64

@@ -36,7 +36,7 @@ from enrich_model.pipeline import EnrichPipeline
 from enrich_model.preprocess import Preprocessing
 from enrich_model.schema import CatalogueSchema, LabelVocab, SchemaError, Taxonomy
 
-from .arguments import DataArguments, ModelArguments, TrainArguments, UsageError
+from .arguments import PRETRAINED_LAYER_DECAY, DataArguments, ModelArguments, TrainArguments, UsageError
 from .augment import Augment
 from .calibration import calibrate
 from .caption_stage import train_captioner
@@ -131,7 +131,7 @@ def train_classifier(splits: Splits, labels: Labels, model_args: ModelArguments,
         raise UsageError("--backbone_mode frozen with random weights learns nothing: the features of a random "
                          "backbone do not separate products. Use --backbone_mode finetune, or pretrained weights")
     if args.layer_decay is None:  # recorded as resolved, with the run's other arguments
-        args.layer_decay = 1.0 if weights == RANDOM_WEIGHTS else 0.8
+        args.layer_decay = 1.0 if weights == RANDOM_WEIGHTS else PRETRAINED_LAYER_DECAY
     preprocessing = preprocessing_for(encoder)
     colour = [labels.schema.roles["colour"]] if "colour" in labels.schema.roles else []  # heads reading colours
     heads_config = HeadsConfig(dropout=model_args.head_dropout, colour_bins=model_args.colour_bins if colour else 0,
