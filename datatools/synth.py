@@ -255,6 +255,11 @@ class Detail:
         return cls(tuple(rng.uniform(-0.006, 0.006) for _ in range(7)), graphic)
 
 
+def is_light(fill: tuple[int, int, int]) -> bool:
+    """Whether marks on this fill are drawn dark (else light): the one rule for both generators' marks."""
+    return sum(fill) >= 384
+
+
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 12) -> tuple[int, int, int]:
     r, g, b = (min(255, max(0, c + rng.randint(-amount, amount))) for c in rgb)
     return r, g, b
@@ -319,7 +324,7 @@ def _graphic(canvas: Image.Image, graphic: Graphic, xy: Callable[[list[float]], 
                                                                        fill=255)
     pixels = np.asarray(canvas).copy()
     marked = (np.asarray(layer) > 0) & ~(pixels > 240).all(axis=2)
-    contrast = 255.0 if sum(fill) < 384 else 0.0
+    contrast = 0.0 if is_light(fill) else 255.0
     pixels[marked] = (0.55 * pixels[marked] + 0.45 * contrast).astype(np.uint8)
     return Image.fromarray(pixels)
 

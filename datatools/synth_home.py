@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from .synth import is_light
+
 CSV_FILE = "products.csv"
 COLUMNS = ("sku", "title", "product_type", "department", "material", "colour_family", "style", "price", "barcode")
 # product type -> (department, relative frequency, noun in titles)
@@ -185,11 +187,6 @@ def _styles(pixels: np.ndarray, inside: np.ndarray, styles: tuple[str, ...], d: 
         centre[top + size // 3:top + size - size // 3, left + size // 3:left + size - size // 3] = True
         pixels[inside & block] = accent
         pixels[inside & centre] = (255, 255, 255)
-
-
-def is_light(fill: tuple[int, int, int]) -> bool:
-    """Whether marks on this fill are drawn dark (else light): the one rule for accents and textures."""
-    return sum(fill) > 384
 
 
 def draw_product(product: HomeProduct, size: tuple[int, int], rng: random.Random) -> Image.Image:

@@ -32,12 +32,13 @@ def look(image: Image.Image, colour_names: Mapping[str, tuple[int, int, int]], w
     small.thumbnail((PALETTE_SIDE, PALETTE_SIDE), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, np.float32)
     background = _background(rgb)
-    colours, dominant = palette(product_pixels(rgb, background), colour_names)  # the fingerprint's colour too
+    foreground = np.linalg.norm(rgb - background, axis=2) > BACKGROUND_DISTANCE
+    colours, dominant = palette(product_pixels(rgb, foreground), colour_names)  # the fingerprint's colour too
     if with_palette:
         found.palette = colours
     if with_signature:
         found.perceptual_hash = perceptual_hash(image)
-        found.product_hash = product_hash(rgb, background)
+        found.product_hash = product_hash(rgb, foreground, background)
         found.colour_fingerprint = colour_fingerprint(dominant, background)
     return found
 
@@ -59,11 +60,10 @@ def perceptual_hash(image: Image.Image) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
-def product_hash(rgb: np.ndarray, background: np.ndarray) -> str:
-    """The pHash of the product alone: its bounding box (the pixels away from the background's colour), padded to
-    a square with the background. Re-framing the photo (cropping or padding its margins) leaves it where the
+def product_hash(rgb: np.ndarray, foreground: np.ndarray, background: np.ndarray) -> str:
+    """The pHash of the product alone: the bounding box of its `foreground` pixels, padded to a square with the
+    background. Re-framing the photo (cropping or padding its margins) leaves it where the
     photo's own hash moves many bits; another product's proportions, print or logo move it."""
-    foreground = np.linalg.norm(rgb - background, axis=2) > BACKGROUND_DISTANCE
     rows, columns = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     crop = rgb if len(rows) < 2 or len(columns) < 2 else rgb[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
     side = max(crop.shape[:2])
@@ -108,15 +108,14 @@ def _background(rgb: np.ndarray, ring: int = 2) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def product_pixels(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The product's pixels in an (H, W, 3) RGB array: those away from the background's colour and inside a
-    flat area (anti-aliased edges, shading steps and print borders are blends, not colours of the product).
+def product_pixels(rgb: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The product's pixels in an (H, W, 3) RGB array: those of `foreground` (away from the background's colour)
+    inside a flat area (anti-aliased edges, shading steps and print borders are blends, not colours of the product).
     Falls back to every product pixel, then to every pixel, when too few are left."""
     padded = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), mode="edge")
     height, width = rgb.shape[:2]
     steps = [np.abs(rgb - padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]).max(axis=2)
              for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
-    foreground = np.linalg.norm(rgb - background, axis=2) > BACKGROUND_DISTANCE
     flat = foreground & (np.max(steps, axis=0) < FLAT_STEP)
     enough = max(16, height * width // 100)
     for pixels in (rgb[flat], rgb[foreground]):
