@@ -369,7 +369,7 @@ def write_catalogue(
     rows and labels are those the same seed gives without it."""
     rng = random.Random(seed)
     variants = random.Random(seed + 1_000_003)  # its own stream: the rows stay those of the clean catalogue
-    details = random.Random(seed + 2_000_003)  # and so do the rows of an older release's catalogue
+    details = random.Random(seed + 2_000_003)  # its own stream too: details leave each row as the seed draws it
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     lines = [",".join(STYLES_COLUMNS)]
