@@ -108,6 +108,19 @@ def batched_pipeline(pipeline: EnrichPipeline, settings: ServerSettings,
                            on_batch, settings.encoder_wait_ms)
 
 
+def loaded_model(settings: ServerSettings, cache_max_bytes: int = 0, config: BundleConfig | None = None,
+                 on_batch: Callable[[str, int], None] | None = None) -> LoadedModel:
+    """The bundle loaded, warmed and batched as the settings say, with the runtime it chose (the batched stages
+    start() inside the event loop that serves)."""
+    model_threads, decode_threads = settings.thread_budget
+    pipeline = load_pipeline(settings, model_threads, config)
+    runtime = enrich_pb2.Runtime(
+        backend=pipeline.backend.choice.name, precision=pipeline.backend.choice.precision.value,
+        device=str(pipeline.device), model_threads=model_threads, decode_threads=decode_threads,
+        max_caption_batch_size=settings.caption_batch_size, cache_max_bytes=cache_max_bytes)
+    return LoadedModel(pipeline, batched_pipeline(pipeline, settings, on_batch), runtime)
+
+
 class EnrichServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -195,13 +208,7 @@ class EnrichServer:
                  runtime.device, runtime.backend, runtime.precision, self.model_threads)
 
     def _load(self, config: BundleConfig | None) -> LoadedModel:
-        settings = self.settings
-        pipeline = load_pipeline(settings, self.model_threads, config)
-        runtime = enrich_pb2.Runtime(
-            backend=pipeline.backend.choice.name, precision=pipeline.backend.choice.precision.value,
-            device=str(pipeline.device), model_threads=self.model_threads, decode_threads=self.decode_threads,
-            max_caption_batch_size=settings.caption_batch_size, cache_max_bytes=self.service.cache.max_bytes)
-        return LoadedModel(pipeline, batched_pipeline(pipeline, settings, self.metrics.observe_batch), runtime)
+        return loaded_model(self.settings, self.service.cache.max_bytes, config, self.metrics.observe_batch)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING first (probes and balancers move away), then finish accepted calls.

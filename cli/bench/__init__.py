@@ -280,6 +280,7 @@ def measure_bundle(args: argparse.Namespace, catalogue: list[bytes], camera: lis
                    "eager": stack.enter_context(server_process(args.model, "eager", *NO_CACHE, *EAGER))}
         in_process = InProcessServer(ServerSettings(model=args.model))
         measure_grpc(clients, catalogue, camera, figures, in_process, rounds=args.plan.grpc_rounds)
+        in_process.close()
         del in_process
         gc.collect()
     if args.plan.cache:

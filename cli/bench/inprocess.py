@@ -3,12 +3,8 @@ the one shared pass, and the server's own service without gRPC (the most a gRPC 
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,49 +219,26 @@ class InProcessServer:
     exactly as the gRPC servicer runs them, minus gRPC: the most a gRPC stream could reach."""
 
     def __init__(self, settings) -> None:
-        from enrich_server.ports import load_pipeline
+        from enrich_server.in_process import InProcessService
 
-        self.settings = dataclasses.replace(settings, cache_mb=0)  # every image reaches the model
-        self.model_threads, self.decode_threads = self.settings.thread_budget
-        self.pipeline = load_pipeline(self.settings, self.model_threads)
+        self.service = InProcessService(settings)
 
     def images_per_second(self, images: list[bytes], caption: CaptionMode, streams: int = 4) -> float:
-        return asyncio.run(self._run(images, caption, streams))
-
-    async def _run(self, images: list[bytes], caption: CaptionMode, streams: int) -> float:
-        from enrich_server.metrics import Metrics
-        from enrich_server.ports import batched_pipeline, limits_of
-        from enrich_server.service import EnrichService, LoadedModel
-        from enrich_server.stream import StreamCall
-
         mode = caption_mode(caption.value)
-        with ThreadPoolExecutor(self.decode_threads) as pool:
-            service = EnrichService(limits_of(self.settings), pool, Metrics())
-            batched = batched_pipeline(self.pipeline, self.settings)
-            service.model = LoadedModel(self.pipeline, batched, enrich_pb2.Runtime())
-            batched.start()
+        self._all_answered(self.service.answer_streams([requests(images[i:16:streams], mode)
+                                                        for i in range(streams)]))  # warm
+        started = time.perf_counter()
+        self._all_answered(self.service.answer_streams([requests(images[i::streams], mode) for i in range(streams)]))
+        return len(images) / (time.perf_counter() - started)
 
-            async def stream(share: list[bytes]) -> None:
-                answers: list[enrich_pb2.EnrichResponse] = []
-                ending = await StreamCall(service, requests(share, mode), as_written(answers), None).run()
-                if ending is not None or len(answers) != len(share) or any(a.status.code for a in answers):
-                    raise RuntimeError("the in-process stream did not answer every image")
+    @staticmethod
+    def _all_answered(streams: list[list[enrich_pb2.EnrichResponse]]) -> None:
+        if any(answer.status.code for answers in streams for answer in answers):
+            raise RuntimeError("the in-process stream did not answer every image")
 
-            await asyncio.gather(*(stream(images[i:16:streams]) for i in range(streams)))  # warm
-            started = time.perf_counter()
-            await asyncio.gather(*(stream(images[i::streams]) for i in range(streams)))
-            elapsed = time.perf_counter() - started
-            await batched.stop()
-        return len(images) / elapsed
+    def close(self) -> None:
+        self.service.close()
 
 
-async def requests(images: list[bytes], mode: int) -> AsyncIterator[enrich_pb2.EnrichRequest]:
-    for n, data in enumerate(images):
-        yield enrich_pb2.EnrichRequest(request_id=str(n), image=data, caption_mode=mode)
-
-
-def as_written(answers: list) -> Callable:
-    async def write(answer: enrich_pb2.EnrichResponse) -> None:
-        answers.append(answer)
-
-    return write
+def requests(images: list[bytes], mode: int) -> list[enrich_pb2.EnrichRequest]:
+    return [enrich_pb2.EnrichRequest(request_id=str(n), image=data, caption_mode=mode) for n, data in enumerate(images)]
