@@ -268,7 +268,7 @@ def test_a_rerun_with_other_options_is_refused_unless_told(server: LoopbackServe
 
 def test_an_attribute_named_like_a_status_or_image_column_gets_a_value_column_of_its_own():
     from enrich.v1 import enrich_pb2
-    from enrich_client.bulk import CsvLayout, csv_row
+    from enrich_client.outputs import CsvLayout, csv_row
 
     info = enrich_pb2.ModelInfo(attributes=[enrich_pb2.AttributeInfo(name="format", kind="single"),
                                             enrich_pb2.AttributeInfo(name="tags", kind="multi")])

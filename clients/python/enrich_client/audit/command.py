@@ -24,8 +24,9 @@ from pathlib import Path
 from enrich_contract.posterior import valid_prior
 from enrich_contract.wire import INCLUDE_FLAGS, caption_mode, caption_mode_name, to_json
 
-from ..bulk import Output, run_with_progress
+from ..bulk import run_with_progress
 from ..client import EnrichClient, EnrichError
+from ..outputs import Output
 from ..streaming import BulkRun
 from .catalogue import CatalogueError, audited_columns, check_catalogue, read_catalogue
 from .duplicates import Pair, Signature, duplicate_pairs, groups
