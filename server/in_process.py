@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
+import hashlib
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from enrich.v1 import enrich_pb2
+from enrich_model.bundle_info import BundleInfo
 
+from .messages import model_info
 from .metrics import Metrics
 from .ports import limits_of, loaded_model
 from .service import EnrichService
@@ -88,3 +94,25 @@ class InProcessService:
 async def _iterate(requests: list[enrich_pb2.EnrichRequest]) -> AsyncIterator[enrich_pb2.EnrichRequest]:
     for request in requests:
         yield request
+
+
+def local_bundle(source: str | Path) -> Path:
+    """A bundle folder on this machine: `source` itself when it is one, else fetched (`enrich fetch`: an object
+    store, a URL, the hub) into a cache folder of this machine's, once for all the processes that ask."""
+    if Path(source).is_dir():
+        return Path(source)
+    from enrich_data.fetch import fetch_bundle
+
+    cache = Path(tempfile.gettempdir()) / "enrich-bundles"
+    cache.mkdir(exist_ok=True)
+    dest = cache / hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    with open(cache / f"{dest.name}.lock", "w") as lock:  # one fetch per machine; the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fetch_bundle(str(source), dest, progress=False)
+    return dest
+
+
+def describe_bundle(path: Path, settings: ServerSettings | None = None) -> enrich_pb2.ModelInfo:
+    """What GetModelInfo would answer for the bundle, read without loading its graphs."""
+    settings = settings or ServerSettings(model=path)
+    return model_info(BundleInfo.read(path), limits_of(settings), enrich_pb2.ServerLoad(), enrich_pb2.Runtime())

@@ -98,7 +98,7 @@ def test_the_report_page_cannot_be_broken_by_what_a_catalogue_holds(tmp_path: Pa
 
     hostile = '</script><!--<script>{{data}}'
     row = FindingRow(hostile, "baseColour", "disagrees", hostile, "Red", 0.01, 0.9, 0.99)
-    page = write_report(tmp_path, "{{data}} & <b>", {}, [row], [], {}, {}).read_text()
+    page = write_report(tmp_path, "{{data}} & <b>", {}, [row], 1, [], {}, {}).read_text()
     script = page[page.index('<script id="audit-data"'):]
     script = script[:script.index("</script>")]
     assert "<!--" not in script and "</" not in script.split(">", 1)[1]

@@ -18,14 +18,18 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from enrich.v1 import enrich_pb2
 from enrich_contract import wire as contract
 
 from .client import EnrichClient, EnrichError
-from .outputs import CsvLayout, Output, output_format
+from .outputs import Output, open_output, output_format
 from .sources import collect
 from .streaming import BulkRun
+
+if TYPE_CHECKING:
+    from .answer_parts import ParquetOutput
 
 
 def included(args) -> list[str]:
@@ -42,18 +46,20 @@ def run_options(args) -> dict:
 
 def bulk_main(client: EnrichClient, args) -> int:
     out = Path(args.out)
-    layout = None
-    if output_format(out, args.format) == "csv":  # its columns are the served model's attributes
-        try:
-            client.wait_until_serving(args.retry_seconds)
-            layout = CsvLayout.of(client.model_info())
-        except (EnrichError, TimeoutError) as error:
-            print(f"enrich-client bulk: the CSV's columns are the served model's, and no server answered: {error}",
-                  file=sys.stderr)
-            return 1
+    fmt = output_format(out, args.format)
+    if args.engine == "ray" and fmt != "parquet":
+        print("enrich-client bulk: --engine ray writes Parquet parts: give --out a folder (or --format parquet)",
+              file=sys.stderr)
+        return 2
+    try:  # CSV's and Parquet's columns are the served model's
+        info = answering_model(client, args) if fmt != "jsonl" else None
+    except (EnrichError, TimeoutError) as error:
+        print(f"enrich-client bulk: the output's columns are the served model's, and no server answered: {error}",
+              file=sys.stderr)
+        return 1
     try:
         sources = collect(args.inputs)
-        output = Output(out, output_format(out, args.format), layout)
+        output = open_output(out, fmt, info)
     except (OSError, ValueError) as error:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
@@ -63,12 +69,54 @@ def bulk_main(client: EnrichClient, args) -> int:
         output.close()
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
+    if args.engine == "ray":
+        return run_on_ray_with_summary(client, args, sources, output, request_options(args), "bulk")
     run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode, args.sidecars,
                   args.retry_seconds, include=included(args))
     return run_with_progress(client, run, output, "bulk", args.quiet)
 
 
-def run_with_progress(client: EnrichClient, run: BulkRun, output: Output, command: str, quiet: bool) -> int:
+def request_options(args, error_prior: float | None = None, include: list[str] | None = None):
+    from .ray_engine import RequestOptions
+
+    return RequestOptions(args.top_k, args.caption_mode, error_prior,
+                          tuple(included(args) if include is None else include))
+
+
+def answering_model(client: EnrichClient, args) -> enrich_pb2.ModelInfo:
+    """The description of the model that will answer: the bundle's (--engine ray --model), else the server's.
+    Raises EnrichError or TimeoutError when no server answers."""
+    if args.engine == "ray" and args.model:
+        from .ray_engine import RayEngine, model_info
+
+        return model_info(RayEngine(bundle=args.model))
+    client.wait_until_serving(args.retry_seconds)
+    return client.model_info()
+
+
+def run_on_ray_with_summary(client: EnrichClient, args, sources: list, output, options, command: str) -> int:
+    """The run on Ray (ray_engine), with bulk's exit status: 0 when every image has an OK row."""
+    import time
+
+    from .ray_engine import engine_of, run_on_ray
+
+    started = time.monotonic()
+    engine = engine_of(args, client.target)
+    try:
+        ok, failed = run_on_ray(engine, sources, output, options, args.quiet)
+    except KeyboardInterrupt:
+        output.close()
+        print("\ninterrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    seconds = time.monotonic() - started
+    skipped = len(sources) - ok - failed
+    print(f"{ok} enriched, {failed} failed, {skipped} already in the output; {seconds:.0f} s, "
+          f"{(ok + failed) / max(seconds, 1e-9):.1f} img/s (ray)", file=sys.stderr)
+    return 0 if not output.failed else 1
+
+
+def run_with_progress(client: EnrichClient, run: BulkRun, output: Output | ParquetOutput, command: str,
+                      quiet: bool) -> int:
     """Runs `run` with a progress bar; Ctrl-C stops it resumably. The exit status: 0 when every image has an OK
     row, 1 when some row failed or the run stopped, 130 when interrupted."""
     from tqdm import tqdm

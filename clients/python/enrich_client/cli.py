@@ -27,6 +27,7 @@ from enrich_contract.wire import to_json
 
 from .bulk import bulk_main, included
 from .client import IMAGE_SUFFIXES, MAX_MESSAGE_MB, EnrichClient, EnrichError, image_files
+from .outputs import FORMATS
 
 COMMANDS = ("enrich", "bulk", "audit", "info", "health")
 GLOBAL_OPTIONS_WITH_VALUE = ("--target", "--max-message-mb", "--timeout", "--ca", "--cert", "--key",
@@ -101,6 +102,42 @@ def add_request_options(parser: argparse.ArgumentParser, caption_default: str = 
 
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engine ray and its settings (the `ray` extra)."""
+    group = parser.add_argument_group("Ray (--engine ray, the `ray` extra; answers go to Parquet parts)")
+    group.add_argument("--engine", choices=("grpc", "ray"), default="grpc",
+                       help="grpc: this process streams to --target (default); ray: a Ray Data job whose actors "
+                       "answer from --model, or call --target")
+    group.add_argument("--model", help="--engine ray: answer in the actors from this bundle (a path, or any source "
+                       "`enrich fetch` takes) instead of calling a server")
+    group.add_argument("--ray-address", help="the cluster to join (e.g. ray://head:10001, or auto); default: "
+                     "RAY_ADDRESS, else a local cluster on this machine")
+    group.add_argument("--ray-actors", type=int, default=0, help="actors (default: the cluster's CPUs / --ray-threads)")
+    group.add_argument("--ray-threads", type=int, default=2, help="CPUs (model and decode threads) per actor")
+    group.add_argument("--ray-batch-size", type=int, default=32, help="images an actor takes at a time")
+
+
+def add_audit_parser(commands) -> None:
+    audit = commands.add_parser("audit", help="check a catalogue's values against its images: findings, error "
+                                "rates, duplicates and an HTML report (the `audit` extra)")
+    audit.add_argument("catalogue", help="a folder with styles.csv and images/ID.jpg, or a .csv/.jsonl manifest with "
+                       "path or url, id, and attribute columns (gender, baseColour, ..., productDisplayName)")
+    audit.add_argument("--out", required=True, help="the audit's folder; a rerun sends only what it lacks")
+    audit.add_argument("--error-prior", type=float, help="how often a catalogue value is wrong before seeing the "
+                       "image (default: the server's, 0.05); the report estimates it from the whole catalogue")
+    audit.add_argument("--streams", type=int, default=4, help="concurrent streams")
+    add_request_options(audit, caption_default="skip: an audit checks the catalogue's names, it needs no new ones",
+                        includes=False)
+    audit.add_argument("--mixed-options", action="store_true", help="resume with other options")
+    audit.add_argument("--retry-seconds", type=float, default=120.0,
+                       help="how long to keep retrying an unavailable or overloaded server")
+    audit.add_argument("--answers-format", choices=("parquet", "jsonl"),
+                       help="the answers in the folder: Parquet parts in answers/ (default), or answers.jsonl "
+                       "(the default where the folder already holds one)")
+    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrich-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("inputs", nargs="+", help="folders (recursive), globs (quote them), files, or manifests "
                       "(.csv with a path or url column, .jsonl with a path or url key)")
     bulk.add_argument("--out", required=True, help="results file; a rerun skips what it already holds")
-    bulk.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's extension (.csv or JSON lines)")
+    bulk.add_argument("--format", choices=FORMATS, help="default: from --out: .csv, .jsonl, else a folder of "
+                      "Parquet parts")
     bulk.add_argument("--streams", type=int, default=4, help="concurrent streams")
     add_request_options(bulk)
     bulk.add_argument("--sidecars", action="store_true", help="also write IMAGE.json beside each local image")
@@ -140,20 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--retry-seconds", type=float, default=120.0,
                       help="how long to keep retrying an unavailable or overloaded server")
     bulk.add_argument("--quiet", action="store_true", help="no progress bar")
-    audit = commands.add_parser("audit", help="check a catalogue's values against its images: findings, error "
-                                "rates, duplicates and an HTML report (the `audit` extra)")
-    audit.add_argument("catalogue", help="a folder with styles.csv and images/ID.jpg, or a .csv/.jsonl manifest with "
-                       "path or url, id, and attribute columns (gender, baseColour, ..., productDisplayName)")
-    audit.add_argument("--out", required=True, help="the audit's folder; a rerun sends only what it lacks")
-    audit.add_argument("--error-prior", type=float, help="how often a catalogue value is wrong before seeing the "
-                       "image (default: the server's, 0.05); the report estimates it from the whole catalogue")
-    audit.add_argument("--streams", type=int, default=4, help="concurrent streams")
-    add_request_options(audit, caption_default="skip: an audit checks the catalogue's names, it needs no new ones",
-                        includes=False)
-    audit.add_argument("--mixed-options", action="store_true", help="resume with other options")
-    audit.add_argument("--retry-seconds", type=float, default=120.0,
-                       help="how long to keep retrying an unavailable or overloaded server")
-    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(bulk)
+    add_audit_parser(commands)
     commands.add_parser("info", help="the served model: version, vocabularies, limits, metrics")
     commands.add_parser("health", help="print SERVING / NOT_SERVING; exit 0 only when SERVING")
     return parser

@@ -144,20 +144,8 @@ class Output:
                 yield row[KEY], not row["status"]["code"]
 
     def check_options(self, options: dict, mixed: bool) -> None:
-        """Refuses to add rows made with other options than the rows already there, unless `mixed`; then
-        records this run's options."""
-        record = self.path.with_name(self.path.name + ".bulk.json")
-        if self.done and not mixed:
-            if not record.exists():
-                raise OptionsMismatch(f"{self.path} has rows but no {record.name}, so the options that made them "
-                                      "are unknown. Choose another --out, or add --mixed-options to resume anyway")
-            before = json.loads(record.read_text(encoding="utf-8"))
-            changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
-            if changed:
-                words = ", ".join(f"{k} {shown(old)} -> {shown(new)}" for k, (old, new) in changed.items())
-                raise OptionsMismatch(f"{self.path} was made with other options ({words}): its rows would mix "
-                                      "them. Choose another --out, or add --mixed-options to resume anyway")
-        record.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        record_options(self.path.with_name(self.path.name + ".bulk.json"), self.path, bool(self.done), options,
+                       mixed)
 
     def write(self, response: enrich_pb2.EnrichResponse) -> None:
         with self.lock:
@@ -179,7 +167,42 @@ def shown(option: object) -> str:
     return ", ".join(map(str, option)) if isinstance(option, list) else str(option)
 
 
+def record_options(record: Path, path: Path, has_rows: bool, options: dict, mixed: bool) -> None:
+    """Refuses to add rows to `path` made with other options than the rows already there, unless `mixed`; then
+    records this run's options in `record`."""
+    if has_rows and not mixed:
+        if not record.exists():
+            raise OptionsMismatch(f"{path} has rows but no {record.name}, so the options that made them "
+                                  "are unknown. Choose another --out, or add --mixed-options to resume anyway")
+        before = json.loads(record.read_text(encoding="utf-8"))
+        changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
+        if changed:
+            words = ", ".join(f"{k} {shown(old)} -> {shown(new)}" for k, (old, new) in changed.items())
+            raise OptionsMismatch(f"{path} was made with other options ({words}): its rows would mix "
+                                  "them. Choose another --out, or add --mixed-options to resume anyway")
+    record.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+
+
+FORMATS = ("parquet", "jsonl", "csv")
+
+
 def output_format(path: Path, given: str | None) -> str:
+    """As given, else by the path: .csv and .jsonl (or .json) files as named, anything else a folder of Parquet
+    parts."""
     if given:
         return given
-    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    suffix = path.suffix.lower()
+    return "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".json") else "parquet"
+
+
+def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None):
+    """The output to write answers to: Output for CSV and JSON lines, ParquetOutput for Parquet (which needs the
+    served model's description: its columns)."""
+    if fmt != "parquet":
+        return Output(path, fmt, CsvLayout.of(info) if fmt == "csv" else None)
+    try:
+        from .answer_parts import AnswerLayout, ParquetOutput
+    except ImportError:
+        raise OptionsMismatch("Parquet output needs pyarrow: pip install 'enrich-service[audit]', or choose "
+                              "--format jsonl or csv") from None
+    return ParquetOutput(path, AnswerLayout.of(info))

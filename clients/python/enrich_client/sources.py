@@ -38,7 +38,17 @@ class Source:
         if self.is_url:
             with urllib.request.urlopen(self.location, timeout=60) as reply:  # only http(s), checked above
                 return reply.read()
+        if is_remote(self.location):
+            import fsspec  # the ray extra; s3fs, gcsfs, adlfs for their stores
+
+            with fsspec.open(self.location, "rb") as handle:
+                return handle.read()
         return Path(self.location).read_bytes()
+
+
+def is_remote(location: str) -> bool:
+    """An fsspec URL (s3://, gs://, abfs://, file://, ...), not http(s)."""
+    return "://" in location and not location.startswith(("http://", "https://"))
 
 
 def collect(inputs: list[str]) -> list[Source]:
@@ -56,7 +66,9 @@ def collect(inputs: list[str]) -> list[Source]:
 
 def expand(given: str) -> Iterator[Source]:
     path = Path(given)
-    if path.is_dir():
+    if is_remote(given):
+        yield from remote_images(given)
+    elif path.is_dir():
         yield from map(Source.of, map(str, image_files(path)))
     elif path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
         yield from read_manifest(path)
@@ -66,6 +78,21 @@ def expand(given: str) -> Iterator[Source]:
         yield from map(Source.of, sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file()))
     else:
         raise FileNotFoundError(f"{given}: no such file, folder or matching glob")
+
+
+def remote_images(given: str) -> Iterator[Source]:
+    """Images in an object store (fsspec): a folder (recursively, by extension), a glob, or one file."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(given)
+    if any(char in root for char in "*?["):
+        found = fs.glob(root)
+    else:
+        found = fs.find(root) if fs.isdir(root) else [root] if fs.exists(root) else []
+    found = [p for p in sorted(found) if Path(p).suffix.lower() in IMAGE_SUFFIXES or p == root]
+    if not found and not fs.exists(root):
+        raise FileNotFoundError(f"{given}: no such object, folder or matching glob")
+    yield from (Source.of(fs.unstrip_protocol(p)) for p in found)
 
 
 def read_manifest(path: Path) -> Iterator[Source]:
@@ -90,7 +117,7 @@ def manifest_location(path: Path, number: int, row: dict) -> str:
     location = str(row.get("url") or row.get("path") or "").strip()
     if not location:
         raise ValueError(f"{path}:{number}: no `path` or `url`")
-    if not location.startswith(("http://", "https://")) and not Path(location).is_absolute():
+    if "://" not in location and not Path(location).is_absolute():
         location = str(path.parent / location)
     return location
 

@@ -3,8 +3,9 @@
     enrich-client audit data/catalogue --out audit/        # styles.csv + images/ID.jpg
     enrich-client audit products.csv --out audit/          # path or url per row, id, attribute columns
 
-Every row goes through the server like `bulk` (several streams, resumable: DIR/answers.jsonl holds the
-answers, and a rerun sends only the rows it lacks), then the folder gets:
+Every row goes through the server like `bulk` (several streams; or a Ray Data job with --engine ray), resumable:
+DIR/answers/ holds the answers in Parquet parts (answers.jsonl with --answers-format jsonl), and a rerun sends
+only the rows they lack. Then the folder gets, in memory bounded whatever the catalogue's size:
   findings.csv    one row per image and value audited, worst first (p_wrong under the estimated error rate)
   duplicates.csv  exact and near-duplicate pairs, with the copy to keep
   summary.json    per attribute: counts, values flagged, the estimated error rate and its 95 % interval
@@ -18,22 +19,30 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from enrich_contract.posterior import valid_prior
 from enrich_contract.wire import INCLUDE_FLAGS, caption_mode, caption_mode_name, to_json
 
-from ..bulk import run_with_progress
+from ..answer_parts import AnswerLayout, ParquetOutput
+from ..bulk import answering_model, request_options, run_on_ray_with_summary, run_with_progress
 from ..client import EnrichClient, EnrichError
-from ..outputs import Output
+from ..outputs import KEY, Output
+from ..sources import Source
 from ..streaming import BulkRun
+from .answers import AuditAnswers
 from .catalogue import CatalogueError, audited_columns, check_catalogue, read_catalogue
-from .duplicates import Pair, Signature, duplicate_pairs, groups
-from .findings import FindingRow, attribute_summary, catalogue_findings
-from .report import MAX_GROUPS, MAX_MEMBERS, shown_findings, write_report, write_thumbnails
+from .duplicates import Pair, Signature, groups
+from .nearest import duplicate_pairs_in
+from .report import MAX_GROUPS, MAX_MEMBERS, write_report, write_thumbnails
+from .scan import Scanned, audit_findings
 
 ANSWERS = "answers.jsonl"
+ANSWER_PARTS = "answers"
 
 
 DEFAULT_CAPTION_MODE = "skip"  # an audit reads the catalogue's names, it does not need new ones
@@ -49,31 +58,57 @@ def audit_main(client: EnrichClient, args) -> int:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 2
     try:
-        client.wait_until_serving(args.retry_seconds)
-        info = client.model_info()
+        info = answering_model(client, args)
     except (EnrichError, TimeoutError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 1
-    try:  # the columns the served model audits, by its schema
+    try:  # the columns the answering model audits, by its schema
         sources = read_catalogue(Path(args.catalogue), audited_columns(to_json(info)), info.schema.id_column or "id")
+        folder.mkdir(parents=True, exist_ok=True)
+        output = open_answers(folder, args, info)
+        output.check_options(run_options(args, info.model_version), args.mixed_options)
     except (OSError, ValueError, CatalogueError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 2
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        output = Output(folder / ANSWERS, "jsonl")
-        output.check_options(run_options(args, info.model_version), args.mixed_options)
-    except (OSError, ValueError) as error:
-        print(f"enrich-client audit: {error}", file=sys.stderr)
-        return 2
-    output.done -= changed_rows(folder / ANSWERS, sources)  # sent again: the catalogue changed since
-    run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode or DEFAULT_CAPTION_MODE,
-                  retry_seconds=args.retry_seconds, error_prior=args.error_prior, include=INCLUDED)
-    status = run_with_progress(client, run, output, "audit", args.quiet)
+    forget(output, changed_rows(answers_of(folder, output, to_json(info)), sources))  # the catalogue changed
+    if args.engine == "ray":
+        status = run_on_ray_with_summary(client, args, sources, output,
+                                         request_options(args, args.error_prior, list(INCLUDED)), "audit")
+    else:
+        run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode or DEFAULT_CAPTION_MODE,
+                      retry_seconds=args.retry_seconds, error_prior=args.error_prior, include=INCLUDED)
+        status = run_with_progress(client, run, output, "audit", args.quiet)
     if status == 130:
         return status
-    write_audit(folder, sources, to_json(info), Path(args.catalogue).name)
+    by_key = {source.key: source for source in sources}
+    write_audit(folder, answers_of(folder, output, to_json(info)), to_json(info), Path(args.catalogue).name,
+                len(sources), lambda key: by_key[key].read())
     return status
+
+
+def open_answers(folder: Path, args, info) -> Output | ParquetOutput:
+    """Parquet parts in DIR/answers/, or answers.jsonl (asked for, or where an earlier audit wrote it)."""
+    fmt = args.answers_format or ("jsonl" if (folder / ANSWERS).exists() else "parquet")
+    if args.engine == "ray" and fmt != "parquet":
+        raise ValueError(f"--engine ray writes Parquet parts, and {folder / ANSWERS} holds JSON lines: "
+                         "choose another --out")
+    return Output(folder / ANSWERS, "jsonl") if fmt == "jsonl" else ParquetOutput(folder / ANSWER_PARTS,
+                                                                                   AnswerLayout.of(info))
+
+
+def answers_of(folder: Path, output: Output | ParquetOutput, info: dict) -> AuditAnswers:
+    if isinstance(output, ParquetOutput):
+        return AuditAnswers.parquet(folder / ANSWER_PARTS, info)
+    return AuditAnswers.jsonl(folder / ANSWERS, info)
+
+
+def forget(output: Output | ParquetOutput, changed: set[str]) -> None:
+    """Ids to send again: a JSON-lines output appends their new answers (the last one counts), Parquet parts
+    drop the old rows first (every id in one part)."""
+    if isinstance(output, ParquetOutput):
+        output.forget(changed)
+    else:
+        output.done -= changed
 
 
 def run_options(args, model_version: str) -> dict:
@@ -84,68 +119,54 @@ def run_options(args, model_version: str) -> dict:
             "include": list(INCLUDED), "model_version": model_version}
 
 
-def changed_rows(path: Path, sources: list) -> set[str]:
+def changed_rows(answers: AuditAnswers, sources: list[Source]) -> set[str]:
     """Ids whose answer in the folder audited other values than the catalogue now holds."""
-    if not path.exists():
-        return set()
     now = {source.key: dict(source.catalogue) for source in sources}
-    return {answer["requestId"] for answer in latest_answers(path) if answer["requestId"] in now and
-            {f["attribute"]: f["supplied"] for f in answer.get("audit", {}).get("findings", [])} !=
-            now[answer["requestId"]]}
+    changed = set()
+    for batch in answers.batches([KEY, "findings"]):
+        for key, findings in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            if key in now and {f["attribute"]: f["supplied"] for f in findings or []} != now[key]:
+                changed.add(key)
+    return changed
 
 
-def latest_answers(path: Path) -> list[dict]:
-    """The OK answers in answers.jsonl, one per request id (the last written)."""
-    answers: dict[str, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            answer = json.loads(line)
-            if not answer["status"]["code"]:
-                answers[answer["requestId"]] = answer
-    return list(answers.values())
-
-
-def write_audit(folder: Path, sources: list, info: dict, title: str) -> dict:
-    """findings.csv, duplicates.csv, summary.json and report.html from the answers in the folder."""
-    answers = latest_answers(folder / ANSWERS)
-    # The error rate is estimated per single-valued attribute (a multi-valued one's findings keep the server's p_wrong)
-    labels = {a["name"]: a["labels"] for a in info["attributes"] if a.get("kind", "single") != "multi"}
-    rows, rates = catalogue_findings(answers, labels)
-    pairs = duplicate_pairs([Signature.of(answer) for answer in answers])
+def write_audit(folder: Path, answers: AuditAnswers, info: dict, title: str, rows: int,
+                read: Callable[[str], bytes]) -> dict:
+    """findings.csv, duplicates.csv, summary.json and report.html from the answers; `rows`: the catalogue's,
+    `read`: an image's bytes by id (for the report's thumbnails)."""
+    scanned = audit_findings(answers, info, folder / "findings.csv")
+    pairs = duplicate_pairs_in(answers)
     duplicate_groups = groups(pairs)
-    write_findings(folder / "findings.csv", rows)
     write_duplicates(folder / "duplicates.csv", pairs, duplicate_groups)
-    summary = {"catalogue": title, "model_version": info["modelVersion"], "rows": len(sources),
-               "answered": len(answers), "attributes": attribute_summary(rows, rates, info),
+    answered = sum(batch.num_rows for batch in answers.batches([KEY]))
+    summary = {"catalogue": title, "model_version": info["modelVersion"], "rows": rows,
+               "answered": answered, "attributes": scanned.summary,
                "duplicates": {"pairs": len(pairs), "groups": len(duplicate_groups),
                               "extra_copies": sum(len(g) - 1 for g in duplicate_groups)}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_page(folder, f"Audit of {title}", sources, answers, summary, rows, pairs, duplicate_groups)
+    write_page(folder, f"Audit of {title}", read, answers, summary, scanned, pairs, duplicate_groups)
     print_summary(summary)
     return summary
 
 
-def write_page(folder: Path, title: str, sources: list, answers: list[dict], summary: dict, rows: list[FindingRow],
-               pairs: list[Pair], duplicate_groups: list[list[Signature]]) -> None:
+def write_page(folder: Path, title: str, read: Callable[[str], bytes], answers: AuditAnswers, summary: dict,
+               scanned: Scanned, pairs: list[Pair], duplicate_groups: list[list[Signature]]) -> None:
     """report.html with thumbnails of what it shows: the worst findings and the first duplicate groups."""
     similarity = {pair.b.key: pair.similarity for pair in pairs} | {pair.a.key: pair.similarity for pair in pairs}
     shown_groups = [{"size": len(group),
                      "members": [{"key": s.key, "width": s.width, "height": s.height,
                                   "similarity": similarity.get(s.key, 1.0)} for s in group[:MAX_MEMBERS]]}
                     for group in duplicate_groups[:MAX_GROUPS]]
-    by_key = {source.key: source for source in sources}
-    wanted = [row.id for row in shown_findings(rows)] + [m["key"] for g in shown_groups for m in g["members"]]
-    thumbs = write_thumbnails(folder, [k for k in dict.fromkeys(wanted) if k in by_key],
-                              lambda key: by_key[key].read())
-    looks = {answer["requestId"]: {"palette": answer["metadata"].get("palette", [])} for answer in answers}
-    write_report(folder, title, summary["attributes"], rows, shown_groups, looks, thumbs)
-
-
-def write_findings(path: Path, rows: list[FindingRow]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, [f.name for f in fields(FindingRow)])
-        writer.writeheader()
-        writer.writerows(row.csv() for row in rows)
+    wanted = list(dict.fromkeys([row.id for row in scanned.worst] +
+                                [m["key"] for g in shown_groups for m in g["members"]]))
+    thumbs = write_thumbnails(folder, wanted, read)
+    looks = {}
+    chosen = pa.array(wanted, pa.string())
+    for batch in answers.batches([KEY, "palette"]):
+        shown = batch.filter(pc.is_in(batch.column(0), value_set=chosen))
+        for key, palette in zip(shown.column(0).to_pylist(), shown.column(1).to_pylist(), strict=True):
+            looks[key] = {"palette": palette or []}
+    write_report(folder, title, summary["attributes"], scanned.worst, scanned.total, shown_groups, looks, thumbs)
 
 
 def write_duplicates(path: Path, pairs: list, duplicate_groups: list) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 NEIGHBOURS = 50  # look-alike products crowd a photo's nearest neighbours: its copies need room among them
 EXACT_UP_TO = 50_000
@@ -68,17 +69,57 @@ def _bit_count(words: np.ndarray) -> np.ndarray:
 
 
 def neighbours(embeddings: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
-    """(cosines, indices) of each row's k nearest other rows."""
+    """(cosines, indices) of each row's k nearest other rows, searched exactly (all rows in memory)."""
     import faiss  # the audit extra
 
-    dimensions = embeddings.shape[1]
-    if len(embeddings) <= EXACT_UP_TO:
-        index = faiss.IndexFlatIP(dimensions)
-    else:
-        index = faiss.IndexHNSWFlat(dimensions, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
+    index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(embeddings)
     return index.search(embeddings, min(k + 1, len(embeddings)))
+
+
+@dataclass
+class Signatures:
+    """The signatures of many answers as arrays, without their embeddings (row i: the i-th answer that has an
+    embedding and a colour fingerprint)."""
+
+    keys: pa.Array
+    width: np.ndarray
+    height: np.ndarray
+    size_bytes: np.ndarray
+    perceptual_hash: pa.Array
+    fingerprint: np.ndarray  # (n, 6)
+    product_hash: np.ndarray  # uint64
+    hashed: np.ndarray  # bool: the answer had a product hash
+
+    @classmethod
+    def of(cls, signatures: list[Signature]) -> Signatures:
+        return cls(pa.array([s.key for s in signatures], pa.string()),
+                   np.asarray([s.width for s in signatures]), np.asarray([s.height for s in signatures]),
+                   np.asarray([s.size_bytes for s in signatures]),
+                   pa.array([s.perceptual_hash for s in signatures], pa.string()),
+                   np.stack([s.fingerprint for s in signatures]) if signatures else np.zeros((0, 6)),
+                   np.asarray([int(s.product_hash or "0", 16) for s in signatures], np.uint64),
+                   np.asarray([bool(s.product_hash) for s in signatures], bool))
+
+    @classmethod
+    def concat(cls, parts: list[Signatures]) -> Signatures:
+        return cls(pa.concat_arrays([p.keys for p in parts]) if parts else pa.array([], pa.string()),
+                   *(np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0)
+                     for name in ("width", "height", "size_bytes")),
+                   pa.concat_arrays([p.perceptual_hash for p in parts]) if parts else pa.array([], pa.string()),
+                   np.concatenate([p.fingerprint for p in parts]) if parts else np.zeros((0, 6)),
+                   np.concatenate([p.product_hash for p in parts]) if parts else np.zeros(0, np.uint64),
+                   np.concatenate([p.hashed for p in parts]) if parts else np.zeros(0, bool))
+
+    def __len__(self) -> int:
+        return len(self.width)
+
+    def signature(self, row: int) -> Signature:
+        """Row `row` as a Signature (without its embedding)."""
+        product = int(self.product_hash[row])
+        return Signature(self.keys[row].as_py(), int(self.width[row]), int(self.height[row]),
+                         int(self.size_bytes[row]), self.perceptual_hash[row].as_py(), None, self.fingerprint[row],
+                         f"{product:016x}" if self.hashed[row] else "")
 
 
 def duplicate_pairs(signatures: list[Signature]) -> list[Pair]:
@@ -88,23 +129,45 @@ def duplicate_pairs(signatures: list[Signature]) -> list[Pair]:
     if len(usable) < 2:
         return []
     cosines, indices = neighbours(np.stack([s.embedding for s in usable]))
-    rows = np.repeat(np.arange(len(usable)), indices.shape[1])
+    first, second, cosines = candidate_pairs(cosines, indices, MIN_COSINE)
+    return confirmed_pairs(Signatures.of(usable), first, second, cosines)
+
+
+def candidate_pairs(cosines: np.ndarray, indices: np.ndarray, at_least: float,
+                    offset: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pair of a row (`offset` + its position) and one of its neighbours at `at_least` cosine, once, the
+    lower row first."""
+    rows = np.repeat(np.arange(len(indices)) + offset, indices.shape[1])
     cosines, columns = cosines.reshape(-1), indices.reshape(-1)
-    candidate = (columns >= 0) & (columns != rows) & (cosines >= MIN_COSINE)
+    candidate = (columns >= 0) & (columns != rows) & (cosines >= at_least)
     rows, columns, cosines = rows[candidate], columns[candidate], cosines[candidate]
     first, second = np.minimum(rows, columns), np.maximum(rows, columns)
-    _, unique = np.unique(first * len(usable) + second, return_index=True)  # each pair once
-    first, second, cosines = first[unique], second[unique], cosines[unique]
-    fingerprints = np.stack([s.fingerprint for s in usable]).reshape(-1, 2, 3)
+    _, unique = np.unique(first.astype(np.int64) * (1 << 32) + second, return_index=True)
+    return first[unique], second[unique], cosines[unique]
+
+
+def same_picture(signatures: Signatures, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Which candidate pairs the pixels confirm: backgrounds alike, and the products' colours and hashes (the
+    colours alone, more strictly, where either answer lacks a product hash)."""
+    fingerprints = signatures.fingerprint.reshape(-1, 2, 3).astype(np.float64)
     product, background = np.linalg.norm(fingerprints[first] - fingerprints[second], axis=2).T
-    hashed = np.asarray([bool(s.product_hash) for s in usable])
-    hashes = np.asarray([int(s.product_hash or "0", 16) for s in usable], np.uint64)
+    hashes, hashed = signatures.product_hash, signatures.hashed
     both = hashed[first] & hashed[second]
-    same = (background <= MAX_BACKGROUND_DELTA_E) & np.where(
+    return (background <= MAX_BACKGROUND_DELTA_E) & np.where(
         both, (product <= MAX_PRODUCT_DELTA_E) & (_bit_count(hashes[first] ^ hashes[second]) <= MAX_PRODUCT_HASH_BITS),
         product <= COLOURS_ONLY_PRODUCT_DELTA_E)
-    pairs = [Pair(usable[i], usable[j], float(cosine),
-                  hamming(usable[i].perceptual_hash, usable[j].perceptual_hash))
+
+
+def confirmed_pairs(signatures: Signatures, first: np.ndarray, second: np.ndarray,
+                    cosines: np.ndarray) -> list[Pair]:
+    """The candidates the pixels confirm (same_picture), as Pairs, most similar first."""
+    if not len(first):
+        return []
+    same = same_picture(signatures, first, second)
+    rows = {int(i) for i in np.concatenate([first[same], second[same]])}
+    shown = {row: signatures.signature(row) for row in rows}
+    pairs = [Pair(shown[int(i)], shown[int(j)], float(cosine),
+                  hamming(shown[int(i)].perceptual_hash, shown[int(j)].perceptual_hash))
              for i, j, cosine in zip(first[same], second[same], cosines[same], strict=True)]
     pairs.sort(key=lambda pair: (-pair.similarity, pair.hamming))
     return pairs

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, FLAG_AT, p_wrong_given, uniform_mistake
-
-from .catalogue import audited_columns
+from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong_given
 
 KIND_PREFIX, LEVEL_PREFIX = "FINDING_KIND_", "TAXONOMY_LEVEL_"
 CHECKED = ("agrees", "disagrees")  # the kinds whose p_wrong depends on the prior
 BOOTSTRAP_RUNS = 200
+BOOTSTRAP_ROWS = 20_000  # resampled whole up to this many rows; above, a subsample of this many
 
 
 @dataclass
@@ -62,43 +61,63 @@ class ErrorRate:
 
 class Confusions:
     """How the model's probability spreads from each label to the others over the whole catalogue (its top
-    alternatives' products), row-normalised: which labels look alike to it, and so to a person."""
+    alternatives' products), row-normalised: which labels look alike to it, and so to a person. Sums, added batch
+    by batch."""
 
-    def __init__(self, labels: list[str], alternatives: list[list[dict]]) -> None:
-        self.index = {label: i for i, label in enumerate(labels)}
-        size = len(labels)
-        counts = np.zeros((size, size))
-        for ranked in alternatives:
-            at = [self.index[a["label"]] for a in ranked if a["label"] in self.index]
-            p = np.asarray([a["confidence"] for a in ranked if a["label"] in self.index])
-            counts[np.ix_(at, at)] += np.outer(p, p)
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.counts = np.zeros((size, size))
+
+    def add(self, labels: np.ndarray, confidences: np.ndarray) -> None:
+        """Rows of ranked alternatives: label indices (n, k), -1 where none or unknown, and their confidences."""
+        known = labels >= 0
+        p = np.where(known, confidences, 0.0)
+        at = np.where(known, labels, 0)
+        np.add.at(self.counts, (at[:, :, None], at[:, None, :]), p[:, :, None] * p[:, None, :])
+
+    @property
+    def share(self) -> np.ndarray:
+        counts = self.counts.copy()
         np.fill_diagonal(counts, 0.0)
         total = counts.sum(axis=1, keepdims=True)
-        self.share = np.where(total > 0, counts / np.maximum(total, 1e-300), 1.0 / max(1, size - 1))
-        np.fill_diagonal(self.share, 0.0)
+        share = np.where(total > 0, counts / np.maximum(total, 1e-300), 1.0 / max(1, self.size - 1))
+        np.fill_diagonal(share, 0.0)
+        return share
 
-    def mistake(self, supplied: str, ranked: list[dict]) -> float:
-        """w when mistakes are confusions: the chance of writing `supplied` for what the image shows."""
-        s = self.index[supplied]
-        return float(sum(a["confidence"] * self.share[self.index[a["label"]], s] for a in ranked
-                         if a["label"] != supplied and a["label"] in self.index))
+    def mistake(self, supplied: np.ndarray, labels: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+        """w when mistakes are confusions: per row, the chance of writing label `supplied` for what the image
+        shows (its ranked alternatives other than the supplied one)."""
+        share = self.share
+        others = (labels >= 0) & (labels != supplied[:, None])
+        spread = share[np.where(labels >= 0, labels, 0), supplied[:, None]]
+        return (np.where(others, confidences, 0.0) * spread).sum(axis=1)
 
 
 def estimate_error_rate(p_supplied: np.ndarray, uniform: np.ndarray, confusable: np.ndarray,
                         start: float = DEFAULT_ERROR_PRIOR, runs: int = BOOTSTRAP_RUNS, seed: int = 0) -> ErrorRate:
     """Expectation-maximisation of a two-part catalogue: values are wrong with probability `rate`, and a wrong
     value is a confusable label with probability `confusable_share`, any label otherwise. Maximum likelihood
-    on the rows; the interval from bootstrap resamples of them, each started from the rows' estimate."""
+    on the rows; the interval from bootstrap resamples of them, each started from the rows' estimate. Above
+    BOOTSTRAP_ROWS rows the resamples are of a random subsample of that many, and their spread is scaled to the
+    whole by the square root of the sizes (m-out-of-n bootstrap): memory stays bounded."""
     if len(p_supplied) == 0:
         return ErrorRate(0.0, 0.0, 0.0, 0, 0.0)
     columns = [np.asarray(values, np.float64)[None, :] for values in (p_supplied, uniform, confusable)]
     rate, share = _expectation_maximisation(*columns, np.array([[start]]), np.array([[0.5]]))
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(p_supplied), (runs, len(p_supplied)))
-    resampled = [column[0][pick] for column in columns]
-    rates, _ = _expectation_maximisation(*resampled, np.full((runs, 1), rate[0, 0]), np.full((runs, 1), share[0, 0]))
+    rows = len(p_supplied)
+    sample = None if rows <= BOOTSTRAP_ROWS else np.sort(rng.choice(rows, BOOTSTRAP_ROWS, replace=False))
+    drawn = [column[0] if sample is None else column[0][sample] for column in columns]
+    centre = rate[0, 0] if sample is None else \
+        _expectation_maximisation(*(d[None, :] for d in drawn), rate, share)[0][0, 0]
+    pick = rng.integers(0, len(drawn[0]), (runs, len(drawn[0])))
+    rates, _ = _expectation_maximisation(*(d[pick] for d in drawn), np.full((runs, 1), centre),
+                                         np.full((runs, 1), share[0, 0]))
     low, high = np.percentile(rates[:, 0], [2.5, 97.5])
-    return ErrorRate(float(rate[0, 0]), float(low), float(high), len(p_supplied), float(share[0, 0]))
+    if sample is not None:
+        scale = np.sqrt(BOOTSTRAP_ROWS / rows)
+        low, high = (float(np.clip(rate[0, 0] + (bound - centre) * scale, 0.0, 1.0)) for bound in (low, high))
+    return ErrorRate(float(rate[0, 0]), float(low), float(high), rows, float(share[0, 0]))
 
 
 def mixed_mistake(uniform, confusable, share):
@@ -121,64 +140,3 @@ def _expectation_maximisation(p: np.ndarray, uniform: np.ndarray, confusable: np
         if done:
             break
     return rate, share
-
-
-def prediction(answer: dict, attribute: str) -> dict:
-    """An answer's prediction of `attribute` (JSON): by column name, or a typed field (servers before the map)."""
-    metadata = answer["metadata"]
-    return metadata.get("attributes", {}).get(attribute) or metadata[attribute]
-
-
-def catalogue_findings(answers: list[dict],
-                       labels: dict[str, list[str]]) -> tuple[list[FindingRow], dict[str, ErrorRate]]:
-    """Every finding of every OK answer, with p_wrong re-estimated per attribute (`labels`: each attribute's
-    labels, from ModelInfo); worst first."""
-    found = [(answer, FindingRow.of(answer["requestId"], finding)) for answer in answers
-             for finding in answer.get("audit", {}).get("findings", [])]
-    rates: dict[str, ErrorRate] = {}
-    for attribute in dict.fromkeys(row.attribute for _, row in found):
-        if attribute not in labels:
-            continue  # the name: its p_wrong combines its mentions' under the request's prior
-        checked = [(prediction(answer, attribute)["alternatives"], row) for answer, row in found
-                   if row.attribute == attribute and row.kind in CHECKED]
-        confusions = Confusions(labels[attribute], [ranked for ranked, _ in checked])
-        p = np.asarray([row.p_supplied for _, row in checked])
-        uniform = uniform_mistake(p, len(labels[attribute]))
-        confusable = np.asarray([confusions.mistake(row.supplied_label, ranked) for ranked, row in checked])
-        estimate = estimate_error_rate(p, uniform, confusable)
-        rates[attribute] = estimate
-        mistake = mixed_mistake(uniform, confusable, estimate.confusable_share)
-        for (_, row), value in zip(checked, p_wrong_given(p, mistake, estimate.rate), strict=True):
-            row.p_wrong = float(value)
-    rows = [row for _, row in found]
-    rows.sort(key=lambda row: (-row.p_wrong, row.attribute, row.id))
-    return rows, rates
-
-
-def attribute_summary(rows: list[FindingRow], rates: dict[str, ErrorRate], info: dict | None = None) -> dict[str, dict]:
-    """Per attribute, in the catalogue's column order: counts of each kind, values flagged (p_wrong >= FLAG_AT),
-    the estimated error rate, and (from ModelInfo as JSON) the model's test accuracy against the majority
-    label's, and whether it was barely learnt: then its findings say little."""
-    metrics = (info or {}).get("testMetrics", {})
-    barely = {a["name"] for a in (info or {}).get("attributes", []) if a.get("barelyLearnt")}
-    kinds = ("agrees", "disagrees", "filled", "unknown_label", "unchecked")
-    summary: dict[str, dict] = {}
-    for attribute in audited_columns(info):
-        mine = [row for row in rows if row.attribute == attribute]
-        if not mine:
-            continue
-        entry = {"audited": len(mine)} | {kind: sum(r.kind == kind for r in mine) for kind in kinds}
-        summary[attribute] = entry
-        entry["flagged"] = sum(r.kind in CHECKED and r.p_wrong >= FLAG_AT for r in mine)
-        # flagged, and the model's label accepted at its target precision: to fix without review
-        entry["fixable"] = sum(r.kind == "disagrees" and r.p_wrong >= FLAG_AT and r.accepted for r in mine)
-        accuracy, majority = metrics.get(f"{attribute}.accuracy"), metrics.get(f"{attribute}.majority_accuracy")
-        if accuracy is not None and majority is not None:
-            entry |= {"model_test_accuracy": round(accuracy, 4), "majority_accuracy": round(majority, 4)}
-        entry["model_reliable"] = attribute not in barely
-        rate = rates.get(attribute)
-        if rate is not None:
-            entry |= {"estimated_error_rate": round(rate.rate, 5),
-                      "error_rate_interval_95": [round(rate.low, 5), round(rate.high, 5)],
-                      "checked": rate.checked, "confusable_share_of_errors": round(rate.confusable_share, 3)}
-    return summary

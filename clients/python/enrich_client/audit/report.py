@@ -46,12 +46,12 @@ def write_thumbnails(folder: Path, keys: list[str], read: Callable[[str], bytes]
     return paths
 
 
-def shown_findings(rows: list[FindingRow]) -> list[FindingRow]:
-    """What the page draws: every value that is not plainly right, worst first."""
-    return [row for row in rows if row.kind != "agrees" and row.kind != "unchecked"][:MAX_SHOWN]
+def is_shown(kind: str) -> bool:
+    """What the page draws: every value that is not plainly right (the worst MAX_SHOWN)."""
+    return kind not in ("agrees", "unchecked")
 
 
-def write_report(folder: Path, title: str, summary: dict, rows: list[FindingRow], groups: list[dict],
+def write_report(folder: Path, title: str, summary: dict, worst: list[FindingRow], total: int, groups: list[dict],
                  looks: dict[str, dict], thumbs: dict[str, str]) -> Path:
     """`groups`: duplicate groups, each {size, members: [{key, width, height, similarity}]}, the copy to keep first;
     `looks`: key -> {palette, sureLevel} from the answers."""
@@ -59,8 +59,8 @@ def write_report(folder: Path, title: str, summary: dict, rows: list[FindingRow]
         "title": title,
         "summary": summary,
         "findings": [row.csv() | {"thumb": thumbs.get(row.id, ""), "palette": looks.get(row.id, {}).get("palette", [])}
-                     for row in shown_findings(rows)],
-        "total_findings": len(rows),
+                     for row in worst],
+        "total_findings": total,
         "flag_at": FLAG_AT,
         "groups": [group | {"members": [m | {"thumb": thumbs.get(m["key"], "")} for m in group["members"]]}
                    for group in groups],
