@@ -20,7 +20,8 @@ commands:
   info     print a bundle's version, vocabulary sizes and test metrics
   fetch    copy a bundle from the hub, a URL or a path into a folder (an init container's job)
   health   ask the local server for its grpc.health.v1 status (the image's HEALTHCHECK)
-  bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT)
+  bench    latency and throughput through real gRPC calls (--model BUNDLE or --target HOST:PORT);
+           `enrich bench audit-scale` and `enrich bench ray`: the batch jobs at scale
 
 `enrich COMMAND --help` describes each one.
 """

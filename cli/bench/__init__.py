@@ -22,6 +22,7 @@ import gc
 import json
 import signal
 import statistics
+import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -378,7 +379,15 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return plan
 
 
+BATCH_BENCHES = {"audit-scale": "audit_scale", "ray": "ray_engine"}  # `enrich bench NAME`: a batch job's figures
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in BATCH_BENCHES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{BATCH_BENCHES[argv[0]]}").main(argv[1:])
     parser = argparse.ArgumentParser(prog="enrich bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
