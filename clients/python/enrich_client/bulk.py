@@ -59,7 +59,7 @@ def bulk_main(client: EnrichClient, args) -> int:
         return 1
     try:
         sources = collect(args.inputs)
-        output = open_output(out, fmt, info)
+        output = open_output(out, fmt, info, args.part_rows)
     except (OSError, ValueError) as error:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2

@@ -195,7 +195,7 @@ def output_format(path: Path, given: str | None) -> str:
     return "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".json") else "parquet"
 
 
-def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None):
+def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None, part_rows: int | None = None):
     """The output to write answers to: Output for CSV and JSON lines, ParquetOutput for Parquet (which needs the
     served model's description: its columns)."""
     if fmt != "parquet":
@@ -205,4 +205,4 @@ def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None):
     except ImportError:
         raise OptionsMismatch("Parquet output needs pyarrow: pip install 'enrich-service[audit]', or choose "
                               "--format jsonl or csv") from None
-    return ParquetOutput(path, AnswerLayout.of(info))
+    return ParquetOutput(path, AnswerLayout.of(info), *([part_rows] if part_rows else []))

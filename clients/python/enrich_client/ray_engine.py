@@ -100,7 +100,8 @@ class FleetEnricher:
         self.options, self.streams = options, streams
         self.client = EnrichClient(target, **client_options)
         self.client.wait_until_serving()
-        self.layout = AnswerLayout.of(self.client.model_info())
+        info = self.client.model_info()
+        self.layout, self.max_image_bytes = AnswerLayout.of(info), info.limits.max_image_bytes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from .streaming import BulkRun
@@ -110,7 +111,7 @@ class FleetEnricher:
         options = self.options
         run = BulkRun(self.client, sources, collected, self.streams, options.top_k, options.caption_mode,
                       error_prior=options.error_prior, include=options.include)
-        run.max_image_bytes = self.layout.info.get("limits", {}).get("maxImageBytes", 0)
+        run.max_image_bytes = self.max_image_bytes
         run.run()
         return self.layout.table(collected.answers[source.key] for source in sources)
 
@@ -143,8 +144,13 @@ def model_info(engine: RayEngine) -> enrich_pb2.ModelInfo:
 
 def start(engine: RayEngine) -> int:
     """Joins (or starts) the cluster; its CPUs."""
-    import ray
+    import logging
 
+    import ray
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own bar shows the progress
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if not ray.is_initialized():
         ray.init(address=engine.address, ignore_reinit_error=True, log_to_driver=False,
                  include_dashboard=False if engine.address is None else None,
@@ -173,7 +179,8 @@ def run_on_ray(engine: RayEngine, sources: list[Source], output: ParquetOutput, 
     else:
         actor, arguments = FleetEnricher, (engine.target, options, engine.client_options)
     answers = dataset.map_batches(actor, fn_constructor_args=arguments, batch_size=engine.batch_size,
-                                  batch_format="pyarrow", concurrency=actors, num_cpus=engine.threads)
+                                  batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                                  num_cpus=engine.threads)
     ok = failed = 0
     with tqdm(total=len(sources), initial=len(sources) - len(todo), unit="img", desc="ray", file=sys.stderr,
               disable=quiet, dynamic_ncols=True) as bar:

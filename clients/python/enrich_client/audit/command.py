@@ -92,8 +92,9 @@ def open_answers(folder: Path, args, info) -> Output | ParquetOutput:
     if args.engine == "ray" and fmt != "parquet":
         raise ValueError(f"--engine ray writes Parquet parts, and {folder / ANSWERS} holds JSON lines: "
                          "choose another --out")
-    return Output(folder / ANSWERS, "jsonl") if fmt == "jsonl" else ParquetOutput(folder / ANSWER_PARTS,
-                                                                                   AnswerLayout.of(info))
+    if fmt == "jsonl":
+        return Output(folder / ANSWERS, "jsonl")
+    return ParquetOutput(folder / ANSWER_PARTS, AnswerLayout.of(info), *([args.part_rows] if args.part_rows else []))
 
 
 def answers_of(folder: Path, output: Output | ParquetOutput, info: dict) -> AuditAnswers:

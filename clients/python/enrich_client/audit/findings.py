@@ -12,7 +12,7 @@ from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong_given
 KIND_PREFIX, LEVEL_PREFIX = "FINDING_KIND_", "TAXONOMY_LEVEL_"
 CHECKED = ("agrees", "disagrees")  # the kinds whose p_wrong depends on the prior
 BOOTSTRAP_RUNS = 200
-BOOTSTRAP_ROWS = 20_000  # resampled whole up to this many rows; above, a subsample of this many
+BOOTSTRAP_ROWS = 5_000  # resampled whole up to this many rows; above, a subsample of this many
 
 
 @dataclass
