@@ -114,7 +114,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                      "RAY_ADDRESS, else a local cluster on this machine")
     group.add_argument("--ray-actors", type=int, default=0, help="actors (default: the cluster's CPUs / --ray-threads)")
     group.add_argument("--ray-threads", type=int, default=2, help="CPUs (model and decode threads) per actor")
-    group.add_argument("--ray-batch-size", type=int, default=32, help="images an actor takes at a time")
+    group.add_argument("--ray-batch-size", type=int, default=64, help="images an actor takes at a time")
     parser.add_argument("--part-rows", type=int, help="Parquet: rows per part file (default 5,000; a killed run "
                         "sends again at most the rows of the part it had not written)")
 
