@@ -144,6 +144,10 @@ def test_serve_extra_leaves_out_training_and_dev_tools():
     assert {"openvino", "tokenizers", "grpcio"} <= cpu and not cpu & {"torch", "torchvision", "timm", "transformers"}
     client = requirement_closure(DIST, set())
     assert "torch" not in client and "grpcio" in client  # the base install stays the torch-free client
+    # Ray comes with its own extra (and dev), never with the client or CPU serving
+    assert not {"ray", "pyarrow", "duckdb"} & (client | cpu)
+    assert {"ray", "pyarrow", "openvino"} <= requirement_closure(DIST, {"ray"}) and "ray" in requirement_closure(
+        DIST, {"dev"})
 
 
 # Runs `enrich` with every installed distribution outside the extra in ALLOWED made unimportable (as if not

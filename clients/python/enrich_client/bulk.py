@@ -47,9 +47,9 @@ def run_options(args) -> dict:
 def bulk_main(client: EnrichClient, args) -> int:
     out = Path(args.out)
     fmt = output_format(out, args.format)
-    if args.engine == "ray" and fmt != "parquet":
-        print("enrich-client bulk: --engine ray writes Parquet parts: give --out a folder (or --format parquet)",
-              file=sys.stderr)
+    if args.engine == "ray" and (fmt != "parquet" or args.sidecars):
+        print("enrich-client bulk: --engine ray writes Parquet parts only: give --out a folder (or --format "
+              "parquet), without --sidecars", file=sys.stderr)
         return 2
     try:  # CSV's and Parquet's columns are the served model's
         info = answering_model(client, args) if fmt != "jsonl" else None
