@@ -11,7 +11,7 @@ findings (the audit's, one struct per value audited) and errorPrior. A failed im
 message, and nulls. Every part carries the served ModelInfo (as JSON, in the file's metadata), so a folder of
 parts says which model made it and what its columns are.
 
-A part is written to a temporary name and renamed into place: a run killed at any moment leaves whole parts
+A part is written to a hidden temporary name and renamed into place: a run killed at any moment leaves whole parts
 only, and what it held in memory has no row, so a rerun sends it again.
 """
 
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from enrich.v1 import enrich_pb2
-from enrich_contract.wire import caption_mode_name, to_json
+from enrich_contract.wire import TYPED_ATTRIBUTES, caption_mode_name, to_json
 
 from .outputs import KEY, CsvLayout, OptionsMismatch, record_options
 
@@ -92,7 +92,7 @@ class AnswerLayout:
         metadata = response.metadata
         image = metadata.image
         row |= {"width": image.width, "height": image.height, "format": image.format, "sizeBytes": image.size_bytes}
-        for attribute, value in metadata.attributes.items():
+        for attribute, value in attribute_predictions(metadata, self.columns.attributes):
             row[self.columns.column(attribute)] = {
                 "label": value.label, "confidence": value.confidence, "accepted": value.accepted,
                 "unsure": value.unsure, "derived": value.derived, "alternatives": _scores(value.alternatives),
@@ -113,6 +113,14 @@ class AnswerLayout:
         return row
 
 
+def attribute_predictions(metadata: enrich_pb2.Metadata, attributes: tuple[str, ...]):
+    """(attribute, Prediction) of an answer: from the map, or from the typed fields (servers before the map)."""
+    if metadata.attributes:
+        return list(metadata.attributes.items())
+    return [(a, getattr(metadata, TYPED_ATTRIBUTES[a])) for a in attributes
+            if a in TYPED_ATTRIBUTES and metadata.HasField(TYPED_ATTRIBUTES[a])]
+
+
 def _scores(scores) -> list[dict]:
     return [{"label": s.label, "confidence": s.confidence, "accepted": s.accepted} for s in scores]
 
@@ -124,6 +132,12 @@ def _finding(finding: enrich_pb2.Finding) -> dict:
             "pSupplied": finding.p_supplied, "predicted": finding.predicted, "pPredicted": finding.p_predicted,
             "pWrong": finding.p_wrong, "predictedAccepted": finding.predicted_accepted,
             "level": "" if level.endswith("UNSPECIFIED") else level.removeprefix(LEVEL_PREFIX).lower()}
+
+
+def _temporary(part: Path) -> Path:
+    """Where a part is written before it is renamed into place: a hidden name, which query engines reading the
+    folder (pyarrow, DuckDB's part-*.parquet) leave alone."""
+    return part.with_name(f".{part.name}.tmp")
 
 
 def parts(folder: Path) -> list[Path]:
@@ -158,7 +172,7 @@ class ParquetOutput:
         if folder.exists() and not folder.is_dir():
             raise OptionsMismatch(f"{folder} is a file: Parquet answers are a folder of parts; choose another --out")
         folder.mkdir(parents=True, exist_ok=True)
-        for leftover in folder.glob("*.parquet.tmp"):  # a part a killed run did not finish: its rows are not done
+        for leftover in folder.glob(".*.parquet.tmp"):  # a part a killed run did not finish: its rows are not done
             leftover.unlink()
         self.done: set[str] = set()
         self.failed: set[str] = set()
@@ -191,8 +205,15 @@ class ParquetOutput:
             self._maybe_flush()
 
     def write_table(self, table) -> None:
-        """Rows already in this layout (from `AnswerLayout.table`, e.g. made by Ray's workers)."""
+        """Rows already in this layout (from `AnswerLayout.table`, e.g. made by Ray's workers); a row whose id is
+        already written or pending (a retried task's) is left out."""
         with self.lock:
+            seen = {key for t in self.tables for key in t[KEY].to_pylist()}  # pending: at most a part's rows
+            fresh = []
+            for key in table[KEY].to_pylist():
+                fresh.append(key not in self.done and key not in seen)
+                seen.add(key)
+            table = table.filter(pa.array(fresh, pa.bool_())) if not all(fresh) else table
             self.tables.append(table.cast(self.layout.schema()))
             self.pending_rows += table.num_rows
             self._maybe_flush()
@@ -208,7 +229,7 @@ class ParquetOutput:
         tables = [*self.tables, *([self.layout.table(self.pending)] if self.pending else [])]
         table = pa.concat_tables(tables)
         path = self.path / f"part-{self.next_part:06d}.parquet"
-        temporary = path.with_name(path.name + ".tmp")
+        temporary = _temporary(path)
         pq.write_table(table, temporary)
         os.replace(temporary, path)  # whole or not at all
         self.next_part += 1
@@ -227,7 +248,7 @@ class ParquetOutput:
             table = pq.read_table(path)
             drop = pc.is_in(table[KEY], value_set=wanted)
             if pc.any(drop).as_py():
-                temporary = path.with_name(path.name + ".tmp")
+                temporary = _temporary(path)
                 pq.write_table(table.filter(pc.invert(drop)), temporary)
                 os.replace(temporary, path)
         self.done -= keys

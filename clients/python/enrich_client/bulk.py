@@ -57,10 +57,13 @@ def bulk_main(client: EnrichClient, args) -> int:
         print(f"enrich-client bulk: the output's columns are the served model's, and no server answered: {error}",
               file=sys.stderr)
         return 1
+    except (OSError, ValueError, ImportError) as error:  # --model: no bundle there, or no serving extra here
+        print(f"enrich-client bulk: cannot read the model {args.model}: {error}", file=sys.stderr)
+        return 2
     try:
         sources = collect(args.inputs)
         output = open_output(out, fmt, info, args.part_rows)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError) as error:
         print(f"enrich-client bulk: {error}", file=sys.stderr)
         return 2
     try:
@@ -76,10 +79,12 @@ def bulk_main(client: EnrichClient, args) -> int:
     return run_with_progress(client, run, output, "bulk", args.quiet)
 
 
-def request_options(args, error_prior: float | None = None, include: list[str] | None = None):
+def request_options(args, error_prior: float | None = None, include: list[str] | None = None,
+                    caption_mode: str | None = None):
+    """What every request of a Ray run asks for (`caption_mode`: the command's default, when not given)."""
     from .ray_engine import RequestOptions
 
-    return RequestOptions(args.top_k, args.caption_mode, error_prior,
+    return RequestOptions(args.top_k, args.caption_mode or caption_mode, error_prior,
                           tuple(included(args) if include is None else include))
 
 
@@ -102,17 +107,23 @@ def run_on_ray_with_summary(client: EnrichClient, args, sources: list, output, o
 
     started = time.monotonic()
     engine = engine_of(args, client.target)
+    before = len(output.done)
     try:
         ok, failed = run_on_ray(engine, sources, output, options, args.quiet)
     except KeyboardInterrupt:
         output.close()
         print("\ninterrupted: run the same command again to continue", file=sys.stderr)
         return 130
+    except Exception as error:  # the cluster, an actor that cannot start, a task that failed for good
+        output.close()
+        print(f"enrich-client {command}: the Ray job stopped ({type(error).__name__}: {str(error).splitlines()[0]}"
+              f"); what was written stays, and the same command continues", file=sys.stderr)
+        return 1
     seconds = time.monotonic() - started
-    skipped = len(sources) - ok - failed
-    print(f"{ok} enriched, {failed} failed, {skipped} already in the output; {seconds:.0f} s, "
+    missing = sum(source.key not in output.done for source in sources)
+    print(f"{ok} enriched, {failed} failed, {before} already in the output, {missing} not done; {seconds:.0f} s, "
           f"{(ok + failed) / max(seconds, 1e-9):.1f} img/s (ray)", file=sys.stderr)
-    return 0 if not output.failed else 1
+    return 0 if not output.failed and not missing else 1
 
 
 def run_with_progress(client: EnrichClient, run: BulkRun, output: Output | ParquetOutput, command: str,

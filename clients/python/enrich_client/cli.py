@@ -102,6 +102,16 @@ def add_request_options(parser: argparse.ArgumentParser, caption_default: str = 
 
 
 
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--engine ray and its settings (the `ray` extra)."""
     group = parser.add_argument_group("Ray (--engine ray, the `ray` extra; answers go to Parquet parts)")
@@ -112,10 +122,11 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                        "`enrich fetch` takes) instead of calling a server")
     group.add_argument("--ray-address", help="the cluster to join (e.g. ray://head:10001, or auto); default: "
                      "RAY_ADDRESS, else a local cluster on this machine")
-    group.add_argument("--ray-actors", type=int, default=0, help="actors (default: the cluster's CPUs / --ray-threads)")
-    group.add_argument("--ray-threads", type=int, default=2, help="CPUs (model and decode threads) per actor")
-    group.add_argument("--ray-batch-size", type=int, default=64, help="images an actor takes at a time")
-    parser.add_argument("--part-rows", type=int, help="Parquet: rows per part file (default 5,000; a killed run "
+    group.add_argument("--ray-actors", type=positive, default=0, help="actors (default: the cluster's CPUs / "
+                       "--ray-threads)")
+    group.add_argument("--ray-threads", type=positive, default=2, help="CPUs (model and decode threads) per actor")
+    group.add_argument("--ray-batch-size", type=positive, default=64, help="images an actor takes at a time")
+    parser.add_argument("--part-rows", type=positive, help="Parquet: rows per part file (default 5,000; a killed run "
                         "sends again at most the rows of the part it had not written)")
 
 

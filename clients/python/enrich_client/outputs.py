@@ -187,12 +187,14 @@ FORMATS = ("parquet", "jsonl", "csv")
 
 
 def output_format(path: Path, given: str | None) -> str:
-    """As given, else by the path: .csv and .jsonl (or .json) files as named, anything else a folder of Parquet
-    parts."""
+    """As given, else by the path: .csv and .jsonl (or .json) files as named, an existing file JSON lines (as
+    earlier releases wrote it), anything else a folder of Parquet parts."""
     if given:
         return given
     suffix = path.suffix.lower()
-    return "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".json") else "parquet"
+    if suffix == ".csv":
+        return "csv"
+    return "jsonl" if suffix in (".jsonl", ".json") or path.is_file() else "parquet"  # a file: earlier JSON lines
 
 
 def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None, part_rows: int | None = None):
@@ -203,6 +205,6 @@ def open_output(path: Path, fmt: str, info: enrich_pb2.ModelInfo | None, part_ro
     try:
         from .answer_parts import AnswerLayout, ParquetOutput
     except ImportError:
-        raise OptionsMismatch("Parquet output needs pyarrow: pip install 'enrich-service[audit]', or choose "
-                              "--format jsonl or csv") from None
+        raise OptionsMismatch("Parquet output needs pyarrow: pip install 'enrich-grpc-client[audit]' (or "
+                              "'enrich-service[audit]'), or choose --format jsonl or csv") from None
     return ParquetOutput(path, AnswerLayout.of(info), *([part_rows] if part_rows else []))

@@ -20,7 +20,7 @@ from enrich.v1 import enrich_pb2
 from enrich_contract.wire import to_json
 
 from .client import EnrichClient, EnrichError
-from .sources import Source
+from .sources import Source, is_remote
 
 # A stream fails as a whole only when the server goes away or drains (a full server slows streams down
 # instead); a message over gRPC's size limit is RESOURCE_EXHAUSTED, which bulk prevents by checking sizes.
@@ -261,7 +261,8 @@ class BulkRun:
                 self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
             else:
                 self.summary.ok += 1
-        if self.sidecars and source is not None and not source.is_url and not response.status.code:
+        if self.sidecars and source is not None and not is_remote(source.location) and not source.is_url \
+                and not response.status.code:
             sidecar = Path(source.location + ".json")
             sidecar.write_text(json.dumps(to_json(response.metadata), indent=2, ensure_ascii=False) + "\n",
                                encoding="utf-8")

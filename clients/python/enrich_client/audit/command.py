@@ -5,7 +5,7 @@
 
 Every row goes through the server like `bulk` (several streams; or a Ray Data job with --engine ray), resumable:
 DIR/answers/ holds the answers in Parquet parts (answers.jsonl with --answers-format jsonl), and a rerun sends
-only the rows they lack. Then the folder gets, in memory bounded whatever the catalogue's size:
+only the rows they lack. Then the folder gets, streaming the answers (memory grows by tens of bytes an image):
   findings.csv    one row per image and value audited, worst first (p_wrong under the estimated error rate)
   duplicates.csv  exact and near-duplicate pairs, with the copy to keep
   summary.json    per attribute: counts, values flagged, the estimated error rate and its 95 % interval
@@ -62,6 +62,9 @@ def audit_main(client: EnrichClient, args) -> int:
     except (EnrichError, TimeoutError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 1
+    except (OSError, ValueError, ImportError) as error:  # --model: no bundle there, or no serving extra here
+        print(f"enrich-client audit: cannot read the model {args.model}: {error}", file=sys.stderr)
+        return 2
     try:  # the columns the answering model audits, by its schema
         sources = read_catalogue(Path(args.catalogue), audited_columns(to_json(info)), info.schema.id_column or "id")
         folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +76,8 @@ def audit_main(client: EnrichClient, args) -> int:
     forget(output, changed_rows(answers_of(folder, output, to_json(info)), sources))  # the catalogue changed
     if args.engine == "ray":
         status = run_on_ray_with_summary(client, args, sources, output,
-                                         request_options(args, args.error_prior, list(INCLUDED)), "audit")
+                                         request_options(args, args.error_prior, list(INCLUDED), DEFAULT_CAPTION_MODE),
+                                         "audit")
     else:
         run = BulkRun(client, sources, output, args.streams, args.top_k, args.caption_mode or DEFAULT_CAPTION_MODE,
                       retry_seconds=args.retry_seconds, error_prior=args.error_prior, include=INCLUDED)

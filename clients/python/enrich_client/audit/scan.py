@@ -145,9 +145,8 @@ def audit_findings(answers: AuditAnswers, info: dict, out: Path) -> Scanned:
     try:
         checked = first_pass(answers, labels, spill)
         rates, p_wrong = {}, {}
-        for attribute, mine in checked.items():
-            if mine.count:
-                rates[attribute], p_wrong[attribute] = mine.p_wrong()
+        for attribute, mine in checked.items():  # an attribute without checked values: a rate of 0
+            rates[attribute], p_wrong[attribute] = mine.p_wrong()
         counts, worst, total = second_pass(spill, p_wrong)
         sort_findings(spill / "scored", out)
     finally:
@@ -157,8 +156,8 @@ def audit_findings(answers: AuditAnswers, info: dict, out: Path) -> Scanned:
 
 def second_pass(spill: Path, p_wrong: dict[str, np.ndarray]) -> tuple[dict, list[FindingRow], int]:
     counts: dict[str, dict[str, int]] = {}
-    worst: list[tuple] = []  # a heap of the MAX_SHOWN worst shown rows: (p_wrong, reversed attribute, id, row)
-    total = 0
+    worst: list[tuple] = []  # a heap of the MAX_SHOWN worst shown rows: (p_wrong, reversed attribute, id, -n, row)
+    total = met = 0
     for path in sorted(spill.glob("*.parquet")):
         table = pq.read_table(path)
         scored = table["p_wrong"].to_numpy().copy()
@@ -172,7 +171,8 @@ def second_pass(spill: Path, p_wrong: dict[str, np.ndarray]) -> tuple[dict, list
         total += table.num_rows
         count(table, counts)
         for row in table.filter(pc.is_in(table["kind"], pa.array([k for k in KINDS if is_shown(k)]))).to_pylist():
-            entry = (row["p_wrong"], _descending(row["attribute"]), _descending(row["id"]), FindingRow(**row))
+            met += 1  # ties (two values of one multi-valued cell) keep the order they came in
+            entry = (row["p_wrong"], _descending(row["attribute"]), _descending(row["id"]), -met, FindingRow(**row))
             (heapq.heappush if len(worst) < MAX_SHOWN else heapq.heappushpop)(worst, entry)
         pq.write_table(printable(table), spill / "scored" / path.name)
     return counts, [entry[-1] for entry in sorted(worst, reverse=True)], total
@@ -225,7 +225,8 @@ def sort_findings(scored: Path, out: Path) -> None:
             out.write_text(",".join(f.name for f in fields(FindingRow)) + "\n", encoding="utf-8")
             return
         db.execute(f"COPY (SELECT {names} FROM read_parquet({_quoted(scored / '*.parquet')}) "
-                   f"ORDER BY sort_p_wrong DESC, attribute, id) TO {_quoted(out)} (HEADER, DELIMITER ',')")
+                   f"ORDER BY sort_p_wrong DESC, attribute, id, supplied, predicted) TO {_quoted(out)} "
+                   "(HEADER, DELIMITER ',')")
 
 
 def _quoted(path: Path) -> str:
