@@ -1,7 +1,7 @@
 """`enrich bench audit-scale`: the audit's second half (findings, error rates, duplicates, report) on simulated
 answers, timed and with its peak memory, and scored against what the simulation planted.
 
-    enrich bench audit-scale --rows 1000000            # writes /tmp/enrich-audit-scale-1000000 first (about 1 min)
+    enrich bench audit-scale --rows 1000000            # writes TMP/enrich-audit-scale-1000000 first
 
 The answers are enrich_data.simulated_answers' (576-dimension embeddings, 1 % of rows planted copies, 5 % of
 values wrong). The second half runs in a child process, so its peak resident memory is its own.

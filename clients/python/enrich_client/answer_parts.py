@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from enrich.v1 import enrich_pb2
-from enrich_contract.wire import TYPED_ATTRIBUTES, caption_mode_name, to_json
+from enrich_contract.wire import caption_mode_name, to_json
 
-from .outputs import KEY, CsvLayout, OptionsMismatch, record_options
+from .outputs import KEY, CsvLayout, OptionsMismatch, prediction_of, record_options
 
 PART_ROWS = 5_000  # rows per part; a killed run sends at most this many again
 PART_SECONDS = 60.0  # and a slow run writes what it has at least this often
@@ -92,7 +92,9 @@ class AnswerLayout:
         metadata = response.metadata
         image = metadata.image
         row |= {"width": image.width, "height": image.height, "format": image.format, "sizeBytes": image.size_bytes}
-        for attribute, value in attribute_predictions(metadata, self.columns.attributes):
+        for attribute in self.columns.attributes:
+            if (value := prediction_of(metadata, attribute)) is None:
+                continue
             row[self.columns.column(attribute)] = {
                 "label": value.label, "confidence": value.confidence, "accepted": value.accepted,
                 "unsure": value.unsure, "derived": value.derived, "alternatives": _scores(value.alternatives),
@@ -111,14 +113,6 @@ class AnswerLayout:
             row["findings"] = [_finding(f) for f in response.audit.findings]
             row["errorPrior"] = response.audit.error_prior
         return row
-
-
-def attribute_predictions(metadata: enrich_pb2.Metadata, attributes: tuple[str, ...]):
-    """(attribute, Prediction) of an answer: from the map, or from the typed fields (servers before the map)."""
-    if metadata.attributes:
-        return list(metadata.attributes.items())
-    return [(a, getattr(metadata, TYPED_ATTRIBUTES[a])) for a in attributes
-            if a in TYPED_ATTRIBUTES and metadata.HasField(TYPED_ATTRIBUTES[a])]
 
 
 def _scores(scores) -> list[dict]:
@@ -204,9 +198,9 @@ class ParquetOutput:
             self.pending_rows += 1
             self._maybe_flush()
 
-    def write_table(self, table) -> None:
+    def write_table(self, table):
         """Rows already in this layout (from `AnswerLayout.table`, e.g. made by Ray's workers); a row whose id is
-        already written or pending (a retried task's) is left out."""
+        already written or pending (a retried task's) is left out. Returns the rows kept."""
         with self.lock:
             seen = {key for t in self.tables for key in t[KEY].to_pylist()}  # pending: at most a part's rows
             fresh = []
@@ -217,6 +211,7 @@ class ParquetOutput:
             self.tables.append(table.cast(self.layout.schema()))
             self.pending_rows += table.num_rows
             self._maybe_flush()
+            return table
 
     def _maybe_flush(self) -> None:
         if self.pending_rows >= self.part_rows or time.monotonic() - self.last_part >= self.part_seconds:

@@ -26,7 +26,7 @@ from enrich_contract import wire as contract
 from .client import EnrichClient, EnrichError
 from .outputs import Output, open_output, output_format
 from .sources import collect
-from .streaming import BulkRun
+from .streaming import BulkRun, RequestOptions
 
 if TYPE_CHECKING:
     from .answer_parts import ParquetOutput
@@ -82,8 +82,6 @@ def bulk_main(client: EnrichClient, args) -> int:
 def request_options(args, error_prior: float | None = None, include: list[str] | None = None,
                     caption_mode: str | None = None):
     """What every request of a Ray run asks for (`caption_mode`: the command's default, when not given)."""
-    from .ray_engine import RequestOptions
-
     return RequestOptions(args.top_k, args.caption_mode or caption_mode, error_prior,
                           tuple(included(args) if include is None else include))
 

@@ -61,6 +61,14 @@ class CsvLayout:
 
 
 # --- output ------------------------------------------------------------------------------------------
+def prediction_of(metadata: enrich_pb2.Metadata, attribute: str) -> enrich_pb2.Prediction | None:
+    """An answer's prediction of `attribute`: from the map, or a typed field (servers before the map)."""
+    prediction = metadata.attributes.get(attribute)
+    if prediction is None and attribute in contract.TYPED_ATTRIBUTES:
+        prediction = getattr(metadata, contract.TYPED_ATTRIBUTES[attribute])
+    return prediction
+
+
 def csv_row(response: enrich_pb2.EnrichResponse, layout: CsvLayout | None = None) -> dict[str, object]:
     layout = layout or CsvLayout.of(None)
     status = response.status
@@ -72,9 +80,7 @@ def csv_row(response: enrich_pb2.EnrichResponse, layout: CsvLayout | None = None
     if not status.code:
         metadata = response.metadata
         for attribute in layout.attributes:
-            prediction = metadata.attributes.get(attribute)
-            if prediction is None and attribute in contract.TYPED_ATTRIBUTES:  # a server before the generic map
-                prediction = getattr(metadata, contract.TYPED_ATTRIBUTES[attribute])
+            prediction = prediction_of(metadata, attribute)
             if prediction is None:
                 continue
             column = layout.column(attribute)

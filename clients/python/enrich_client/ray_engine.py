@@ -27,27 +27,11 @@ from enrich.v1 import enrich_pb2
 
 from .answer_parts import AnswerLayout, ParquetOutput
 from .sources import Source
+from .streaming import RequestOptions
 
 # Batches an actor answers at once: like a server's several streams, one batch decodes while another is in the
 # model (the in-process service and the fleet's channel both take concurrent calls).
 CALLS_PER_ACTOR = 4
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    """What every request of a run asks for (bulk's and audit's options)."""
-
-    top_k: int | None = None
-    caption_mode: str | None = None
-    error_prior: float | None = None
-    include: tuple[str, ...] = ()
-
-    def request(self, source: Source, data: bytes) -> enrich_pb2.EnrichRequest:
-        from .client import EnrichClient
-
-        return EnrichClient.request(data, source.key, self.top_k, self.caption_mode,
-                                    dict(source.catalogue) if source.catalogue else None, self.error_prior,
-                                    **dict.fromkeys(self.include, True))
 
 
 @dataclass(frozen=True)
@@ -176,8 +160,8 @@ def run_on_ray(engine: RayEngine, sources: list[Source], output: ParquetOutput, 
     table = pa.table({"key": [s.key for s in todo], "location": [s.location for s in todo],
                       "catalogue": [json.dumps(dict(s.catalogue)) for s in todo]})
     # Blocks cut here, on the driver: a repartition would be a task, and the actors may hold every CPU.
-    rows = max(engine.batch_size, -(-len(todo) // (actors * 4)))
-    dataset = ray.data.from_arrow([table.slice(at, rows) for at in range(0, len(todo), rows)])
+    block_rows = max(engine.batch_size, -(-len(todo) // (actors * 4)))
+    dataset = ray.data.from_arrow([table.slice(at, block_rows) for at in range(0, len(todo), block_rows)])
     if engine.bundle:
         actor, arguments = BundleEnricher, (engine.bundle, options, engine.threads)
     else:
@@ -191,8 +175,8 @@ def run_on_ray(engine: RayEngine, sources: list[Source], output: ParquetOutput, 
     ok = failed = 0
     with tqdm(total=len(sources), initial=len(sources) - len(todo), unit="img", desc="ray", file=sys.stderr,
               disable=quiet, dynamic_ncols=True) as bar:
-        for rows in answers.iter_batches(batch_size=None, batch_format="pyarrow"):
-            output.write_table(rows)
+        for answered in answers.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = output.write_table(answered)  # without ids written before (a retried task's)
             bad = sum(1 for code in rows["code"].to_pylist() if code)
             ok, failed = ok + rows.num_rows - bad, failed + bad
             bar.update(rows.num_rows)

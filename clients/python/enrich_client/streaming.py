@@ -123,6 +123,22 @@ class _StreamState:
 
 
 
+@dataclass(frozen=True)
+class RequestOptions:
+    """What every request of a run asks for (bulk's and audit's options; `include`: contract.INCLUDE_FLAGS to set)."""
+
+    top_k: int | None = None
+    caption_mode: str | None = None
+    error_prior: float | None = None
+    include: tuple[str, ...] = ()
+
+    def request(self, source: Source, data: bytes) -> enrich_pb2.EnrichRequest:
+        """The request for one image: its catalogue values, when it has any, are audited."""
+        return EnrichClient.request(data, source.key, self.top_k, self.caption_mode,
+                                    dict(source.catalogue) if source.catalogue else None, self.error_prior,
+                                    **dict.fromkeys(self.include, True))
+
+
 class BulkRun:
     def __init__(self, client: EnrichClient, sources: list[Source], output: AnswerSink, streams: int = 4,
                  top_k: int | None = None, caption_mode: str | None = None, sidecars: bool = False,
@@ -131,8 +147,7 @@ class BulkRun:
         """Sources with catalogue values are audited (with `error_prior`); `include`: the request's include_*
         flags to set (contract.INCLUDE_FLAGS)."""
         self.client, self.output, self.streams = client, output, streams
-        self.top_k, self.caption_mode, self.sidecars = top_k, caption_mode, sidecars
-        self.error_prior, self.include = error_prior, dict.fromkeys(include, True)
+        self.options, self.sidecars = RequestOptions(top_k, caption_mode, error_prior, tuple(include)), sidecars
         self.retry_seconds = retry_seconds
         todo = [s for s in sources if s.key not in output.done]
         self.summary = Summary(total=len(sources), skipped=len(sources) - len(todo),
@@ -231,9 +246,7 @@ class BulkRun:
                     data = source.read()
                     if self.max_image_bytes and len(data) > self.max_image_bytes:
                         raise _TooLarge(len(data), self.max_image_bytes)
-                    request = self.client.request(data, source.key, self.top_k, self.caption_mode,
-                                                  dict(source.catalogue) if source.catalogue else None,
-                                                  self.error_prior, **self.include)
+                    request = self.options.request(source, data)
                 except Exception as error:  # an unreadable input is a row, not the end of the run
                     if stream.answered(source.key) is not None:  # still ours: the stream may have ended
                         self._record(unreadable(source, error), None)

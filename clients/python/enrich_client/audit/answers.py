@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from enrich.v1 import enrich_pb2
 
 from ..answer_parts import AnswerLayout, count_rows, read_batches, stored_info
-from ..outputs import KEY, CsvLayout
+from ..outputs import CsvLayout
 
 BATCH_ROWS = 16_384
 
@@ -67,7 +67,3 @@ class AuditAnswers:
             ok = batch.filter(pc.equal(batch.column("code"), 0))
             if ok.num_rows:
                 yield ok.select(columns)
-
-    def keys(self) -> Iterator[str]:
-        for batch in self.batches([KEY]):
-            yield from batch.column(0).to_pylist()

@@ -65,15 +65,16 @@ def audit_main(client: EnrichClient, args) -> int:
     except (OSError, ValueError, ImportError) as error:  # --model: no bundle there, or no serving extra here
         print(f"enrich-client audit: cannot read the model {args.model}: {error}", file=sys.stderr)
         return 2
+    described = to_json(info)
     try:  # the columns the answering model audits, by its schema
-        sources = read_catalogue(Path(args.catalogue), audited_columns(to_json(info)), info.schema.id_column or "id")
+        sources = read_catalogue(Path(args.catalogue), audited_columns(described), info.schema.id_column or "id")
         folder.mkdir(parents=True, exist_ok=True)
         output = open_answers(folder, args, info)
         output.check_options(run_options(args, info.model_version), args.mixed_options)
     except (OSError, ValueError, CatalogueError) as error:
         print(f"enrich-client audit: {error}", file=sys.stderr)
         return 2
-    forget(output, changed_rows(answers_of(folder, output, to_json(info)), sources))  # the catalogue changed
+    forget(output, changed_rows(answers_of(folder, output, described), sources))  # the catalogue changed
     if args.engine == "ray":
         status = run_on_ray_with_summary(client, args, sources, output,
                                          request_options(args, args.error_prior, list(INCLUDED), DEFAULT_CAPTION_MODE),
@@ -85,7 +86,7 @@ def audit_main(client: EnrichClient, args) -> int:
     if status == 130:
         return status
     by_key = {source.key: source for source in sources}
-    write_audit(folder, answers_of(folder, output, to_json(info)), to_json(info), Path(args.catalogue).name,
+    write_audit(folder, answers_of(folder, output, described), described, Path(args.catalogue).name,
                 len(sources), lambda key: by_key[key].read())
     return status
 

@@ -35,15 +35,6 @@ class Signature:
     fingerprint: np.ndarray | None  # CIELAB of the product's dominant colour, then of the background
     product_hash: str = ""  # empty from a server that does not send it: then the colours decide alone
 
-    @classmethod
-    def of(cls, answer: dict) -> Signature:
-        metadata = answer["metadata"]
-        image, signature = metadata["image"], metadata.get("signature", {})
-        embedding, fingerprint = signature.get("embedding") or None, signature.get("colourFingerprint") or None
-        return cls(answer["requestId"], int(image["width"]), int(image["height"]), int(image["sizeBytes"]),
-                   signature.get("perceptualHash", ""), np.asarray(embedding, np.float32) if embedding else None,
-                   np.asarray(fingerprint, np.float64) if fingerprint else None, signature.get("productHash", ""))
-
 
 @dataclass
 class Pair:

@@ -9,7 +9,6 @@ import numpy as np
 
 from enrich_contract.posterior import DEFAULT_ERROR_PRIOR, p_wrong_given
 
-KIND_PREFIX, LEVEL_PREFIX = "FINDING_KIND_", "TAXONOMY_LEVEL_"
 CHECKED = ("agrees", "disagrees")  # the kinds whose p_wrong depends on the prior
 BOOTSTRAP_RUNS = 200
 BOOTSTRAP_ROWS = 5_000  # resampled whole up to this many rows; above, a subsample of this many
@@ -31,21 +30,9 @@ class FindingRow:
     level: str = ""  # where articleType/subCategory disagree: article_type, sub_category or master_category
     accepted: bool = False  # `predicted` reaches its accept threshold: a disagreement to fix without review
 
-    @classmethod
-    def of(cls, key: str, finding: dict) -> FindingRow:
-        """From a Finding as JSON (protobuf's mapping, every field present)."""
-        return cls(key, finding["attribute"], finding["kind"].removeprefix(KIND_PREFIX).lower(), finding["supplied"],
-                   finding["predicted"], finding["pSupplied"], finding["pPredicted"], finding["pWrong"],
-                   finding["suppliedLabel"], _level(finding["disagreementLevel"]),
-                   bool(finding.get("predictedAccepted", False)))
-
     def csv(self) -> dict:
         return dict(vars(self)) | {k: f"{getattr(self, k):.6g}" for k in ("p_supplied", "p_predicted", "p_wrong")} \
             | {"accepted": int(self.accepted)}
-
-
-def _level(name: str) -> str:
-    return "" if name.endswith("UNSPECIFIED") else name.removeprefix(LEVEL_PREFIX).lower()
 
 
 @dataclass

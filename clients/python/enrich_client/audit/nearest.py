@@ -8,9 +8,8 @@ never held all at once above EXACT_UP_TO rows.
                         candidate: the pixels check them all (duplicates.same_picture), and the survivors'
                         cosines are computed exactly from their embeddings, read once more
 
-The compressed index holds about 100 bytes per image (a million images: about 100 MB) where the embeddings
-themselves take 4 bytes per dimension (2.3 GB at 576 dimensions). Index types measured on simulated answers
-(README, "Ten million images"): SQ8 kept the cosines but took 6 times the memory and 5 times the search time.
+The compressed index holds a code of dimensions / 8 bytes per image where the embeddings take 4 bytes per
+dimension. Why this index and not another: the README's "Ten million images" measures them side by side.
 """
 
 from __future__ import annotations
